@@ -1,0 +1,53 @@
+/** inspect(): keys, dtypes, shapes and sizes of a checkpoint or statistics file. */
+import { Checkpoint, CheckpointLayout } from "../checkpoint";
+import { DType } from "../safetensors/dtypes";
+
+export interface InspectTensor {
+  key: string;
+  dtype: DType;
+  shape: number[];
+  numel: number;
+  bytes: number;
+  file: string;
+}
+
+export interface InspectReport {
+  path: string;
+  layout: CheckpointLayout;
+  files: string[];
+  tensors: InspectTensor[];
+  totals: { tensors: number; params: number; bytes: number; byDtype: Record<string, { tensors: number; params: number; bytes: number }> };
+  metadata: Record<string, string>;
+}
+
+export async function inspect(p: string): Promise<InspectReport> {
+  const ck = await Checkpoint.open(p);
+  try {
+    const tensors = ck.keys().map((k) => {
+      const t = ck.get(k);
+      return { key: k, dtype: t.dtype, shape: t.shape, numel: t.numel, bytes: t.nbytes, file: t.file.path };
+    });
+    const byDtype: InspectReport["totals"]["byDtype"] = {};
+    for (const t of tensors) {
+      const d = (byDtype[t.dtype] ??= { tensors: 0, params: 0, bytes: 0 });
+      d.tensors++;
+      d.params += t.numel;
+      d.bytes += t.bytes;
+    }
+    return {
+      path: ck.path,
+      layout: ck.layout,
+      files: ck.files.map((f) => f.path),
+      tensors,
+      totals: {
+        tensors: tensors.length,
+        params: tensors.reduce((s, t) => s + t.numel, 0),
+        bytes: tensors.reduce((s, t) => s + t.bytes, 0),
+        byDtype,
+      },
+      metadata: Object.assign({}, ...ck.files.map((f) => f.metadata)),
+    };
+  } finally {
+    await ck.close();
+  }
+}

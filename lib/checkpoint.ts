@@ -1,0 +1,148 @@
+/**
+ * A checkpoint: one .safetensors file, a directory with model.safetensors, or
+ * a directory with model.safetensors.index.json and its shards.
+ */
+import { promises as fsp } from "fs";
+import * as path from "path";
+import { createHash } from "crypto";
+import { SafetensorsFile } from "./safetensors/file";
+import { TensorInfo } from "./safetensors/header";
+import { TaskmergeError } from "./errors";
+
+export type CheckpointLayout = "file" | "directory" | "sharded";
+
+export interface TensorRef extends TensorInfo {
+  file: SafetensorsFile;
+}
+
+export class Checkpoint {
+  private readonly refs: Map<string, TensorRef>;
+
+  private constructor(
+    readonly path: string,
+    readonly layout: CheckpointLayout,
+    readonly files: SafetensorsFile[],
+    /** Directory holding the checkpoint's other files (config, tokenizer), if any. */
+    readonly dir: string | undefined,
+    order: TensorRef[],
+  ) {
+    this.refs = new Map(order.map((r) => [r.key, r]));
+  }
+
+  /** Default expert name: the file or directory name without extension. */
+  get name(): string {
+    return path.basename(this.path).replace(/\.safetensors$/, "");
+  }
+
+  static async open(p: string): Promise<Checkpoint> {
+    const abs = path.resolve(p);
+    let st;
+    try {
+      st = await fsp.stat(abs);
+    } catch {
+      throw new TaskmergeError("checkpoint not found", p);
+    }
+    if (st.isFile()) {
+      const f = await SafetensorsFile.open(abs);
+      return new Checkpoint(abs, "file", [f], undefined, f.tensors.map((t) => ({ ...t, file: f })));
+    }
+    if (!st.isDirectory()) throw new TaskmergeError("not a file or directory", p);
+    const single = path.join(abs, "model.safetensors");
+    const index = path.join(abs, "model.safetensors.index.json");
+    if (await exists(index)) return Checkpoint.openSharded(abs, index);
+    if (await exists(single)) {
+      const f = await SafetensorsFile.open(single);
+      return new Checkpoint(abs, "directory", [f], abs, f.tensors.map((t) => ({ ...t, file: f })));
+    }
+    throw new TaskmergeError("directory holds neither model.safetensors nor model.safetensors.index.json", p);
+  }
+
+  private static async openSharded(dir: string, indexPath: string): Promise<Checkpoint> {
+    let index: { weight_map?: unknown };
+    try {
+      index = JSON.parse(await fsp.readFile(indexPath, "utf8"));
+    } catch (e) {
+      throw new TaskmergeError(`invalid index JSON: ${(e as Error).message}`, indexPath);
+    }
+    const wm = index.weight_map;
+    if (typeof wm !== "object" || wm === null || Array.isArray(wm))
+      throw new TaskmergeError("index has no weight_map object", indexPath);
+    const shardNames: string[] = [];
+    for (const [key, shard] of Object.entries(wm as Record<string, unknown>)) {
+      if (typeof shard !== "string") throw new TaskmergeError("weight_map value is not a file name", indexPath, key);
+      const resolved = path.resolve(dir, shard);
+      if (path.isAbsolute(shard) || path.dirname(resolved) !== dir)
+        throw new TaskmergeError(`shard name '${shard}' escapes the checkpoint directory`, indexPath, key);
+      if (!shardNames.includes(shard)) shardNames.push(shard);
+    }
+    shardNames.sort();
+    const files: SafetensorsFile[] = [];
+    try {
+      for (const s of shardNames) files.push(await SafetensorsFile.open(path.join(dir, s)));
+      const byShard = new Map(shardNames.map((s, i) => [s, files[i]]));
+      const order: TensorRef[] = [];
+      // Storage order: shard by shard, tensors in data order.
+      const wanted = new Map(Object.entries(wm as Record<string, string>));
+      for (const [i, f] of files.entries()) {
+        for (const t of f.tensors) if (wanted.get(t.key) === shardNames[i]) order.push({ ...t, file: f });
+      }
+      for (const [key, shard] of wanted) {
+        if (!byShard.get(shard)?.tensor(key))
+          throw new TaskmergeError(`index lists key in shard '${shard}' but the shard does not hold it`, indexPath, key);
+      }
+      return new Checkpoint(dir, "sharded", files, dir, order);
+    } catch (e) {
+      await Promise.all(files.map((f) => f.close()));
+      throw e;
+    }
+  }
+
+  /** Keys in storage order. */
+  keys(): string[] {
+    return [...this.refs.keys()];
+  }
+
+  tensor(key: string): TensorRef | undefined {
+    return this.refs.get(key);
+  }
+
+  get(key: string): TensorRef {
+    const r = this.refs.get(key);
+    if (!r) throw new TaskmergeError("key not in checkpoint", this.path, key);
+    return r;
+  }
+
+  read(key: string, start?: number, count?: number, into?: Buffer): Promise<Buffer> {
+    return this.get(key).file.read(key, start, count, into);
+  }
+
+  get totalBytes(): number {
+    let n = 0;
+    for (const r of this.refs.values()) n += r.nbytes;
+    return n;
+  }
+
+  get fileBytes(): number {
+    return this.files.reduce((n, f) => n + f.size, 0);
+  }
+
+  /** Hash over the shard headers: identifies the checkpoint's layout and keys. */
+  get headerHash(): string {
+    const h = createHash("sha256");
+    for (const f of this.files) h.update(f.headerHash);
+    return h.digest("hex");
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.files.map((f) => f.close()));
+  }
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await fsp.access(p);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,66 @@
+#!/usr/bin/env node
+/**
+ * The taskmerge command line: a thin shell over the library API. Errors are
+ * one line on stderr; exit 1 for failures, 2 for usage errors.
+ */
+// Reads of base and experts run in parallel on libuv's pool: give it room.
+process.env.UV_THREADPOOL_SIZE ??= "16";
+
+import { Command, CommanderError, Option } from "commander";
+import { VERSION } from "../version";
+import { AbortError, TaskmergeError, UsageError } from "../errors";
+import { registerInspect } from "./inspect_command";
+import { registerMerge } from "./merge_command";
+
+export function buildProgram(): Command {
+  const program = new Command("taskmerge")
+    .description("Merge fine-tuned checkpoints of one base model into one multi-task model")
+    .version(VERSION, "-V, --version")
+    .showHelpAfterError("(run with --help for usage)")
+    .exitOverride();
+  registerInspect(program);
+  registerMerge(program);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (e) {
+    return reportError(e);
+  }
+}
+
+function reportError(e: unknown): number {
+  if (e instanceof CommanderError) {
+    // Help and version print and "fail" with code 0; real parse errors are usage errors.
+    return e.exitCode === 0 ? 0 : 2;
+  }
+  const msg = e instanceof Error ? e.message.split("\n")[0] : String(e);
+  if (e instanceof UsageError) {
+    process.stderr.write(`taskmerge: ${msg}\n`);
+    return 2;
+  }
+  if (e instanceof AbortError) {
+    process.stderr.write(`taskmerge: interrupted; no output was written\n`);
+    return 1;
+  }
+  process.stderr.write(`taskmerge: error: ${msg}\n`);
+  if (!(e instanceof TaskmergeError) && process.env.TASKMERGE_DEBUG) console.error(e);
+  return 1;
+}
+
+export { Option };
+
+if (require.main === module) {
+  // `taskmerge inspect big | head` closes stdout early: that is not an error.
+  process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+    if (e.code === "EPIPE") process.exit(0);
+    throw e;
+  });
+  main(process.argv).then((code) => {
+    process.exitCode = code;
+  });
+}

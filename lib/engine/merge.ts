@@ -1,0 +1,147 @@
+/**
+ * The merge engine: opens the inputs, checks them, plans the output, runs the
+ * method key by key and commits the output atomically. It knows nothing of
+ * any particular method.
+ */
+import * as path from "path";
+import { Checkpoint } from "../checkpoint";
+import { SafetensorsFile } from "../safetensors/file";
+import { FloatDType, isFloatDType } from "../safetensors/dtypes";
+import { OutTensor } from "../safetensors/writer";
+import { Output } from "../output";
+import { AbortError, TaskmergeError, throwIfAborted } from "../errors";
+import { getMethod, resolveParams } from "../methods";
+import type { Expert, MergeContext, Params } from "../methods/types";
+import { checkCompatible } from "./validate";
+import { Progress, ProgressTracker } from "./progress";
+import { VERSION } from "../version";
+
+export interface ResolvedExpert {
+  path: string;
+  name: string;
+  weight: number;
+  stats?: string;
+}
+
+export interface EngineOptions {
+  base: string;
+  experts: ResolvedExpert[];
+  method: string;
+  params: Record<string, unknown>;
+  out: string;
+  dtype?: FloatDType;
+  maxShardSize?: number;
+  chunkElems?: number;
+  onProgress?: (p: Progress) => void;
+  signal?: AbortSignal;
+}
+
+export interface MergeReport {
+  method: string;
+  params: Params;
+  out: string;
+  tensors: number;
+  bytesRead: number;
+  bytesWritten: number;
+  seconds: number;
+  details: Record<string, unknown>;
+}
+
+export const DEFAULT_CHUNK_ELEMS = Number(process.env.TASKMERGE_CHUNK_ELEMS) || 4 << 20;
+
+export async function runMerge(o: EngineOptions): Promise<MergeReport> {
+  const t0 = Date.now();
+  const method = getMethod(o.method);
+  const params = resolveParams(method, o.params);
+  if (!o.experts.length) throw new TaskmergeError("no experts given");
+  throwIfAborted(o.signal);
+
+  const opened: { close(): Promise<void> }[] = [];
+  const track = <T extends { close(): Promise<void> }>(x: T): T => (opened.push(x), x);
+  let output: Output | undefined;
+  try {
+    const base = track(await Checkpoint.open(o.base));
+    const experts: Expert[] = [];
+    for (const e of o.experts) {
+      const checkpoint = track(await Checkpoint.open(e.path));
+      const stats = e.stats && method.needsStats ? track(await SafetensorsFile.open(e.stats)) : undefined;
+      experts.push({ name: e.name, checkpoint, weight: e.weight, stats });
+    }
+    checkCompatible(base, experts.map((e) => e.checkpoint));
+
+    const keys = base.keys();
+    const isFloat = (k: string) => isFloatDType(base.get(k).dtype);
+    const outDtype = (k: string): FloatDType => o.dtype ?? (base.get(k).dtype as FloatDType);
+    const plan: OutTensor[] = keys.map((k) => ({ key: k, shape: base.get(k).shape, dtype: isFloat(k) ? outDtype(k) : base.get(k).dtype }));
+
+    const progress = new ProgressTracker(o.onProgress);
+    const ctx: MergeContext = {
+      base, experts, params, floatKeys: keys.filter(isFloat), outDtype, signal: o.signal, progress,
+      chunkElems: o.chunkElems ?? DEFAULT_CHUNK_ELEMS, details: {},
+    };
+    const manifest = {
+      taskmerge: VERSION,
+      method: method.name,
+      params,
+      base: o.base,
+      experts: o.experts.map((e) => ({ name: e.name, path: e.path, weight: e.weight, ...(e.stats ? { stats: e.stats } : {}) })),
+      ...(o.dtype ? { dtype: o.dtype } : {}),
+    };
+    output = await Output.create(o.out, plan, {
+      maxShardSize: o.maxShardSize,
+      copyFrom: base.dir,
+      extraFiles: { "taskmerge.json": JSON.stringify(manifest, null, 2) + "\n" },
+      metadata: { format: "pt" },
+    });
+
+    if (method.prepare) await method.prepare(ctx);
+    const out = output;
+    let bytesWritten = 0;
+    const totalBytes = keys.reduce((s, k) => s + base.get(k).nbytes * (isFloat(k) ? 1 + experts.length : 1), 0);
+    progress.phase("merge", keys.length, totalBytes);
+    for (const key of keys) {
+      throwIfAborted(o.signal);
+      const sink = async (data: Uint8Array) => {
+        bytesWritten += data.length;
+        await out.write(key, data);
+      };
+      try {
+        if (isFloat(key)) await method.mergeTensor(ctx, key, sink);
+        else await copyTensor(ctx, key, sink);
+      } catch (e) {
+        throw keyError(e, key, base, experts);
+      }
+      progress.tensorDone(key);
+    }
+    throwIfAborted(o.signal);
+    await output.commit();
+    return {
+      method: method.name, params, out: path.resolve(o.out), tensors: keys.length, bytesRead: progress.bytesRead,
+      bytesWritten, seconds: (Date.now() - t0) / 1000, details: ctx.details,
+    };
+  } catch (e) {
+    await output?.abort().catch(() => undefined);
+    throw e;
+  } finally {
+    await Promise.all(opened.map((x) => x.close().catch(() => undefined)));
+  }
+}
+
+/** Non-float tensors (integer buffers, bool) come from the base unchanged. */
+async function copyTensor(ctx: MergeContext, key: string, sink: (d: Uint8Array) => Promise<void>): Promise<void> {
+  const t = ctx.base.get(key);
+  const step = Math.max(1, ctx.chunkElems);
+  for (let i = 0; i < t.numel; i += step) {
+    const buf = await ctx.base.read(key, i, Math.min(step, t.numel - i));
+    ctx.progress.bytes(buf.length, key);
+    await sink(buf);
+  }
+}
+
+/** Gives native and internal errors the key and, where known, the file they concern. */
+function keyError(e: unknown, key: string, base: Checkpoint, experts: Expert[]): unknown {
+  if (e instanceof TaskmergeError || e instanceof AbortError || !(e instanceof Error)) return e;
+  const m = /\bexpert (\d+)\b/.exec(e.message);
+  const file = m ? experts[Number(m[1])]?.checkpoint.path : /\bbase\b/.test(e.message) ? base.path : undefined;
+  return new TaskmergeError(e.message, file, key);
+}

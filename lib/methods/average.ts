@@ -1,0 +1,13 @@
+/** average: θ0 + (1/T) Σ τt. */
+import { mergeElementwise } from "../engine/stream";
+import type { MergeMethod } from "./types";
+
+export const average: MergeMethod = {
+  name: "average",
+  description: "Mean of the experts: θ0 + (1/T) Σ τt",
+  params: [],
+  mergeTensor(ctx, key, sink) {
+    const T = ctx.experts.length;
+    return mergeElementwise(ctx, key, sink, "task_arithmetic", { coeffs: ctx.experts.map(() => 1 / T) });
+  },
+};

@@ -1,0 +1,48 @@
+/** The method registry: every merge method by name. */
+import { UsageError } from "../errors";
+import type { MergeMethod, Params, ParamSpec } from "./types";
+import { average } from "./average";
+import { taskArithmetic } from "./task_arithmetic";
+
+const METHODS: MergeMethod[] = [average, taskArithmetic];
+
+export function listMethods(): readonly MergeMethod[] {
+  return METHODS;
+}
+
+export function getMethod(name: string): MergeMethod {
+  const m = METHODS.find((x) => x.name === name);
+  if (!m) throw new UsageError(`unknown method '${name}' (available: ${METHODS.map((x) => x.name).join(", ")})`);
+  return m;
+}
+
+/** Fills defaults and validates user parameters against the method's declaration. */
+export function resolveParams(method: MergeMethod, given: Record<string, unknown>): Params {
+  const out: Params = {};
+  const known = new Set(method.params.map((p) => p.name));
+  for (const k of Object.keys(given)) {
+    if (given[k] === undefined) continue;
+    if (!known.has(k))
+      throw new UsageError(
+        `method '${method.name}' has no parameter '${k}'` +
+          (known.size ? ` (parameters: ${[...known].join(", ")})` : " (it takes no parameters)"),
+      );
+  }
+  for (const p of method.params) out[p.name] = checkParam(method.name, p, given[p.name] ?? p.default);
+  return out;
+}
+
+function checkParam(method: string, p: ParamSpec, v: unknown): number | string {
+  const where = `${method}: parameter '${p.name}'`;
+  if (p.type === "string") {
+    if (typeof v !== "string") throw new UsageError(`${where} must be a string`);
+    if (p.choices && !p.choices.includes(v)) throw new UsageError(`${where} must be one of ${p.choices.join(", ")} (got '${v}')`);
+    return v;
+  }
+  const n = typeof v === "string" && v.trim() !== "" ? Number(v) : v;
+  if (typeof n !== "number" || !Number.isFinite(n)) throw new UsageError(`${where} must be a finite number (got ${JSON.stringify(v)})`);
+  if (p.type === "integer" && !Number.isInteger(n)) throw new UsageError(`${where} must be an integer (got ${n})`);
+  if (p.min !== undefined && n < p.min) throw new UsageError(`${where} must be ≥ ${p.min} (got ${n})`);
+  if (p.max !== undefined && n > p.max) throw new UsageError(`${where} must be ≤ ${p.max} (got ${n})`);
+  return n;
+}

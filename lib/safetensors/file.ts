@@ -1,0 +1,95 @@
+/** A safetensors file opened for streaming reads of its tensors by key. */
+import { promises as fsp } from "fs";
+import { createHash } from "crypto";
+import { Header, headerLength, parseHeader, TensorInfo } from "./header";
+import { TaskmergeError } from "../errors";
+
+export class SafetensorsFile {
+  private readonly byKey: Map<string, TensorInfo>;
+
+  private constructor(
+    readonly path: string,
+    readonly size: number,
+    readonly header: Header,
+    /** sha256 of the raw header bytes: identifies the file's layout cheaply. */
+    readonly headerHash: string,
+    private fh: fsp.FileHandle | undefined,
+  ) {
+    this.byKey = new Map(header.tensors.map((t) => [t.key, t]));
+  }
+
+  static async open(path: string): Promise<SafetensorsFile> {
+    let fh: fsp.FileHandle;
+    try {
+      fh = await fsp.open(path, "r");
+    } catch (e) {
+      throw new TaskmergeError(`cannot open: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, path);
+    }
+    try {
+      const st = await fh.stat();
+      if (!st.isFile()) throw new TaskmergeError("not a regular file", path);
+      const prefix = await readExactly(fh, 0, Math.min(8, st.size), path);
+      const n = headerLength(prefix, st.size, path);
+      const json = await readExactly(fh, 8, n, path);
+      const header = parseHeader(json, st.size, path);
+      const hash = createHash("sha256").update(json).digest("hex");
+      return new SafetensorsFile(path, st.size, header, hash, fh);
+    } catch (e) {
+      await fh.close();
+      throw e;
+    }
+  }
+
+  get tensors(): readonly TensorInfo[] {
+    return this.header.tensors;
+  }
+
+  get metadata(): Record<string, string> {
+    return this.header.metadata;
+  }
+
+  tensor(key: string): TensorInfo | undefined {
+    return this.byKey.get(key);
+  }
+
+  /** Reads `count` elements of `key` starting at element `start` into `into` (or a new Buffer). */
+  async read(key: string, start = 0, count?: number, into?: Buffer): Promise<Buffer> {
+    const t = this.byKey.get(key);
+    if (!t) throw new TaskmergeError("no such tensor", this.path, key);
+    const esize = t.numel ? t.nbytes / t.numel : 0;
+    const n = count ?? t.numel - start;
+    if (start < 0 || n < 0 || start + n > t.numel) throw new TaskmergeError(`read of elements [${start}, ${start + n}) out of range`, this.path, key);
+    const bytes = n * esize;
+    const buf = into ? into.subarray(0, bytes) : Buffer.allocUnsafe(bytes);
+    if (into && into.length < bytes) throw new TaskmergeError("read buffer too small", this.path, key);
+    await readInto(this.handle(), t.offset + start * esize, buf, this.path, key);
+    return buf;
+  }
+
+  private handle(): fsp.FileHandle {
+    if (!this.fh) throw new TaskmergeError("file is closed", this.path);
+    return this.fh;
+  }
+
+  async close(): Promise<void> {
+    const fh = this.fh;
+    this.fh = undefined;
+    await fh?.close();
+  }
+}
+
+async function readExactly(fh: fsp.FileHandle, pos: number, n: number, path: string): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(n);
+  await readInto(fh, pos, buf, path);
+  return buf;
+}
+
+/** Fills buf from pos, looping over short reads; a premature end of file is an error. */
+async function readInto(fh: fsp.FileHandle, pos: number, buf: Buffer, path: string, key?: string): Promise<void> {
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesRead } = await fh.read(buf, done, buf.length - done, pos + done);
+    if (bytesRead === 0) throw new TaskmergeError("unexpected end of file (truncated?)", path, key);
+    done += bytesRead;
+  }
+}

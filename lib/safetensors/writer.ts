@@ -1,0 +1,121 @@
+/**
+ * Streams one safetensors file: the header is written first from the known
+ * shapes, then tensor data is appended in header order. The file lives under
+ * a temporary name until finish() renames it into place.
+ */
+import { promises as fsp } from "fs";
+import { DTYPE_SIZE, DType } from "./dtypes";
+import { TaskmergeError } from "../errors";
+
+export interface OutTensor {
+  key: string;
+  dtype: DType;
+  shape: number[];
+}
+
+export function tensorBytes(t: OutTensor): number {
+  return t.shape.reduce((a, b) => a * b, 1) * DTYPE_SIZE[t.dtype];
+}
+
+/** The header bytes (length prefix included), padded with spaces to 8-byte alignment. */
+export function encodeHeader(tensors: OutTensor[], metadata?: Record<string, string>): Buffer {
+  const obj: Record<string, unknown> = {};
+  if (metadata && Object.keys(metadata).length) obj.__metadata__ = metadata;
+  let offset = 0;
+  for (const t of tensors) {
+    const n = tensorBytes(t);
+    obj[t.key] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + n] };
+    offset += n;
+  }
+  let json = Buffer.from(JSON.stringify(obj), "utf8");
+  const pad = (8 - (json.length % 8)) % 8;
+  if (pad) json = Buffer.concat([json, Buffer.alloc(pad, 0x20)]);
+  const prefix = Buffer.alloc(8);
+  prefix.writeBigUInt64LE(BigInt(json.length));
+  return Buffer.concat([prefix, json]);
+}
+
+export class SafetensorsWriter {
+  private index = 0; // tensor being written
+  private written = 0; // bytes of it written so far
+  private pos: number;
+
+  private constructor(
+    readonly finalPath: string,
+    readonly tmpPath: string,
+    private readonly fh: fsp.FileHandle,
+    private readonly tensors: OutTensor[],
+    headerSize: number,
+  ) {
+    this.pos = headerSize;
+  }
+
+  static async create(finalPath: string, tmpPath: string, tensors: OutTensor[], metadata?: Record<string, string>) {
+    const header = encodeHeader(tensors, metadata);
+    const fh = await fsp.open(tmpPath, "wx");
+    try {
+      await writeAll(fh, header, 0, tmpPath);
+    } catch (e) {
+      await fh.close();
+      await fsp.rm(tmpPath, { force: true });
+      throw e;
+    }
+    return new SafetensorsWriter(finalPath, tmpPath, fh, tensors, header.length);
+  }
+
+  /** The tensor expecting data next (empty tensors need none), or undefined when all are written. */
+  pendingKey(): string | undefined {
+    this.skipEmpty();
+    return this.tensors[this.index]?.key;
+  }
+
+  /** Appends bytes of `key`, which must be the tensor in progress. */
+  async write(key: string, data: Uint8Array): Promise<void> {
+    this.skipEmpty();
+    const t = this.tensors[this.index];
+    if (!t || t.key !== key) throw new TaskmergeError(`internal: wrote '${key}' but '${t?.key}' was expected`, this.finalPath);
+    const total = tensorBytes(t);
+    if (this.written + data.length > total) throw new TaskmergeError("internal: too much data for tensor", this.finalPath, key);
+    await writeAll(this.fh, data, this.pos, this.finalPath);
+    this.pos += data.length;
+    this.written += data.length;
+    if (this.written === total) {
+      this.index++;
+      this.written = 0;
+    }
+  }
+
+  private skipEmpty(): void {
+    while (this.index < this.tensors.length && this.written === 0 && tensorBytes(this.tensors[this.index]) === 0) this.index++;
+  }
+
+  /** Flushes to disk and renames into place. */
+  async finish(): Promise<void> {
+    this.skipEmpty();
+    if (this.index !== this.tensors.length)
+      throw new TaskmergeError(`internal: output incomplete at '${this.tensors[this.index]?.key}'`, this.finalPath);
+    await this.fh.sync();
+    await this.fh.close();
+    await fsp.rename(this.tmpPath, this.finalPath);
+  }
+
+  /** Closes and removes the temporary file (finish's complement on failure). */
+  async close(): Promise<void> {
+    await this.fh.close().catch(() => undefined);
+    await fsp.rm(this.tmpPath, { force: true });
+  }
+}
+
+async function writeAll(fh: fsp.FileHandle, data: Uint8Array, pos: number, file: string): Promise<void> {
+  let done = 0;
+  try {
+    while (done < data.length) {
+      const { bytesWritten } = await fh.write(data, done, data.length - done, pos + done);
+      done += bytesWritten;
+    }
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === "ENOSPC" ? "disk full" : code ?? (e as Error).message;
+    throw new TaskmergeError(`write failed: ${why}`, file);
+  }
+}

@@ -1,0 +1,57 @@
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "parallel.h"
+
+namespace taskmerge {
+
+// Throws when a block holds NaN or ±Inf: corrupt weights must not merge silently.
+inline void checkFinite(const float* x, size_t n, size_t index, const char* who, size_t t) {
+  uint32_t bad = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u;
+    std::memcpy(&u, x + i, 4);
+    bad |= uint32_t((u & 0x7f800000u) == 0x7f800000u);
+  }
+  if (!bad) return;
+  size_t i = 0;
+  while (i < n && std::isfinite(x[i])) i++;
+  std::string name = who;
+  if (t != size_t(-1)) name += " " + std::to_string(t);
+  throw Error(name + " holds a non-finite value (NaN or Inf) at element " + std::to_string(index + i));
+}
+
+template <class F>
+void forEachBlock(const ElementwiseChunk& c, F&& fn) {
+  const size_t T = c.experts.size();
+  const size_t baseSize = dtypeSize(c.baseType), outSize = dtypeSize(c.outType);
+  size_t blocks = (c.n + kBlockElems - 1) / kBlockElems;
+  parallelFor(blocks, 1, [&](size_t b0, size_t b1) {
+    // Per-range scratch: θ0, T task vectors and the output block.
+    std::vector<float> scratch((T + 2) * kBlockElems);
+    float* base = scratch.data();
+    float* out = base + kBlockElems;
+    std::vector<const float*> tau(T);
+    std::vector<float*> tauW(T);
+    for (size_t t = 0; t < T; t++) tau[t] = tauW[t] = out + (t + 1) * kBlockElems;
+    for (size_t b = b0; b < b1; b++) {
+      size_t start = b * kBlockElems, len = std::min(kBlockElems, c.n - start);
+      toF32(c.base + start * baseSize, c.baseType, len, base);
+      checkFinite(base, len, c.offset + start, "base", size_t(-1));
+      for (size_t t = 0; t < T; t++) {
+        toF32(c.experts[t] + start * dtypeSize(c.expertTypes[t]), c.expertTypes[t], len, tauW[t]);
+        checkFinite(tauW[t], len, c.offset + start, "expert", t);
+        float* w = tauW[t];
+        for (size_t i = 0; i < len; i++) w[i] -= base[i];
+      }
+      Block blk{base, tau.data(), T, len, c.offset + start, out};
+      fn(blk);
+      if (c.out) fromF32(out, len, c.outType, c.out + start * outSize);
+    }
+  });
+}
+
+}  // namespace taskmerge

@@ -1,0 +1,68 @@
+// The op interface between the Node-API glue and the pure C++ kernels.
+// An op reads plain values and byte buffers from OpArgs and writes scalars or
+// new buffers into OpResult. Ops know nothing of Node-API: the glue converts
+// JS objects to OpArgs on the main thread and runs the op on a worker thread.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace taskmerge {
+
+// A view of caller-owned memory (a Node Buffer or TypedArray kept alive by the glue).
+struct Bytes {
+  uint8_t* data = nullptr;
+  size_t size = 0;
+};
+
+struct Error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+class OpArgs {
+ public:
+  std::map<std::string, double> nums;
+  std::map<std::string, std::string> strs;
+  std::map<std::string, Bytes> bufs;
+  std::map<std::string, std::vector<double>> numLists;
+  std::map<std::string, std::vector<std::string>> strLists;
+  std::map<std::string, std::vector<Bytes>> bufLists;
+
+  bool has(const std::string& k) const;
+  double num(const std::string& k) const;
+  double num(const std::string& k, double fallback) const;
+  const std::string& str(const std::string& k) const;
+  std::string str(const std::string& k, const std::string& fallback) const;
+  Bytes buf(const std::string& k) const;
+  const std::vector<double>& numList(const std::string& k) const;
+  const std::vector<std::string>& strList(const std::string& k) const;
+  const std::vector<Bytes>& bufList(const std::string& k) const;
+};
+
+struct OpResult {
+  std::map<std::string, double> nums;
+  std::map<std::string, std::vector<double>> numLists;
+  std::map<std::string, std::vector<uint8_t>> bufs;
+};
+
+using OpFn = void (*)(const OpArgs&, OpResult&);
+
+// Ops register themselves at static-initialisation time, so adding a kernel
+// file adds an op without touching a central table.
+void registerOp(const char* name, OpFn fn);
+OpFn findOp(const std::string& name);
+std::vector<std::string> opNames();
+
+struct OpRegistrar {
+  OpRegistrar(const char* name, OpFn fn) { registerOp(name, fn); }
+};
+
+}  // namespace taskmerge
+
+#define TM_CONCAT_(a, b) a##b
+#define TM_CONCAT(a, b) TM_CONCAT_(a, b)
+#define TM_REGISTER_OP(name, fn) \
+  static ::taskmerge::OpRegistrar TM_CONCAT(tm_op_registrar_, __LINE__)(name, fn)

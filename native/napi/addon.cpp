@@ -1,0 +1,151 @@
+// Node-API glue: converts a JS argument object to taskmerge::OpArgs on the main
+// thread, runs the named op on a libuv worker thread, and resolves a promise
+// with its scalars and buffers. No kernel code lives here.
+#include <napi.h>
+
+#include <memory>
+
+#include "../core/op.h"
+#include "../core/parallel.h"
+#include "../linalg/linalg.h"
+
+namespace {
+
+taskmerge::Bytes bytesOf(const Napi::Value& v) {
+  if (v.IsBuffer()) {
+    auto b = v.As<Napi::Buffer<uint8_t>>();
+    return {b.Data(), b.Length()};
+  }
+  if (v.IsTypedArray()) {
+    auto t = v.As<Napi::TypedArray>();
+    auto ab = t.ArrayBuffer();
+    return {static_cast<uint8_t*>(ab.Data()) + t.ByteOffset(), t.ByteLength()};
+  }
+  auto ab = v.As<Napi::ArrayBuffer>();
+  return {static_cast<uint8_t*>(ab.Data()), ab.ByteLength()};
+}
+
+bool isBytes(const Napi::Value& v) { return v.IsBuffer() || v.IsTypedArray() || v.IsArrayBuffer(); }
+
+void convertArgs(const Napi::Object& obj, taskmerge::OpArgs& a) {
+  Napi::Env env = obj.Env();
+  Napi::Array names = obj.GetPropertyNames();
+  for (uint32_t i = 0; i < names.Length(); i++) {
+    std::string k = names.Get(i).ToString();
+    Napi::Value v = obj.Get(k);
+    if (v.IsUndefined() || v.IsNull()) continue;
+    if (v.IsNumber()) a.nums[k] = v.As<Napi::Number>().DoubleValue();
+    else if (v.IsBoolean()) a.nums[k] = v.As<Napi::Boolean>().Value() ? 1 : 0;
+    else if (v.IsString()) a.strs[k] = v.As<Napi::String>().Utf8Value();
+    else if (isBytes(v)) a.bufs[k] = bytesOf(v);
+    else if (v.IsArray()) {
+      Napi::Array arr = v.As<Napi::Array>();
+      uint32_t n = arr.Length();
+      // The first element decides the list kind; an empty list is a number list.
+      Napi::Value first = n ? arr.Get(0u) : Napi::Value();
+      if (n == 0 || first.IsNumber()) {
+        auto& l = a.numLists[k];
+        for (uint32_t j = 0; j < n; j++) {
+          Napi::Value e = arr.Get(j);
+          if (!e.IsNumber()) throw Napi::TypeError::New(env, "argument '" + k + "' mixes types");
+          l.push_back(e.As<Napi::Number>().DoubleValue());
+        }
+      } else if (first.IsString()) {
+        auto& l = a.strLists[k];
+        for (uint32_t j = 0; j < n; j++) l.push_back(arr.Get(j).ToString().Utf8Value());
+      } else if (isBytes(first)) {
+        auto& l = a.bufLists[k];
+        for (uint32_t j = 0; j < n; j++) {
+          Napi::Value e = arr.Get(j);
+          if (!isBytes(e)) throw Napi::TypeError::New(env, "argument '" + k + "' mixes types");
+          l.push_back(bytesOf(e));
+        }
+      } else {
+        throw Napi::TypeError::New(env, "argument '" + k + "' has an unsupported element type");
+      }
+    } else {
+      throw Napi::TypeError::New(env, "argument '" + k + "' has an unsupported type");
+    }
+  }
+}
+
+class OpWorker : public Napi::AsyncWorker {
+ public:
+  OpWorker(Napi::Env env, taskmerge::OpFn fn, const Napi::Object& args)
+      : Napi::AsyncWorker(env, "taskmerge"), fn_(fn), deferred_(Napi::Promise::Deferred::New(env)) {
+    // The argument object (and so every buffer in it) stays alive until the op ends.
+    argsRef_ = Napi::Persistent(args);
+    convertArgs(args, args_);
+  }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      fn_(args_, result_);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::Object out = Napi::Object::New(env);
+    for (auto& kv : result_.nums) out.Set(kv.first, Napi::Number::New(env, kv.second));
+    for (auto& kv : result_.numLists) {
+      Napi::Array arr = Napi::Array::New(env, kv.second.size());
+      for (size_t i = 0; i < kv.second.size(); i++) arr.Set(uint32_t(i), kv.second[i]);
+      out.Set(kv.first, arr);
+    }
+    for (auto& kv : result_.bufs) {
+      auto* vec = new std::vector<uint8_t>(std::move(kv.second));
+      out.Set(kv.first, Napi::Buffer<uint8_t>::New(env, vec->data(), vec->size(),
+                                                   [](Napi::Env, uint8_t*, std::vector<uint8_t>* v) { delete v; },
+                                                   vec));
+    }
+    deferred_.Resolve(out);
+  }
+
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  taskmerge::OpFn fn_;
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference argsRef_;
+  taskmerge::OpArgs args_;
+  taskmerge::OpResult result_;
+};
+
+Napi::Value Run(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsObject())
+    throw Napi::TypeError::New(env, "run(name: string, args: object)");
+  std::string name = info[0].As<Napi::String>();
+  taskmerge::OpFn fn = taskmerge::findOp(name);
+  if (!fn) throw Napi::Error::New(env, "unknown native op '" + name + "'");
+  auto* worker = new OpWorker(env, fn, info[1].As<Napi::Object>());
+  Napi::Promise p = worker->Promise();
+  worker->Queue();
+  return p;
+}
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("threads", Napi::Number::New(env, double(taskmerge::threadCount())));
+  o.Set("blas", Napi::String::New(env, taskmerge::linalg::backendName()));
+  Napi::Array ops = Napi::Array::New(env);
+  auto names = taskmerge::opNames();
+  for (size_t i = 0; i < names.size(); i++) ops.Set(uint32_t(i), names[i]);
+  o.Set("ops", ops);
+  return o;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("run", Napi::Function::New(env, Run));
+  exports.Set("info", Napi::Function::New(env, Info));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(taskmerge, Init)
