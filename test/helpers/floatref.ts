@@ -25,13 +25,12 @@ function encodeSmallFloat(x: number, mant: number, expBits: number): number {
   if (Number.isNaN(x)) return (expMax << mant) | (1 << (mant - 1)); // quiet NaN
   const a = Math.abs(x);
   if (a === Infinity) return signBit | (expMax << mant);
+  if (a === 0) return signBit;
   const minNormalExp = 1 - bias;
-  let e = a === 0 ? minNormalExp : Math.floor(Math.log2(a));
+  let e = Math.floor(Math.log2(a));
   // Math.log2 can be off by one near powers of two: fix it exactly.
-  if (a !== 0) {
-    while (Math.pow(2, e) > a) e--;
-    while (Math.pow(2, e + 1) <= a) e++;
-  }
+  while (Math.pow(2, e) > a) e--;
+  while (Math.pow(2, e + 1) <= a) e++;
   if (e < minNormalExp) {
     // Subnormal: units of 2^(minNormalExp - mant).
     const m = roundHalfEven(a / Math.pow(2, minNormalExp - mant));
