@@ -34,7 +34,8 @@ function load(): Addon {
   throw new Error(`taskmerge: native addon not found; run 'npm run build:native'.\n${errors.join("\n")}`);
 }
 
-export function runOp(op: string, args: Record<string, OpArg | undefined>): Promise<OpResult> {
+/** Always a promise: argument errors the addon throws synchronously become rejections. */
+export async function runOp(op: string, args: Record<string, OpArg | undefined>): Promise<OpResult> {
   return load().run(op, args);
 }
 
