@@ -50,6 +50,16 @@ export function shardFileName(i: number, n: number): string {
   return n === 1 ? "model.safetensors" : `model-${pad(i + 1)}-of-${pad(n)}.safetensors`;
 }
 
+/** Checks that `out` can be written (parent exists, no file/directory clash), writing nothing. */
+export async function checkOutputPath(out: string): Promise<void> {
+  const abs = path.resolve(out);
+  const st = await fsp.stat(path.dirname(abs)).catch(() => undefined);
+  if (!st?.isDirectory()) throw new TaskmergeError("output's parent directory does not exist", out);
+  const existing = await fsp.stat(abs).catch(() => undefined);
+  if (isFileOutput(abs) && existing?.isDirectory()) throw new TaskmergeError("output path is a directory", out);
+  if (!isFileOutput(abs) && existing && !existing.isDirectory()) throw new TaskmergeError("output path exists and is not a directory", out);
+}
+
 export class Output {
   private writer?: SafetensorsWriter;
   private shard = -1;
@@ -64,19 +74,14 @@ export class Output {
   ) {}
 
   static async create(out: string, tensors: OutTensor[], opts: OutputOptions = {}): Promise<Output> {
+    await checkOutputPath(out);
     const abs = path.resolve(out);
     const parent = path.dirname(abs);
-    const st = await fsp.stat(parent).catch(() => undefined);
-    if (!st?.isDirectory()) throw new TaskmergeError("output's parent directory does not exist", out);
     const tag = `.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
     if (isFileOutput(abs)) {
-      const existing = await fsp.stat(abs).catch(() => undefined);
-      if (existing?.isDirectory()) throw new TaskmergeError("output path is a directory", out);
       const tmp = path.join(parent, `.${path.basename(abs)}${tag}`);
       return new Output(abs, tmp, [tensors], opts);
     }
-    const existing = await fsp.stat(abs).catch(() => undefined);
-    if (existing && !existing.isDirectory()) throw new TaskmergeError("output path exists and is not a directory", out);
     const tmp = path.join(parent, `.${path.basename(abs)}${tag}`);
     await fsp.mkdir(tmp);
     return new Output(abs, tmp, planShards(tensors, opts.maxShardSize ?? DEFAULT_MAX_SHARD), opts);
@@ -105,7 +110,8 @@ export class Output {
     this.writer = await SafetensorsWriter.create(final, tmp, this.shards[this.shard], this.opts.metadata);
   }
 
-  async commit(): Promise<void> {
+  /** Finishes the output; `extraFiles` (directory output) join those given at creation. */
+  async commit(extraFiles: Record<string, string> = {}): Promise<void> {
     // Shards after the last written one (only empty tensors) still need their files.
     while (this.shard < this.shards.length - 1) await this.nextShard();
     await this.writer?.finish();
@@ -115,7 +121,7 @@ export class Output {
       return;
     }
     if (this.shards.length > 1) await this.writeIndex();
-    for (const [name, content] of Object.entries(this.opts.extraFiles ?? {}))
+    for (const [name, content] of Object.entries({ ...this.opts.extraFiles, ...extraFiles }))
       await fsp.writeFile(path.join(this.tmp, name), content);
     if (this.opts.copyFrom) await copyOtherFiles(this.opts.copyFrom, this.tmp);
     await swapIntoPlace(this.tmp, this.out);
@@ -146,13 +152,17 @@ export class Output {
 
 const WEIGHT_FILE = /(\.safetensors|\.bin|\.pt|\.pth|\.ckpt|\.safetensors\.index\.json|\.bin\.index\.json)$/;
 
-/** Copies the base directory's other top-level files (config, tokenizer). */
+/** The base directory's other top-level files (config, tokenizer) that a directory output copies. */
+export async function listOtherFiles(from: string): Promise<string[]> {
+  const entries = await fsp.readdir(from, { withFileTypes: true });
+  return entries.filter((e) => e.isFile() && !WEIGHT_FILE.test(e.name) && e.name !== "taskmerge.json").map((e) => e.name);
+}
+
 async function copyOtherFiles(from: string, to: string): Promise<void> {
-  for (const e of await fsp.readdir(from, { withFileTypes: true })) {
-    if (!e.isFile() || WEIGHT_FILE.test(e.name) || e.name === "taskmerge.json") continue;
-    const dst = path.join(to, e.name);
+  for (const name of await listOtherFiles(from)) {
+    const dst = path.join(to, name);
     if (await fsp.stat(dst).catch(() => undefined)) continue; // files the merge wrote win
-    await fsp.copyFile(path.join(from, e.name), dst);
+    await fsp.copyFile(path.join(from, name), dst);
   }
 }
 

@@ -1,6 +1,6 @@
 /** The public merge() call: normalises user options into the engine's. */
 import * as path from "path";
-import { runMerge, MergeReport } from "../engine/merge";
+import { runMerge, MergeReport, EngineOptions } from "../engine/merge";
 import { Progress } from "../engine/progress";
 import { parseOutputDType, FloatDType } from "../safetensors/dtypes";
 import { parseByteSize } from "../units";
@@ -69,6 +69,11 @@ export function parseDTypeOption(d: string | undefined): FloatDType | undefined 
 }
 
 export async function merge(opts: MergeOptions): Promise<MergeReport> {
+  return runMerge(engineOptions(opts));
+}
+
+/** Checks and normalises user options into the engine's (shared by merge() and planMerge()). */
+export function engineOptions(opts: MergeOptions): EngineOptions {
   if (!opts || typeof opts !== "object") throw new UsageError("merge() needs an options object");
   if (!opts.base) throw new UsageError("base is required");
   if (!opts.out) throw new UsageError("out is required");
@@ -82,7 +87,7 @@ export async function merge(opts: MergeOptions): Promise<MergeReport> {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  return runMerge({
+  return {
     base: opts.base,
     experts: normalizeExperts(opts.experts),
     method: name,
@@ -92,5 +97,5 @@ export async function merge(opts: MergeOptions): Promise<MergeReport> {
     maxShardSize,
     onProgress: opts.onProgress,
     signal: opts.signal,
-  });
+  };
 }

@@ -1,72 +1,245 @@
-/** merge.yaml: the merge command's options as YAML keys (flags override them). */
+/**
+ * merge.yaml: the merge command's options as YAML keys (flags override them),
+ * in taskmerge's form or mergekit's. Paths are relative to the file's
+ * directory. Every error names the file, the offending key and its line, and
+ * is a usage error (exit 2).
+ */
 import { promises as fsp } from "fs";
 import * as path from "path";
-import YAML from "yaml";
+import YAML, { LineCounter, Document } from "yaml";
+import type { ZodIssue, ZodTypeAny } from "zod";
 import { UsageError } from "../errors";
 import type { ExpertSpec } from "../api/merge";
+import { getMethod, resolveParams } from "../methods";
+import { parseByteSize } from "../units";
+import {
+  nativeSchema, mergekitSchema, NativeConfig, MergekitConfig, MERGEKIT_KEYS, DTYPE_ALIASES, keysAt, unknownKeyHint,
+} from "./config_schema";
 
 export interface MergeConfig {
+  /** The config file as the user named it (for messages). */
+  file: string;
+  form: "taskmerge" | "mergekit";
   base?: string;
-  experts?: (string | ExpertSpec)[];
+  experts?: ExpertSpec[];
   method?: string;
   params: Record<string, unknown>;
+  /** The YAML key each parameter came from, e.g. "parameters.density". */
+  paramKeys: Record<string, string>;
+  /** The YAML keys of base, method and experts in this form. */
+  keys: { base: string; method: string; experts: string };
   out?: string;
   dtype?: string;
   device?: string;
   maxShardSize?: string | number;
 }
 
-const PARAM_KEYS = ["lambda", "density", "k", "alpha", "seed", "scope", "tall_lambda", "ridge", "solver"];
+/** A usage error about `key` of the config file. */
+export function configError(cfg: { file: string }, key: string, message: string): UsageError {
+  return new UsageError(`${cfg.file}: ${key ? `${key}: ` : ""}${message}`);
+}
 
 export async function loadMergeConfig(file: string): Promise<MergeConfig> {
-  let doc: unknown;
+  let text: string;
   try {
-    doc = YAML.parse(await fsp.readFile(file, "utf8"));
+    text = await fsp.readFile(file, "utf8");
   } catch (e) {
-    throw new UsageError(`${file}: ${(e as Error).message.split("\n")[0]}`);
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new UsageError(`${file}: cannot read the config file (${code === "ENOENT" ? "no such file" : code ?? (e as Error).message})`);
   }
-  if (typeof doc !== "object" || doc === null || Array.isArray(doc)) throw new UsageError(`${file}: expected a mapping of options`);
-  const o = doc as Record<string, unknown>;
+  return parseMergeConfig(text, file);
+}
+
+/** Parses and validates config text; `file` names it in messages and anchors relative paths. */
+export function parseMergeConfig(text: string, file: string): MergeConfig {
+  const lines = new LineCounter();
+  const doc = YAML.parseDocument(text, { lineCounter: lines });
+  if (doc.errors.length) {
+    const first = doc.errors[0].message.split("\n")[0].replace(/:$/, "");
+    throw new UsageError(`${file}: invalid YAML: ${first}`);
+  }
+  const js: unknown = doc.toJS();
+  if (js === null || js === undefined) throw new UsageError(`${file}: the file is empty; expected a mapping of merge options`);
+  if (typeof js !== "object" || Array.isArray(js))
+    throw new UsageError(`${file}: expected a mapping of merge options, found ${Array.isArray(js) ? "a list" : typeof js}`);
+
+  const mergekit = MERGEKIT_KEYS.some((k) => k in js);
+  const schema = mergekit ? mergekitSchema() : nativeSchema();
+  const parsed = schema.safeParse(js);
+  if (!parsed.success) throw new UsageError(describeIssues(file, parsed.error.issues, schema, mergekit, doc, lines));
   const dir = path.dirname(path.resolve(file));
-  const rel = (p: unknown, where: string): string => {
-    if (typeof p !== "string" || !p) throw new UsageError(`${file}: '${where}' must be a path`);
-    return path.resolve(dir, p);
-  };
-  const cfg: MergeConfig = { params: {} };
-  for (const [k, v] of Object.entries(o)) {
-    switch (k) {
-      case "base": cfg.base = rel(v, k); break;
-      case "out": cfg.out = rel(v, k); break;
-      case "dtype": case "device": cfg[k] = String(v); break;
-      case "max_shard_size": cfg.maxShardSize = v as string | number; break;
-      case "method":
-        if (typeof v === "string") cfg.method = v;
-        else if (v && typeof v === "object" && typeof (v as { name?: unknown }).name === "string") {
-          const { name, ...params } = v as Record<string, unknown>;
-          cfg.method = name as string;
-          Object.assign(cfg.params, params);
-        } else throw new UsageError(`${file}: 'method' must be a name or a mapping with 'name'`);
-        break;
-      case "experts":
-        if (!Array.isArray(v)) throw new UsageError(`${file}: 'experts' must be a list`);
-        cfg.experts = v.map((e, i) => {
-          if (typeof e === "string") return rel(e, `experts[${i}]`);
-          if (!e || typeof e !== "object") throw new UsageError(`${file}: 'experts[${i}]' must be a path or a mapping`);
-          const x = e as Record<string, unknown>;
-          for (const key of Object.keys(x))
-            if (!["path", "name", "weight", "stats"].includes(key)) throw new UsageError(`${file}: unknown key 'experts[${i}].${key}'`);
-          return {
-            path: rel(x.path, `experts[${i}].path`),
-            name: x.name === undefined ? undefined : String(x.name),
-            weight: x.weight === undefined ? undefined : Number(x.weight),
-            stats: x.stats === undefined ? undefined : rel(x.stats, `experts[${i}].stats`),
-          };
-        });
-        break;
-      default:
-        if (PARAM_KEYS.includes(k)) cfg.params[k] = v;
-        else throw new UsageError(`${file}: unknown key '${k}'`);
+  const abs = (p: string) => path.resolve(dir, p);
+  return mergekit
+    ? fromMergekit(parsed.data as MergekitConfig, file, abs)
+    : fromNative(parsed.data as NativeConfig, file, abs);
+}
+
+function common(c: NativeConfig | MergekitConfig, file: string, abs: (p: string) => string) {
+  if (c.max_shard_size !== undefined) {
+    try {
+      parseByteSize(c.max_shard_size);
+    } catch (e) {
+      throw configError({ file }, "max_shard_size", (e as Error).message);
     }
   }
+  return {
+    out: c.out === undefined ? undefined : abs(c.out),
+    dtype: c.dtype === undefined ? undefined : DTYPE_ALIASES[c.dtype] ?? c.dtype,
+    device: c.device,
+    maxShardSize: c.max_shard_size,
+  };
+}
+
+const PARAM_EXCLUDE = new Set(["base", "experts", "stats", "method", "out", "dtype", "device", "max_shard_size", "name"]);
+
+function fromNative(c: NativeConfig, file: string, abs: (p: string) => string): MergeConfig {
+  const cfg: MergeConfig = {
+    file, form: "taskmerge", params: {}, paramKeys: {}, keys: { base: "base", method: "method", experts: "experts" },
+    base: c.base === undefined ? undefined : abs(c.base), ...common(c, file, abs),
+  };
+  const setParam = (name: string, value: unknown, key: string) => {
+    if (value === undefined) return;
+    if (name in cfg.params) throw configError(cfg, key, `given twice (also as ${cfg.paramKeys[name]})`);
+    cfg.params[name] = value;
+    cfg.paramKeys[name] = key;
+  };
+  if (c.method) {
+    const { name, ...params } = c.method as { name: string } & Record<string, unknown>;
+    cfg.method = name;
+    cfg.keys.method = "method.name";
+    for (const [k, v] of Object.entries(params)) setParam(k, v, `method.${k}`);
+  }
+  for (const [k, v] of Object.entries(c)) if (!PARAM_EXCLUDE.has(k)) setParam(k, v, k);
+  if (c.experts) {
+    const experts = c.experts as { path: string; name?: string; weight?: number; stats?: string }[];
+    if (c.stats && c.stats.length !== experts.length)
+      throw configError(cfg, "stats", `${c.stats.length} statistics files for ${experts.length} experts; give one per expert, in order`);
+    cfg.experts = experts.map((e, i) => {
+      if (c.stats && e.stats !== undefined) throw configError(cfg, `experts[${i}].stats`, "given both here and in the top-level 'stats' list");
+      const stats = e.stats ?? c.stats?.[i];
+      return { path: abs(e.path), name: e.name, weight: e.weight, stats: stats === undefined ? undefined : abs(stats) };
+    });
+  } else if (c.stats) throw configError(cfg, "stats", "statistics files need an 'experts' list in the same file");
   return cfg;
+}
+
+function fromMergekit(c: MergekitConfig, file: string, abs: (p: string) => string): MergeConfig {
+  const cfg: MergeConfig = {
+    file, form: "mergekit", params: {}, paramKeys: {}, keys: { base: "base_model", method: "merge_method", experts: "models" },
+    base: c.base_model === undefined ? undefined : abs(c.base_model), method: c.merge_method, ...common(c, file, abs),
+  };
+  for (const [k, v] of Object.entries(c.parameters ?? {})) {
+    if (v === undefined) continue;
+    cfg.params[k] = v;
+    cfg.paramKeys[k] = `parameters.${k}`;
+  }
+  if (c.models) {
+    // mergekit lists the base among the models; its task vector is zero, so it is not an expert.
+    const models = c.models.map((m, i) => ({ ...m, i })).filter((m) => !(cfg.base && abs(m.model) === cfg.base));
+    if (!models.length) throw configError(cfg, "models", "lists only the base model; add the fine-tuned models to merge");
+    // taskmerge applies one density to every model: per-model values must agree.
+    for (const m of models) {
+      const d = m.parameters?.density;
+      if (d === undefined) continue;
+      const key = `models[${m.i}].parameters.density`;
+      if (cfg.params.density !== undefined && cfg.params.density !== d)
+        throw configError(cfg, key, `${d} differs from ${cfg.paramKeys.density} (${cfg.params.density}); taskmerge applies one density to every model`);
+      cfg.params.density = d;
+      cfg.paramKeys.density ??= key;
+    }
+    const given = models.filter((m) => m.parameters?.density !== undefined);
+    if (given.length && given.length < models.length && !c.parameters?.density) {
+      const m = models.find((x) => x.parameters?.density === undefined)!;
+      throw configError(cfg, `models[${m.i}]`, "has no parameters.density while other models do; set it on every model or once in 'parameters'");
+    }
+    cfg.experts = models.map((m) => ({
+      path: abs(m.model), name: m.name, weight: m.parameters?.weight, stats: m.stats === undefined ? undefined : abs(m.stats),
+    }));
+  }
+  return cfg;
+}
+
+/**
+ * Checks the file's method and parameters against the method that will run
+ * (`name`, possibly from --method), skipping parameters a flag overrides, so
+ * that errors point at the offending key.
+ */
+export function checkConfigMethod(cfg: MergeConfig, name: string, overridden: Set<string>): void {
+  let method;
+  try {
+    method = getMethod(name);
+  } catch (e) {
+    if (name === cfg.method) throw configError(cfg, cfg.keys.method, (e as Error).message);
+    throw e;
+  }
+  for (const [k, v] of Object.entries(cfg.params)) {
+    if (overridden.has(k)) continue;
+    try {
+      resolveParams(method, { [k]: v });
+    } catch (e) {
+      throw configError(cfg, cfg.paramKeys[k], (e as Error).message);
+    }
+  }
+}
+
+// ---- messages for schema issues ----
+
+function keyPath(at: (string | number)[]): string {
+  return at.map((p, i) => (typeof p === "number" ? `[${p}]` : i ? `.${p}` : p)).join("");
+}
+
+function describeIssues(
+  file: string, issues: ZodIssue[], schema: ZodTypeAny, mergekit: boolean, doc: Document, lines: LineCounter,
+): string {
+  const described = issues.map((iss) => {
+    let at = iss.path;
+    let msg: string;
+    let line: number | undefined;
+    if (iss.code === "unrecognized_keys") {
+      const key = iss.keys[0];
+      line = lineOf(doc, lines, at, key);
+      at = [...at, key];
+      msg = `unknown key${unknownKeyHint(key, keysAt(schema, iss.path), mergekit)}`;
+    } else {
+      line = lineOf(doc, lines, at);
+      msg = issueMessage(iss);
+    }
+    return { text: `${keyPath(at) ? `${keyPath(at)}: ` : ""}${msg}${line ? ` (line ${line})` : ""}`, line: line ?? Infinity };
+  });
+  // Report the first problem in file order: the one the user reads first.
+  described.sort((a, b) => a.line - b.line);
+  const more = described.length > 1 ? ` (and ${described.length - 1} more problem${described.length > 2 ? "s" : ""})` : "";
+  return `${file}: ${described[0].text}${more}`;
+}
+
+function issueMessage(iss: ZodIssue): string {
+  switch (iss.code) {
+    case "invalid_type":
+      if (iss.received === "undefined") return "is required";
+      return iss.message.startsWith("Expected") ? `expected ${iss.expected}, received ${iss.received}` : iss.message;
+    case "invalid_enum_value":
+      return `expected one of ${iss.options.join(", ")} (got ${JSON.stringify(iss.received)})`;
+    case "not_finite":
+      return "expected a finite number";
+    case "invalid_union":
+      return "expected a size such as 5GB or a number of bytes";
+    case "too_small":
+      return iss.type === "number" ? `must be ${iss.inclusive ? "≥" : ">"} ${iss.minimum}` : iss.message;
+    default:
+      return iss.message.charAt(0).toLowerCase() + iss.message.slice(1);
+  }
+}
+
+/** The line of the YAML node at `at` (or of its key `key`), falling back to the nearest parent. */
+function lineOf(doc: Document, lines: LineCounter, at: (string | number)[], key?: string): number | undefined {
+  for (let n = at.length; n >= 0; n--) {
+    let node: unknown = n ? doc.getIn(at.slice(0, n), true) : doc.contents;
+    if (key !== undefined && n === at.length && YAML.isMap(node)) {
+      const pair = node.items.find((p) => YAML.isScalar(p.key) && p.key.value === key);
+      node = pair?.key ?? node;
+    }
+    const range = (node as { range?: [number, number, number] } | undefined)?.range;
+    if (range) return lines.linePos(range[0]).line;
+  }
+  return undefined;
 }

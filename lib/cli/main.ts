@@ -11,13 +11,26 @@ import { VERSION } from "../version";
 import { AbortError, TaskmergeError, UsageError } from "../errors";
 import { registerInspect } from "./inspect_command";
 import { registerMerge } from "./merge_command";
+import { InterruptedError } from "./signals";
 
 export function buildProgram(): Command {
   const program = new Command("taskmerge")
     .description("Merge fine-tuned checkpoints of one base model into one multi-task model")
     .version(VERSION, "-V, --version")
     .showHelpAfterError("(run with --help for usage)")
-    .exitOverride();
+    .exitOverride()
+    .addHelpText(
+      "after",
+      `
+Examples:
+  taskmerge inspect base/
+  taskmerge merge --base base/ --expert a/ --expert b/ --method ties --out merged/
+  taskmerge merge --config merge.yaml --dry-run
+  taskmerge help merge
+
+Run 'taskmerge <command> --help' for a command's options and examples.
+Exit status: 0 success, 1 failure, 2 usage or config error, 130/143 interrupted by SIGINT/SIGTERM.`,
+    );
   registerInspect(program);
   registerMerge(program);
   return program;
@@ -42,6 +55,10 @@ function reportError(e: unknown): number {
   if (e instanceof UsageError) {
     process.stderr.write(`taskmerge: ${msg}\n`);
     return 2;
+  }
+  if (e instanceof InterruptedError) {
+    process.stderr.write(`taskmerge: ${msg}\n`);
+    return e.exitCode;
   }
   if (e instanceof AbortError) {
     process.stderr.write(`taskmerge: interrupted; no output was written\n`);

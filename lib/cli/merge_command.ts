@@ -1,11 +1,14 @@
-/** `taskmerge merge`: flags or --config merge.yaml (flags override) into merge(). */
+/** `taskmerge merge`: flags or --config merge.yaml (flags override) into merge() or planMerge(). */
 import { Command, Option } from "commander";
-import { merge, ExpertSpec } from "../api/merge";
-import { loadMergeConfig, MergeConfig } from "./config";
+import { merge, ExpertSpec, MergeOptions } from "../api/merge";
+import { planMerge } from "../api/plan";
+import { checkConfigMethod, configError, loadMergeConfig, MergeConfig } from "./config";
 import { createProgressView } from "./progress";
+import { formatPlan } from "./plan_view";
 import { UsageError } from "../errors";
 import { listMethods } from "../methods";
 import { formatBytes } from "../units";
+import { VERSION } from "../version";
 import type { Device } from "../device";
 import { withSignals } from "./signals";
 
@@ -28,6 +31,7 @@ interface MergeFlags {
   maxShardSize?: string;
   out?: string;
   config?: string;
+  dryRun?: boolean;
   quiet?: boolean;
   json?: boolean;
 }
@@ -40,10 +44,40 @@ const PARAM_FLAGS: [keyof MergeFlags, string][] = [
   ["scope", "scope"], ["tallLambda", "tall_lambda"], ["ridge", "ridge"], ["solver", "solver"],
 ];
 
+const EXAMPLES = `
+Examples:
+  taskmerge merge --base base/ --expert math/ --expert code/ --method task_arithmetic --lambda 0.4 --out merged/
+  taskmerge merge --base base.safetensors --expert a.safetensors --expert b.safetensors \\
+                  --method ties --density 0.2 --dtype bf16 --out merged.safetensors
+  taskmerge merge --base base/ --expert a/ --stats a.stats.safetensors --expert b/ --stats b.stats.safetensors \\
+                  --method lot --out merged/
+  taskmerge merge --config merge.yaml                  # every option from the file
+  taskmerge merge --config merge.yaml --lambda 0.5 --out other/   # flags override the file
+  taskmerge merge --config merge.yaml --dry-run        # check inputs, print the plan, write nothing
+  taskmerge merge --config merge.yaml --json -q | jq .details
+
+merge.yaml (taskmerge form; paths are relative to the file):
+  base: base/
+  experts: [math/, {path: code/, weight: 0.5, stats: code.stats.safetensors}]
+  method: ties          # or {name: ties, density: 0.2}
+  density: 0.2
+  out: merged/
+
+merge.yaml (mergekit form):
+  merge_method: ties
+  base_model: base/
+  models:
+    - model: math/
+      parameters: {weight: 1.0, density: 0.2}
+  parameters: {lambda: 1.0}
+  dtype: bfloat16
+
+Exit status: 0 success, 1 failure, 2 usage or config error, 130/143 interrupted (SIGINT/SIGTERM; no output is left).`;
+
 export function registerMerge(program: Command): void {
   program
     .command("merge")
-    .description("merge experts into the base with a method")
+    .description("merge experts (fine-tuned checkpoints) into the base with a method")
     .option("--base <path>", "base (pre-trained) checkpoint")
     .option("--expert <path>", "fine-tuned checkpoint (repeat for each expert)", collect)
     .option("--stats <path>", "statistics file per expert, in --expert order (regmean, lot)", collect)
@@ -59,59 +93,76 @@ export function registerMerge(program: Command): void {
     .addOption(new Option("--solver <s>", "LOT solver").choices(["auto", "cholesky", "eigh"]))
     .addOption(new Option("--dtype <dtype>", "output dtype of float tensors (default: the base's)").choices(["f32", "f16", "bf16"]))
     .addOption(new Option("--device <device>", "compute device").choices(["auto", "cpu", "cuda"]))
-    .option("--max-shard-size <size>", "shard limit for directory output", "5GB")
+    .option("--max-shard-size <size>", "shard limit for directory output (default: 5GB)")
     .option("--out <path>", "output: X.safetensors (one file) or a directory (Hugging Face layout)")
-    .option("--config <file>", "merge.yaml with the same options (flags override)")
-    .option("-q, --quiet", "no progress output")
-    .option("--json", "print the final report as JSON on stdout")
-    .addHelpText(
-      "after",
-      `
-Examples:
-  taskmerge merge --base base/ --expert a/ --expert b/ --method task_arithmetic --lambda 0.4 --out merged/
-  taskmerge merge --base base.safetensors --expert a.safetensors --expert b.safetensors \\
-                  --method average --dtype bf16 --out merged.safetensors
-  taskmerge merge --config merge.yaml --out other/`,
-    )
+    .option("--config <file>", "merge.yaml with the same options, taskmerge or mergekit form (flags override)")
+    .option("--dry-run", "check every input and print the plan (keys, sizes, memory, I/O); write nothing")
+    .option("-q, --quiet", "no progress and no summary (errors still go to stderr)")
+    .option("--json", "print the final report (or the --dry-run plan) as JSON on stdout")
+    .addHelpText("after", EXAMPLES)
     .action(async (flags: MergeFlags) => {
-      const cfg: MergeConfig = flags.config ? await loadMergeConfig(flags.config) : { params: {} };
+      const cfg = flags.config ? await loadMergeConfig(flags.config) : undefined;
       const opts = combine(cfg, flags);
-      const view = createProgressView({ quiet: flags.quiet || flags.json });
+      if (flags.dryRun) {
+        const plan = await withSignals((signal) => planMerge({ ...opts, signal }));
+        process.stdout.write(flags.json ? JSON.stringify({ dryRun: true, taskmerge: VERSION, ...plan }, null, 2) + "\n" : formatPlan(plan));
+        return;
+      }
+      const view = createProgressView({ quiet: flags.quiet });
       const report = await withSignals((signal) => merge({ ...opts, onProgress: (p) => view.update(p), signal })).finally(() =>
         view.stop(),
       );
-      if (flags.json) process.stdout.write(JSON.stringify(report, null, 2) + "\n");
-      else if (!flags.quiet)
+      // maxRSS is in kilobytes.
+      const peakMemoryBytes = process.resourceUsage().maxRSS * 1024;
+      if (flags.json) {
+        const { details, ...rest } = report;
+        process.stdout.write(JSON.stringify({ taskmerge: VERSION, ...rest, peakMemoryBytes, details }, null, 2) + "\n");
+      } else if (!flags.quiet) {
         process.stderr.write(
-          `merged ${report.tensors} tensors with ${report.method} into ${report.out} ` +
-            `(${formatBytes(report.bytesWritten)} written, ${report.seconds.toFixed(1)} s)\n`,
+          `merged ${report.tensors} tensors with ${report.method} into ${report.out} in ${report.seconds.toFixed(1)} s ` +
+            `(read ${formatBytes(report.bytesRead)}, wrote ${formatBytes(report.bytesWritten)}, peak memory ${formatBytes(peakMemoryBytes)})\n`,
         );
+        for (const [k, v] of Object.entries(report.details)) process.stderr.write(`  ${k}: ${brief(v)}\n`);
+      }
     });
 }
 
-function combine(cfg: MergeConfig, f: MergeFlags) {
-  const base = f.base ?? cfg.base;
-  const out = f.out ?? cfg.out;
-  const method = f.method ?? cfg.method;
-  if (!base) throw new UsageError("--base is required");
-  if (!out) throw new UsageError("--out is required");
-  if (!method) throw new UsageError("--method is required");
-  let experts: (string | ExpertSpec)[] = f.expert ?? cfg.experts ?? [];
-  if (!experts.length) throw new UsageError("at least one --expert is required");
+/** One line of a report detail; --json has the whole of it. */
+function brief(v: unknown): string {
+  const s = JSON.stringify(v) ?? String(v);
+  return s.length > 160 ? `${s.slice(0, 157)}... (full report: --json)` : s;
+}
+
+/** Flags over the config file; errors about values from the file name the file and key. */
+export function combine(cfg: MergeConfig | undefined, f: MergeFlags): MergeOptions {
+  const missing = (key: keyof MergeConfig["keys"] | "out", flag: string) =>
+    cfg
+      ? configError(cfg, "", `missing '${key === "out" ? "out" : cfg.keys[key].split(".")[0]}' (give it in the file or with ${flag})`)
+      : new UsageError(`${flag} is required`);
+  const base = f.base ?? cfg?.base;
+  if (!base) throw missing("base", "--base");
+  const method = f.method ?? cfg?.method;
+  if (!method) throw missing("method", "--method");
+  let experts: (string | ExpertSpec)[] = f.expert ?? cfg?.experts ?? [];
+  if (!experts.length) throw missing("experts", "--expert");
+  const out = f.out ?? cfg?.out;
+  if (!out) throw missing("out", "--out");
   if (f.stats) {
     if (f.stats.length !== experts.length)
       throw new UsageError(`--stats given ${f.stats.length} times for ${experts.length} experts; give one per expert, in order`);
     experts = experts.map((e, i) => ({ ...(typeof e === "string" ? { path: e } : e), stats: f.stats![i] }));
   }
-  const params: Record<string, unknown> = { ...cfg.params };
+  const overridden = new Set(PARAM_FLAGS.filter(([flag]) => f[flag] !== undefined).map(([, name]) => name));
+  if (cfg) checkConfigMethod(cfg, method, overridden);
+  const params: Record<string, unknown> = { ...cfg?.params };
   for (const [flag, name] of PARAM_FLAGS) if (f[flag] !== undefined) params[name] = f[flag];
   return {
     base,
     out,
     experts,
     method: { name: method, ...params },
-    dtype: f.dtype ?? cfg.dtype,
-    device: (f.device ?? cfg.device) as Device | undefined,
-    maxShardSize: f.maxShardSize !== "5GB" ? f.maxShardSize : cfg.maxShardSize ?? f.maxShardSize,
+    dtype: f.dtype ?? cfg?.dtype,
+    device: (f.device ?? cfg?.device) as Device | undefined,
+    maxShardSize: f.maxShardSize ?? cfg?.maxShardSize,
   };
 }

@@ -8,29 +8,61 @@ export interface ProgressView {
   stop(): void;
 }
 
+/** Seconds between plain progress lines (TASKMERGE_PROGRESS_INTERVAL overrides, for logs that want more or fewer). */
+const LINE_INTERVAL_MS = 1000 * (Number(process.env.TASKMERGE_PROGRESS_INTERVAL) || 5);
+
 export function createProgressView(opts: { quiet?: boolean; stream?: NodeJS.WriteStream }): ProgressView {
   const stream = opts.stream ?? process.stderr;
   if (opts.quiet) return { update() {}, stop() {} };
   return stream.isTTY ? new BarView(stream) : new LineView(stream);
 }
 
-function rate(p: Progress): string {
-  const s = p.elapsedMs / 1000;
-  return s > 0 ? `${formatBytes(p.bytesDone / s)}/s` : "";
+/** Rate and ETA over the current phase (a preparation pass and the merge pass run at different speeds). */
+class PhaseClock {
+  private phase = "";
+  private startMs = 0;
+  private startBytes = 0;
+
+  /** Returns true when `p` starts a new phase. */
+  see(p: Progress): boolean {
+    if (p.phase === this.phase) return false;
+    this.phase = p.phase;
+    this.startMs = p.elapsedMs;
+    this.startBytes = p.bytesDone;
+    return true;
+  }
+
+  rate(p: Progress): number {
+    const s = (p.elapsedMs - this.startMs) / 1000;
+    return s > 0 ? (p.bytesDone - this.startBytes) / s : 0;
+  }
+
+  eta(p: Progress): string {
+    const r = this.rate(p);
+    if (!r || p.bytesDone >= p.bytesTotal) return p.bytesDone >= p.bytesTotal ? "0s" : "?";
+    return formatSeconds((p.bytesTotal - p.bytesDone) / r);
+  }
+}
+
+export function formatSeconds(s: number): string {
+  if (!Number.isFinite(s)) return "?";
+  if (s < 60) return `${Math.ceil(s)}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, "0")}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.round((s % 3600) / 60)).padStart(2, "0")}m`;
 }
 
 class BarView implements ProgressView {
-  private bar: SingleBar;
-  private phase = "";
+  private readonly bar: SingleBar;
+  private readonly clock = new PhaseClock();
+  private started = false;
 
   constructor(stream: NodeJS.WriteStream) {
     this.bar = new SingleBar(
       {
         stream,
-        format: "{phase} [{bar}] {percentage}% | {tensors} tensors | {bytes} | {rate} | ETA {eta_formatted}",
+        format: "{phase} [{bar}] {percentage}% | {tensors} tensors | {bytes} | {rate} | ETA {etaText}",
         hideCursor: true,
         clearOnComplete: false,
-        etaBuffer: 50,
         fps: 5,
       },
       Presets.shades_classic,
@@ -38,39 +70,48 @@ class BarView implements ProgressView {
   }
 
   update(p: Progress): void {
+    const fresh = this.clock.see(p);
     const payload = {
       phase: p.phase.padEnd(9),
       tensors: `${p.tensorsDone}/${p.tensorsTotal}`,
       bytes: `${formatBytes(p.bytesDone)}/${formatBytes(p.bytesTotal)}`,
-      rate: rate(p),
+      rate: `${formatBytes(this.clock.rate(p))}/s`,
+      etaText: this.clock.eta(p),
     };
-    if (p.phase !== this.phase) {
-      if (this.phase) this.bar.stop();
-      this.phase = p.phase;
+    if (fresh) {
+      // Each phase gets its own bar line; the finished one stays on screen.
+      if (this.started) this.bar.stop();
+      this.started = true;
       this.bar.start(Math.max(1, p.bytesTotal), p.bytesDone, payload);
     } else this.bar.update(p.bytesDone, payload);
   }
 
   stop(): void {
-    if (this.phase) this.bar.stop();
+    if (this.started) this.bar.stop();
+    this.started = false;
   }
 }
 
 class LineView implements ProgressView {
   private last = 0;
-  private phase = "";
+  private readonly clock = new PhaseClock();
+  private lastDone = -1;
 
   constructor(private readonly stream: NodeJS.WriteStream) {}
 
   update(p: Progress): void {
     const now = Date.now();
+    const fresh = this.clock.see(p);
+    if (fresh) this.lastDone = -1;
     const done = p.tensorsDone === p.tensorsTotal;
-    if (p.phase === this.phase && !done && now - this.last < 2000) return;
-    this.phase = p.phase;
+    // A line when a phase starts, when it ends, and every interval in between.
+    if (!fresh && !(done && this.lastDone !== p.tensorsDone) && now - this.last < LINE_INTERVAL_MS) return;
+    if (done) this.lastDone = p.tensorsDone;
     this.last = now;
     const pct = p.bytesTotal ? ((100 * p.bytesDone) / p.bytesTotal).toFixed(1) : "100.0";
     this.stream.write(
-      `${p.phase}: ${pct}% ${p.tensorsDone}/${p.tensorsTotal} tensors, ${formatBytes(p.bytesDone)}/${formatBytes(p.bytesTotal)}, ${rate(p)}\n`,
+      `${p.phase}: ${pct}% | ${p.tensorsDone}/${p.tensorsTotal} tensors | ${formatBytes(p.bytesDone)}/${formatBytes(p.bytesTotal)} | ` +
+        `${formatBytes(this.clock.rate(p))}/s | ETA ${this.clock.eta(p)}\n`,
     );
   }
 

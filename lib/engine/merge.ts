@@ -13,6 +13,8 @@ import { AbortError, TaskmergeError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
 import type { Expert, MergeContext, Params } from "../methods/types";
 import { checkCompatible } from "./validate";
+import { checkStatistics } from "./stats_check";
+import { modelCard } from "../model_card";
 import { Progress, ProgressTracker } from "./progress";
 import { VERSION } from "../version";
 
@@ -68,6 +70,7 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
       experts.push({ name: e.name, checkpoint, weight: e.weight, stats });
     }
     checkCompatible(base, experts.map((e) => e.checkpoint));
+    if (method.needsStats) checkStatistics(base, experts);
 
     const keys = base.keys();
     const isFloat = (k: string) => isFloatDType(base.get(k).dtype);
@@ -90,7 +93,6 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
     output = await Output.create(o.out, plan, {
       maxShardSize: o.maxShardSize,
       copyFrom: base.dir,
-      extraFiles: { "taskmerge.json": JSON.stringify(manifest, null, 2) + "\n" },
       metadata: { format: "pt" },
     });
 
@@ -114,7 +116,11 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
       progress.tensorDone(key);
     }
     throwIfAborted(o.signal);
-    await output.commit();
+    // Written last so that they carry the method's report (thresholds, fallbacks).
+    await output.commit({
+      "taskmerge.json": JSON.stringify({ ...manifest, details: ctx.details }, null, 2) + "\n",
+      "README.md": modelCard(manifest, ctx.details, method.description, path.basename(path.resolve(o.out))),
+    });
     return {
       method: method.name, params, out: path.resolve(o.out), tensors: keys.length, bytesRead: progress.bytesRead,
       bytesWritten, seconds: (Date.now() - t0) / 1000, details: ctx.details,

@@ -1,0 +1,140 @@
+/**
+ * Dry run: everything a merge checks before it writes (headers, keys, shapes,
+ * statistics, the output path, the method's parameters), plus what it would
+ * write, read and hold in memory. Opens only headers; reads no tensor data.
+ */
+import * as path from "path";
+import { Checkpoint, CheckpointLayout } from "../checkpoint";
+import { SafetensorsFile } from "../safetensors/file";
+import { DTYPE_SIZE, DType, FloatDType, isFloatDType } from "../safetensors/dtypes";
+import { encodeHeader, OutTensor, tensorBytes } from "../safetensors/writer";
+import { checkOutputPath, DEFAULT_MAX_SHARD, isFileOutput, listOtherFiles, planShards, shardFileName } from "../output";
+import { TaskmergeError, throwIfAborted } from "../errors";
+import { getMethod, resolveParams } from "../methods";
+import type { Params } from "../methods/types";
+import { checkCompatible } from "./validate";
+import { checkStatistics, StatsCoverage } from "./stats_check";
+import { DEFAULT_CHUNK_ELEMS, EngineOptions } from "./merge";
+
+export interface PlannedTensor {
+  key: string;
+  dtype: DType;
+  shape: number[];
+  bytes: number;
+  /** Float tensors are merged; others are copied from the base. */
+  action: "merge" | "copy";
+}
+
+export interface MergePlan {
+  method: string;
+  params: Params;
+  base: { path: string; layout: CheckpointLayout; tensors: number; bytes: number };
+  experts: { name: string; path: string; weight: number; stats?: string; layout: CheckpointLayout; bytes: number }[];
+  out: {
+    path: string;
+    kind: "file" | "directory";
+    /** Output dtype of float tensors; "base" keeps each tensor's own. */
+    dtype: FloatDType | "base";
+    files: { name: string; bytes: number }[];
+    /** The base directory's other files copied beside the weights. */
+    copied: string[];
+  };
+  tensors: PlannedTensor[];
+  io: { bytesRead: number; bytesWritten: number; passes: number };
+  /** Estimated peak memory: streaming buffers + statistics + the runtime itself. */
+  memory: { peakBytes: number; buffers: number; statistics: number; runtime: number };
+  statistics?: StatsCoverage;
+  warnings: string[];
+}
+
+export async function planMerge(o: EngineOptions): Promise<MergePlan> {
+  const method = getMethod(o.method);
+  const params = resolveParams(method, o.params);
+  if (!o.experts.length) throw new TaskmergeError("no experts given");
+  throwIfAborted(o.signal);
+  const opened: { close(): Promise<void> }[] = [];
+  const track = <T extends { close(): Promise<void> }>(x: T): T => (opened.push(x), x);
+  try {
+    const base = track(await Checkpoint.open(o.base));
+    const experts: { spec: EngineOptions["experts"][number]; ck: Checkpoint; stats?: SafetensorsFile }[] = [];
+    for (const e of o.experts) {
+      const ck = track(await Checkpoint.open(e.path));
+      const stats = e.stats && method.needsStats ? track(await SafetensorsFile.open(e.stats)) : undefined;
+      experts.push({ spec: e, ck, stats });
+    }
+    checkCompatible(base, experts.map((e) => e.ck));
+    await checkOutputPath(o.out);
+    const warnings: string[] = [];
+    let statistics: StatsCoverage | undefined;
+    if (method.needsStats) {
+      statistics = checkStatistics(base, experts.map((e) => ({ name: e.spec.name, stats: e.stats })), warnings);
+      for (const e of o.experts)
+        if (!e.stats) warnings.push(`expert '${e.name}' has no statistics file: its parameters fall back to the mean of the experts`);
+    } else if (o.experts.some((e) => e.stats)) warnings.push(`method '${method.name}' does not use statistics; --stats files are ignored`);
+
+    const tensors: PlannedTensor[] = base.keys().map((key) => {
+      const t = base.get(key);
+      const merge = isFloatDType(t.dtype);
+      const dtype: DType = merge ? o.dtype ?? t.dtype : t.dtype;
+      return { key, dtype, shape: t.shape, bytes: tensorBytes({ key, dtype, shape: t.shape }), action: merge ? "merge" : "copy" };
+    });
+    const outTensors: OutTensor[] = tensors.map(({ key, dtype, shape }) => ({ key, dtype, shape }));
+    const file = isFileOutput(path.resolve(o.out));
+    const shards = file ? [outTensors] : planShards(outTensors, o.maxShardSize ?? DEFAULT_MAX_SHARD);
+    const files = shards.map((s, i) => ({
+      name: file ? path.basename(o.out) : shardFileName(i, shards.length),
+      bytes: encodeHeader(s, { format: "pt" }).length + s.reduce((n, t) => n + tensorBytes(t), 0),
+    }));
+    const copied = !file && base.dir ? await listOtherFiles(base.dir) : [];
+
+    // One pass reads base and experts; a method with a preparation pass (a global threshold) reads them twice.
+    const passes = method.prepare ? 2 : 1;
+    let bytesRead = statistics?.bytes ?? 0;
+    let buffers = 0;
+    const chunk = Math.max(1, o.chunkElems ?? DEFAULT_CHUNK_ELEMS);
+    for (const t of tensors) {
+      const b = base.get(t.key);
+      const n = Math.min(chunk, b.numel);
+      if (t.action === "copy") {
+        bytesRead += b.nbytes;
+        buffers = Math.max(buffers, n * DTYPE_SIZE[b.dtype]);
+        continue;
+      }
+      const inSize = DTYPE_SIZE[b.dtype] + experts.reduce((s, e) => s + DTYPE_SIZE[e.ck.get(t.key).dtype], 0);
+      bytesRead += passes * b.numel * inSize;
+      // The current chunk and the read-ahead of every input, the output chunk and the pending write.
+      buffers = Math.max(buffers, 2 * n * inSize + 2 * n * DTYPE_SIZE[t.dtype]);
+    }
+    const statsMemory = statistics ? statisticsMemory(base, statistics, experts.length) : 0;
+    const runtime = process.memoryUsage().rss;
+    return {
+      method: method.name,
+      params,
+      base: { path: base.path, layout: base.layout, tensors: tensors.length, bytes: base.fileBytes },
+      experts: experts.map((e) => ({
+        name: e.spec.name, path: e.ck.path, weight: e.spec.weight, ...(e.spec.stats ? { stats: path.resolve(e.spec.stats) } : {}),
+        layout: e.ck.layout, bytes: e.ck.fileBytes,
+      })),
+      out: { path: path.resolve(o.out), kind: file ? "file" : "directory", dtype: o.dtype ?? "base", files, copied },
+      tensors,
+      io: { bytesRead, bytesWritten: files.reduce((n, f) => n + f.bytes, 0), passes },
+      memory: { peakBytes: buffers + statsMemory + runtime, buffers, statistics: statsMemory, runtime },
+      ...(statistics ? { statistics } : {}),
+      warnings,
+    };
+  } finally {
+    await Promise.all(opened.map((x) => x.close().catch(() => undefined)));
+  }
+}
+
+/** Per linear weight: the experts' Grams, their sum and its factor in float64, and the weights in float64. */
+function statisticsMemory(base: Checkpoint, s: StatsCoverage, T: number): number {
+  let peak = 0;
+  for (const key of s.withStats) {
+    const shape = base.get(key).shape;
+    if (shape.length !== 2) continue;
+    const [out, inp] = shape;
+    peak = Math.max(peak, 8 * ((T + 2) * inp * inp + (T + 1) * out * inp));
+  }
+  return peak;
+}
