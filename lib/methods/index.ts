@@ -3,8 +3,9 @@ import { UsageError } from "../errors";
 import type { MergeMethod, Params, ParamSpec } from "./types";
 import { average } from "./average";
 import { taskArithmetic } from "./task_arithmetic";
+import { ties } from "./ties";
 
-const METHODS: MergeMethod[] = [average, taskArithmetic];
+const METHODS: MergeMethod[] = [average, taskArithmetic, ties];
 
 export function listMethods(): readonly MergeMethod[] {
   return METHODS;

@@ -1,0 +1,53 @@
+/**
+ * ties (Yadav et al., TIES-Merging): per task keep the entries with |τt| ≥ the
+ * k-th largest |τt| of the scope (k = max(1, floor(n·density))), elect the sign
+ * of Σt τ̂t per entry (0 → the scope's majority sign), then average (or sum,
+ * merge_func "sum") the kept entries that agree with it: θ0 + λ · that.
+ * Scope "global" finds the thresholds over all float keys in prepare()
+ * (streamed histogram passes); scope "tensor" per key.
+ */
+import type { MergeContext, MergeMethod } from "./types";
+import { describeTrim, globalTiesTrim, KeyScan, magnitudeArgs, mergeWith, tensorTiesTrim, TiesTrim } from "./ties_trim";
+
+const globalTrims = new WeakMap<MergeContext, TiesTrim>();
+
+/** The trim of `key`'s scope: the global one from prepare(), or this key's own. */
+export async function trimFor(ctx: MergeContext, scan: KeyScan, report: string): Promise<TiesTrim> {
+  const g = globalTrims.get(ctx);
+  if (g) return g;
+  const t = await tensorTiesTrim(ctx, scan, ctx.params.density as number);
+  const per = (ctx.details[report] ??= {}) as Record<string, unknown>;
+  per[scan.key] = describeTrim(ctx, t);
+  return t;
+}
+
+/** prepare() of the TIES-family methods: global thresholds and majority sign when scope is global. */
+export async function prepareTrim(ctx: MergeContext): Promise<void> {
+  ctx.details.scope = ctx.params.scope;
+  if (ctx.params.scope !== "global") return;
+  const t = await globalTiesTrim(ctx, ctx.params.density as number);
+  globalTrims.set(ctx, t);
+  ctx.details.global = describeTrim(ctx, t);
+}
+
+export const ties: MergeMethod = {
+  name: "ties",
+  description: "TIES-Merging: trim to the top density of |τ|, elect signs, disjoint mean",
+  params: [
+    { name: "density", type: "number", default: 0.2, min: 0, max: 1, description: "fraction of |τt| kept per task" },
+    { name: "scope", type: "string", default: "global", choices: ["global", "tensor"], description: "top-k over all float keys or per key" },
+    { name: "lambda", type: "number", default: 1.0, description: "scale of the merged task vector" },
+    { name: "merge_func", type: "string", default: "mean", choices: ["mean", "sum"], description: "disjoint mean (TIES) or disjoint sum" },
+  ],
+  prepare: prepareTrim,
+  async mergeTensor(ctx, key, sink) {
+    const scan = new KeyScan(ctx, key);
+    const t = await trimFor(ctx, scan, "tensors");
+    await mergeWith(ctx, scan, sink, "ties_merge", {
+      ...magnitudeArgs(t.thresholdBits),
+      majority: t.majority,
+      merge: ctx.params.merge_func as string,
+      lambda: ctx.params.lambda as number,
+    });
+  },
+};

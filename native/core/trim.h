@@ -1,0 +1,124 @@
+// Task-vector trimming and TIES sign election, shared by the ties, dare,
+// consensus and tall kernels so every method elects signs the same way.
+//
+// Trim modes (op arguments):
+//   trim: "none"                          τ̂ = τ
+//   trim: "magnitude", thresholds: [..]   τ̂ = τ where |τ| ≥ threshold_t (float32 bits of
+//                                          |τ| given per task), else 0    (TIES)
+//   trim: "dare", density, seed, key      τ̂ = τ/density where u(seed,key,t,i) < density,
+//                                          else 0                          (DARE)
+#pragma once
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "counter_rng.h"
+#include "elementwise.h"
+#include "op.h"
+
+namespace taskmerge {
+
+inline uint32_t absBits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  return u & 0x7fffffffu;
+}
+
+struct Trim {
+  enum class Mode { None, Magnitude, Dare };
+  Mode mode = Mode::None;
+  std::vector<uint32_t> thr;  // Magnitude: per task
+  double density = 1;         // Dare
+  std::vector<CounterRng> rng;
+
+  static Trim parse(const OpArgs& a, size_t T) {
+    Trim tr;
+    std::string m = a.str("trim", "none");
+    if (m == "none") return tr;
+    if (m == "magnitude") {
+      tr.mode = Mode::Magnitude;
+      const auto& th = a.numList("thresholds");
+      if (th.size() != T) throw Error("trim: one threshold per expert");
+      for (double v : th) {
+        if (!(v >= 0 && v <= double(0x7f800000u))) throw Error("trim: threshold bits out of range");
+        tr.thr.push_back(uint32_t(v));
+      }
+      return tr;
+    }
+    if (m == "dare") {
+      tr.mode = Mode::Dare;
+      tr.density = a.num("density");
+      if (!(tr.density > 0 && tr.density <= 1)) throw Error("dare: density must be in (0, 1]");
+      double seed = a.num("seed");
+      if (!(seed >= 0 && seed <= 9007199254740992.0) || seed != std::floor(seed))
+        throw Error("dare: seed must be a non-negative integer");
+      uint64_t kh = fnv1a64(a.str("key"));
+      for (size_t t = 0; t < T; t++) tr.rng.emplace_back(uint64_t(seed), kh, uint64_t(t));
+      return tr;
+    }
+    throw Error("unknown trim mode '" + m + "'");
+  }
+
+  // dst[0..n) = τ̂ of task t for the elements at tensor indices index..index+n.
+  void apply(size_t t, const float* tau, size_t n, size_t index, float* dst) const {
+    if (mode == Mode::Magnitude) {
+      uint32_t th = thr[t];
+      for (size_t i = 0; i < n; i++) dst[i] = absBits(tau[i]) >= th ? tau[i] : 0.0f;
+    } else if (mode == Mode::Dare) {
+      const CounterRng& r = rng[t];
+      for (size_t i = 0; i < n; i++)
+        dst[i] = r.uniform(index + i) < density ? float(double(tau[i]) / density) : 0.0f;
+    } else {
+      std::memcpy(dst, tau, n * sizeof(float));
+    }
+  }
+
+  // The trimmed task vectors of a block, in per-thread scratch (or τ itself when untrimmed).
+  const float* const* block(const Block& b) const {
+    if (mode == Mode::None) return b.tau;
+    thread_local std::vector<float> scratch;
+    thread_local std::vector<const float*> ptrs;
+    scratch.resize(b.T * kBlockElems);
+    ptrs.resize(b.T);
+    for (size_t t = 0; t < b.T; t++) {
+      float* d = scratch.data() + t * kBlockElems;
+      apply(t, b.tau[t], b.n, b.index, d);
+      ptrs[t] = d;
+    }
+    return ptrs.data();
+  }
+};
+
+// Elected sign of entry i: sign(Σt v[t][i]), summed in double so that it does
+// not depend on rounding order; 0 when the sum is exactly 0.
+inline int electedSign(const float* const* v, size_t T, size_t i) {
+  double s = 0;
+  for (size_t t = 0; t < T; t++) s += v[t][i];
+  return (s > 0) - (s < 0);
+}
+
+// Disjoint aggregate of entry i: the entries whose sign equals s (s = ±1),
+// summed, or averaged over their count (at least 1).
+inline double disjoint(const float* const* v, size_t T, size_t i, int s, bool mean) {
+  double acc = 0;
+  size_t cnt = 0;
+  for (size_t t = 0; t < T; t++) {
+    float x = v[t][i];
+    if (s > 0 ? x > 0 : x < 0) {
+      acc += x;
+      cnt++;
+    }
+  }
+  return mean && cnt > 1 ? acc / double(cnt) : acc;
+}
+
+// TALL mask bit: |τt| > λ · |τMTL − τt|, compared in double.
+inline bool tallBit(float tau, float mtl, double lambda) {
+  return std::fabs(double(tau)) > lambda * std::fabs(double(mtl) - double(tau));
+}
+
+// Majority sign argument of the ties-family ops: ±1 (0 is taken as +1).
+inline int majorityArg(const OpArgs& a) { return a.num("majority", 1) < 0 ? -1 : 1; }
+
+}  // namespace taskmerge

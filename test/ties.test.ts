@@ -1,0 +1,139 @@
+/** ties against the float64 reference of the SPEC: scopes, densities, chunking, edge cases, CLI. */
+import * as fs from "fs";
+import * as path from "path";
+import { makeZoo, tmpDir, readSafetensors, values, runCli, saveModel, Zoo, Model, KeySpec, RawTensor } from "./helpers/fixtures";
+import { encode, EPS, RefFloat } from "./helpers/floatref";
+import { merge } from "../lib/api/merge";
+import { runMerge } from "../lib/engine/merge";
+import { tiesRef, errorUnits, Tensors } from "./reference/ties";
+
+export function floatKeys(m: Model): string[] {
+  return Object.keys(m.floats);
+}
+
+/** Checks every float key of `out` against the reference within the output dtype's rounding. */
+export function expectMatches(out: string, zoo: Zoo, ref: Tensors, dtype: RefFloat): void {
+  const got = readSafetensors(out);
+  for (const k of Object.keys(zoo.base.raw)) {
+    if (!(k in ref)) {
+      expect(got[k].data.equals(zoo.base.raw[k].data)).toBe(true);
+      continue;
+    }
+    const b = zoo.base.floats[k];
+    const scale = (i: number) => Math.abs(b[i]) + zoo.experts.reduce((s, e) => s + Math.abs(e.floats[k][i]), 0);
+    const { units, at } = errorUnits(values(got[k]), ref[k], 2 * EPS[dtype], scale);
+    if (units > 1) throw new Error(`${k}[${at}]: got ${values(got[k])[at]}, want ${ref[k][at]} (${units.toFixed(1)}× the tolerance)`);
+  }
+}
+
+const experts = (z: Zoo) => z.experts.map((e) => e.path);
+const tensorsOf = (z: Zoo) => z.experts.map((e) => e.floats);
+
+describe("ties", () => {
+  const dir = tmpDir("ties-");
+  const zoo = makeZoo(dir, { T: 3, seed: 7 });
+  const keys = floatKeys(zoo.base);
+
+  for (const [scope, density, lambda] of [["global", 0.2, 1.0], ["tensor", 0.3, 0.7], ["global", 1.0, 0.5], ["tensor", 1.0, 1.0], ["global", 0, 1]] as const) {
+    test(`scope ${scope}, density ${density}, lambda ${lambda} matches the reference`, async () => {
+      const out = path.join(dir, `out-${scope}-${density}.safetensors`);
+      const report = await merge({ base: zoo.base.path, experts: experts(zoo), method: { name: "ties", scope, density, lambda }, out });
+      const ref = tiesRef(zoo.base.floats, tensorsOf(zoo), keys, { scope, density, lambda });
+      expectMatches(out, zoo, ref.out, "F32");
+      // Thresholds are the float32 rounding of the exact k-th largest |τ|.
+      if (scope === "global") {
+        const th = (report.details.global as { thresholds: Record<string, number> }).thresholds;
+        expect(zoo.experts.map((_, t) => th[`task${t}`])).toEqual(ref.thresholds[0].map((x) => Math.fround(x)));
+      } else {
+        const per = report.details.tensors as Record<string, { thresholds: Record<string, number> }>;
+        keys.forEach((k, s) => expect(zoo.experts.map((_, t) => per[k].thresholds[`task${t}`])).toEqual(ref.thresholds[s].map((x) => Math.fround(x))));
+      }
+    });
+  }
+
+  test("merge_func sum is the disjoint sum", async () => {
+    const out = path.join(dir, "sum.safetensors");
+    await merge({ base: zoo.base.path, experts: experts(zoo), method: { name: "ties", merge_func: "sum", lambda: 0.4 }, out });
+    expectMatches(out, zoo, tiesRef(zoo.base.floats, tensorsOf(zoo), keys, { scope: "global", density: 0.2, lambda: 0.4, mergeFunc: "sum" }).out, "F32");
+  });
+
+  test("output is identical for any chunk size", async () => {
+    for (const scope of ["global", "tensor"]) {
+      const outs = [];
+      for (const chunkElems of [7, 64, 1 << 20]) {
+        const out = path.join(dir, `chunk-${scope}-${chunkElems}.safetensors`);
+        await runMerge({
+          base: zoo.base.path, experts: zoo.experts.map((e, t) => ({ path: e.path, name: `task${t}`, weight: 1 })),
+          method: "ties", params: { scope, density: 0.25 }, out, chunkElems,
+        });
+        outs.push(fs.readFileSync(out));
+      }
+      expect(outs[0].equals(outs[2])).toBe(true);
+      expect(outs[1].equals(outs[2])).toBe(true);
+    }
+  });
+
+  test("a single expert keeps its top entries", async () => {
+    const out = path.join(dir, "single.safetensors");
+    await merge({ base: zoo.base.path, experts: [zoo.experts[1].path], method: { name: "ties", density: 0.1 }, out });
+    const one = { ...zoo, experts: [zoo.experts[1]] };
+    expectMatches(out, one, tiesRef(zoo.base.floats, [zoo.experts[1].floats], keys, { scope: "global", density: 0.1, lambda: 1 }).out, "F32");
+  });
+});
+
+/** Hand-made checkpoints: exact sign cancellations (majority fallback) and an all-zero task vector. */
+describe("ties edge cases", () => {
+  const dir = tmpDir("ties-edge-");
+  const f32 = (v: number[]): RawTensor => ({ dtype: "F32", shape: [v.length], data: encode(v, "F32") });
+  const model = (p: string, t: Record<string, number[]>): Model => {
+    const m: Model = { path: "", floats: {}, raw: {} };
+    for (const [k, v] of Object.entries(t)) {
+      m.raw[k] = f32(v);
+      m.floats[k] = Float64Array.from(v);
+    }
+    saveModel(m, p, "file");
+    return m;
+  };
+  // a: τ1 = −τ2 on several entries, so their elected sign is 0 and takes the majority sign.
+  // z: both experts equal the base (τ = 0).
+  // b: a key whose majority sign is negative.
+  const base = model(path.join(dir, "base.safetensors"), { a: [0, 0, 0, 0, 0, 0], z: [1, 2, 3, 4], b: [0, 0, 0, 0, 0] });
+  const e1 = model(path.join(dir, "e1.safetensors"), { a: [1, -2, 0.5, 3, -0.25, 1], z: [1, 2, 3, 4], b: [-1, -2, 1, -0.5, 0.5] });
+  const e2 = model(path.join(dir, "e2.safetensors"), { a: [-1, 2, -0.5, 1, -0.25, 0.5], z: [1, 2, 3, 4], b: [1, -1, -1, -0.5, -0.5] });
+  const zoo: Zoo = { dir, base, experts: [e1, e2] };
+
+  for (const scope of ["global", "tensor"] as const)
+    for (const density of [0.5, 1.0])
+      test(`scope ${scope}, density ${density}`, async () => {
+        const out = path.join(dir, `o-${scope}-${density}.safetensors`);
+        await merge({ base: base.path, experts: [e1.path, e2.path], method: { name: "ties", scope, density }, out });
+        const ref = tiesRef(base.floats, [e1.floats, e2.floats], ["a", "z", "b"], { scope, density, lambda: 1 });
+        expectMatches(out, zoo, ref.out, "F32");
+        // The all-zero task vectors leave the base unchanged.
+        expect(Array.from(values(readSafetensors(out).z))).toEqual([1, 2, 3, 4]);
+      });
+});
+
+describe("ties through the CLI", () => {
+  const dir = tmpDir("ties-cli-");
+  test("merge --method ties on bf16 directories", async () => {
+    const zoo = makeZoo(dir, { T: 2, dtype: "BF16", layout: "dir", seed: 3 });
+    const out = path.join(dir, "merged");
+    const r = await runCli(["merge", "--base", zoo.base.path, ...zoo.experts.flatMap((e) => ["--expert", e.path]), "--method", "ties", "--density", "0.3", "--scope", "tensor", "--lambda", "0.8", "--out", out, "--json"]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout).method).toBe("ties");
+    const ref = tiesRef(zoo.base.floats, tensorsOf(zoo), floatKeys(zoo.base), { scope: "tensor", density: 0.3, lambda: 0.8 });
+    expectMatches(out, zoo, ref.out, "BF16");
+  });
+
+  test("bad parameters are usage errors", async () => {
+    const zoo = makeZoo(tmpDir("ties-cli2-"), { T: 2 });
+    const r = await runCli(["merge", "--base", zoo.base.path, "--expert", zoo.experts[0].path, "--method", "ties", "--density", "1.5", "--out", path.join(dir, "x.safetensors")]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/density/);
+    expect(fs.existsSync(path.join(dir, "x.safetensors"))).toBe(false);
+  });
+});
+
+export type { KeySpec };
