@@ -1,13 +1,41 @@
-// Dense linear algebra used by the data-aware methods. Two implementations
-// share this interface: OpenBLAS/LAPACKE (when the build found them) and a
-// portable built-in one. Row-major storage throughout.
+// Dense linear algebra used by the data-aware methods (LOT, RegMean, drift,
+// Gram statistics). Two implementations share this interface: OpenBLAS/LAPACKE
+// when the build defines TM_HAVE_BLAS, and a portable built-in one otherwise
+// (blocked dgemm/dsyrk/Cholesky, Householder tridiagonalisation + implicit QL).
+// The interface is backend-neutral: plain float64 buffers with explicit sizes
+// and leading dimensions, row-major throughout, no BLAS types.
 #pragma once
+#include <cstddef>
 
 namespace taskmerge {
 namespace linalg {
 
-// "openblas" or "builtin": the implementation currently selected.
+// "openblas" or "builtin": the implementation compiled in.
 const char* backendName();
+
+// C[m,n] = alpha * op(A) op(B) + beta * C, op(X) = Xᵀ when the flag is set.
+// op(A) is [m,k], op(B) is [k,n]. beta == 0 ignores C's prior contents.
+void gemm(bool transA, bool transB, size_t m, size_t n, size_t k, double alpha, const double* A, size_t lda,
+          const double* B, size_t ldb, double beta, double* C, size_t ldc);
+
+// C[n,n] = alpha * Xᵀ X + beta * C for X = k rows of width n: the Gram of the
+// rows. Writes both triangles (C stays exactly symmetric).
+void syrkRows(size_t n, size_t k, double alpha, const double* X, size_t ldx, double beta, double* C, size_t ldc);
+
+// In-place Cholesky A = L Lᵀ of the symmetric n×n A: reads and overwrites only
+// the lower triangle (diagonal included); the strict upper triangle is left
+// untouched, so a caller can rebuild A after a failure. Returns false when A
+// is not (numerically) positive definite.
+bool cholesky(size_t n, double* A, size_t lda);
+
+// Given L from cholesky(), solves X A = B for the nrhs rows of B ([nrhs,n]) in
+// place: each row b becomes b A⁻¹ (A symmetric, so also A⁻¹ bᵀ).
+void choleskySolveRows(size_t n, const double* L, size_t lda, size_t nrhs, double* B, size_t ldb);
+
+// Symmetric eigendecomposition from the lower triangle of A (n×n). Eigenvalues
+// ascend into w[n]; A is overwritten with the eigenvectors in its ROWS:
+// A_original = Σj w[j] vj vjᵀ, vj = row j. Throws taskmerge::Error on failure.
+void eigh(size_t n, double* A, size_t lda, double* w);
 
 }  // namespace linalg
 }  // namespace taskmerge

@@ -1,0 +1,73 @@
+// Feature drift of a merged model against one task (taskmerge drift):
+//  "drift_linear": tr((W − Wt) Gt (W − Wt)ᵀ) for the merged W and, for scale,
+//                  the same for the base W0 (how far the task moved the layer).
+//  "drift_norm":   Σd st[d] (w[d] − wt[d])², likewise for the base.
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "../core/dtype.h"
+#include "../core/op.h"
+#include "../core/parallel.h"
+#include "../linalg/linalg.h"
+
+namespace taskmerge {
+
+static std::vector<double> loadF64(const OpArgs& a, const std::string& k, size_t n) {
+  DType t = parseDType(a.str(k + "Dtype"));
+  Bytes b = a.buf(k);
+  if (!isFloat(t) || b.size != n * dtypeSize(t)) throw Error(k + ": expected " + std::to_string(n) + " float values");
+  std::vector<double> v(n);
+  toF64(b.data, t, n, v.data());
+  return v;
+}
+
+// tr(D G Dᵀ) = Σ_{r,i} D[r,i] (D Gᵀ)[r,i], G converted in row blocks.
+static double quadForm(const std::vector<double>& D, size_t out, size_t in, const uint8_t* gram, DType gt) {
+  constexpr size_t RB = 256;
+  std::vector<double> G(std::min(RB, in) * in), P(out * std::min(RB, in));
+  double total = 0;
+  size_t gs = dtypeSize(gt);
+  for (size_t i0 = 0; i0 < in; i0 += RB) {
+    size_t rb = std::min(RB, in - i0);
+    toF64(gram + i0 * in * gs, gt, rb * in, G.data());
+    for (size_t i = 0; i < rb * in; i++)
+      if (!std::isfinite(G[i])) throw Error("statistics hold a non-finite value (NaN or infinity)");
+    linalg::gemm(false, true, out, rb, in, 1.0, D.data(), in, G.data(), in, 0.0, P.data(), rb);
+    for (size_t r = 0; r < out; r++)
+      for (size_t i = 0; i < rb; i++) total += D[r * in + i0 + i] * P[r * rb + i];
+  }
+  return total;
+}
+
+static void driftLinearOp(const OpArgs& a, OpResult& res) {
+  size_t out = size_t(a.num("out")), in = size_t(a.num("in"));
+  auto W = loadF64(a, "merged", out * in), Wt = loadF64(a, "expert", out * in), W0 = loadF64(a, "base", out * in);
+  DType gt = parseDType(a.str("gramDtype"));
+  Bytes g = a.buf("gram");
+  if (!isFloat(gt) || g.size != in * in * dtypeSize(gt)) throw Error("gram: expected [in,in] float values");
+  for (size_t i = 0; i < W.size(); i++) {
+    W[i] -= Wt[i];
+    W0[i] -= Wt[i];
+  }
+  res.nums["drift"] = quadForm(W, out, in, g.data, gt);
+  res.nums["baseDrift"] = quadForm(W0, out, in, g.data, gt);
+}
+
+static void driftNormOp(const OpArgs& a, OpResult& res) {
+  size_t n = size_t(a.num("n"));
+  auto w = loadF64(a, "merged", n), wt = loadF64(a, "expert", n), w0 = loadF64(a, "base", n), s = loadF64(a, "scale", n);
+  double d = 0, d0 = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (!std::isfinite(s[i]) || s[i] < 0) throw Error("statistics: norm_sq_sum holds a negative or non-finite value");
+    d += s[i] * (w[i] - wt[i]) * (w[i] - wt[i]);
+    d0 += s[i] * (w0[i] - wt[i]) * (w0[i] - wt[i]);
+  }
+  res.nums["drift"] = d;
+  res.nums["baseDrift"] = d0;
+}
+
+TM_REGISTER_OP("drift_linear", driftLinearOp);
+TM_REGISTER_OP("drift_norm", driftNormOp);
+
+}  // namespace taskmerge
