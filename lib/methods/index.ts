@@ -4,8 +4,9 @@ import type { MergeMethod, Params, ParamSpec } from "./types";
 import { average } from "./average";
 import { taskArithmetic } from "./task_arithmetic";
 import { ties } from "./ties";
+import { dareLinear, dareTies } from "./dare";
 
-const METHODS: MergeMethod[] = [average, taskArithmetic, ties];
+const METHODS: MergeMethod[] = [average, taskArithmetic, ties, dareLinear, dareTies];
 
 export function listMethods(): readonly MergeMethod[] {
   return METHODS;

@@ -3,6 +3,9 @@
  * methods reuse), in plain loops over whole tensors. Written separately from
  * the streaming implementation: sorting instead of histograms, no chunks.
  */
+import { readSafetensors, values, Zoo, Model } from "../helpers/fixtures";
+import { EPS, RefFloat } from "../helpers/floatref";
+
 export type Tensors = Record<string, Float64Array>;
 
 export interface TiesOptions {
@@ -134,3 +137,23 @@ export function errorUnits(got: Float64Array, want: Float64Array, eps: number, s
   }
   return { units, at };
 }
+
+export function floatKeys(m: Model): string[] {
+  return Object.keys(m.floats);
+}
+
+/** Checks every float key of `out` against the reference within the output dtype's rounding. */
+export function expectMatches(out: string, zoo: Zoo, ref: Tensors, dtype: RefFloat): void {
+  const got = readSafetensors(out);
+  for (const k of Object.keys(zoo.base.raw)) {
+    if (!(k in ref)) {
+      expect(got[k].data.equals(zoo.base.raw[k].data)).toBe(true);
+      continue;
+    }
+    const b = zoo.base.floats[k];
+    const scale = (i: number) => Math.abs(b[i]) + zoo.experts.reduce((s, e) => s + Math.abs(e.floats[k][i]), 0);
+    const { units, at } = errorUnits(values(got[k]), ref[k], 2 * EPS[dtype], scale);
+    if (units > 1) throw new Error(`${k}[${at}]: got ${values(got[k])[at]}, want ${ref[k][at]} (${units.toFixed(1)}× the tolerance)`);
+  }
+}
+
