@@ -5,8 +5,9 @@ import { average } from "./average";
 import { taskArithmetic } from "./task_arithmetic";
 import { ties } from "./ties";
 import { dareLinear, dareTies } from "./dare";
+import { consensusTa, consensusTies } from "./consensus";
 
-const METHODS: MergeMethod[] = [average, taskArithmetic, ties, dareLinear, dareTies];
+const METHODS: MergeMethod[] = [average, taskArithmetic, ties, dareLinear, dareTies, consensusTa, consensusTies];
 
 export function listMethods(): readonly MergeMethod[] {
   return METHODS;

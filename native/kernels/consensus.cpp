@@ -1,0 +1,51 @@
+// Op "consensus": Consensus merging. τMTL is Σt τt (kind "sum") or the TIES
+// disjoint sum of the trimmed τ̂t (kind "ties", with trim + majority); TALL
+// masks mt = 1{|τt| > tallLambda·|τMTL − τt|}; entries where at least k masks
+// are set get θ0 + λ τMTL, the others θ0. The kept entries are computed with
+// exactly the operations of task_arithmetic (kind sum) or ties_merge with
+// merge "sum" (kind ties), so k = 0 reproduces those bit for bit.
+#include "../core/trim.h"
+
+namespace taskmerge {
+
+static void consensusOp(const OpArgs& a, OpResult&) {
+  ElementwiseChunk c = parseChunk(a);
+  if (!c.out) throw Error("consensus: missing out buffer");
+  const std::string kind = a.str("kind");
+  if (kind != "sum" && kind != "ties") throw Error("consensus: kind must be 'sum' or 'ties'");
+  const bool ties = kind == "ties";
+  Trim trim = Trim::parse(a, c.experts.size());
+  const int maj = majorityArg(a);
+  const double tallLambda = a.num("tallLambda"), lambda = a.num("lambda");
+  const double k = a.num("k");
+  const float lf = float(lambda);
+  forEachBlock(c, [&](Block& b) {
+    const float* const* v = trim.block(b);
+    for (size_t i = 0; i < b.n; i++) {
+      double mtl;
+      if (ties) {
+        int s = electedSign(v, b.T, i);
+        mtl = disjoint(v, b.T, i, s == 0 ? maj : s, false);
+      } else {
+        mtl = 0;
+        for (size_t t = 0; t < b.T; t++) mtl += b.tau[t][i];
+      }
+      const float mtlF = float(mtl);
+      size_t count = 0;
+      for (size_t t = 0; t < b.T; t++) count += tallBit(b.tau[t][i], mtlF, tallLambda);
+      if (double(count) < k) {
+        b.out[i] = b.base[i];
+      } else if (ties) {
+        b.out[i] = float(double(b.base[i]) + lambda * mtl);
+      } else {
+        float o = b.base[i];
+        for (size_t t = 0; t < b.T; t++) o += lf * b.tau[t][i];
+        b.out[i] = o;
+      }
+    }
+  });
+}
+
+TM_REGISTER_OP("consensus", consensusOp);
+
+}  // namespace taskmerge
