@@ -1,0 +1,66 @@
+/**
+ * lot: LOT Merging. Per linear weight T* = (Σt Gt)⁺ Σt Gt Ttᵀ (transposed
+ * back), Gt the raw input Gram of task t; per normalisation scale the
+ * Σx̂²-weighted mean of the task vectors; everything else the mean task
+ * vector. Result θ0 + λ T*. Parameters without statistics fall back to the
+ * mean and are listed in the report (details.statsFallback).
+ */
+import { mergeElementwise } from "../engine/stream";
+import type { MergeContext, MergeMethod } from "./types";
+import { paramStats, requireStatsFiles } from "../stats/keys";
+import { solveLinear } from "../stats/closed_form";
+
+interface LotDetails {
+  linear: number;
+  norm: number;
+  mean: number;
+  /** Linear weights whose solve fell back from Cholesky to the eigen pseudo-inverse. */
+  eighFallback: string[];
+}
+
+function lotDetails(ctx: MergeContext): LotDetails {
+  return (ctx.details.lot ??= { linear: 0, norm: 0, mean: 0, eighFallback: [] }) as LotDetails;
+}
+
+export const lot: MergeMethod = {
+  name: "lot",
+  description: "LOT Merging: closed-form feature-drift minimiser per linear layer from input Gram statistics",
+  needsStats: true,
+  params: [
+    { name: "lambda", type: "number", default: 1.0, description: "scale of the merged task vector" },
+    { name: "ridge", type: "number", default: 1e-6, min: 0, description: "Cholesky ridge ε, relative to mean(diag ΣG)" },
+    { name: "solver", type: "string", default: "auto", choices: ["auto", "cholesky", "eigh"], description: "linear solver" },
+  ],
+  async prepare(ctx) {
+    requireStatsFiles("lot", ctx.experts);
+    // Check every statistics tensor's shape before any data is read.
+    const fallback: string[] = [];
+    for (const key of ctx.floatKeys) if (paramStats(key, ctx.base.get(key).shape, ctx.experts).kind === "fallback") fallback.push(key);
+    ctx.details.statsFallback = fallback;
+    lotDetails(ctx);
+  },
+  async mergeTensor(ctx, key, sink) {
+    const lambda = ctx.params.lambda as number;
+    const ps = paramStats(key, ctx.base.get(key).shape, ctx.experts);
+    const d = lotDetails(ctx);
+    if (ps.kind === "linear") {
+      const r = await solveLinear(ctx, key, sink, {
+        out: ps.out, in: ps.in, grams: ps.grams, transforms: ps.grams.map(() => ({ scale: 1, alpha: 1 })),
+        solver: ctx.params.solver as string, ridge: ctx.params.ridge as number, lambda,
+      });
+      d.linear++;
+      if (r.eigh && ctx.params.solver !== "eigh") d.eighFallback.push(key);
+      return;
+    }
+    if (ps.kind === "norm") {
+      const scales = await Promise.all(ps.scales.map((s) => s.file.read(s.info.key)));
+      d.norm++;
+      return mergeElementwise(ctx, key, sink, "lot_norm", {
+        scales, scaleDtypes: ps.scales.map((s) => s.info.dtype), total: ctx.base.get(key).numel, lambda,
+      });
+    }
+    d.mean++;
+    const T = ctx.experts.length;
+    return mergeElementwise(ctx, key, sink, "task_arithmetic", { coeffs: ctx.experts.map(() => lambda / T) });
+  },
+};

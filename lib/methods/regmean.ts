@@ -1,0 +1,61 @@
+/**
+ * regmean: RegMean. Per linear weight W = W0 + T*, T* = Σt Tt G̃t (Σt G̃t)⁻¹
+ * (the SPEC's (Σ G̃t)⁻¹ Σ G̃t Wtᵀ, transposed, written with task vectors so
+ * that a singular Σ G̃t keeps the base on its null space), with
+ * G̃ = α G + (1−α) diag(G) and G the mean input Gram (Gram / input_count).
+ * Every other float parameter: the mean of the experts.
+ */
+import { mergeElementwise } from "../engine/stream";
+import type { MergeContext, MergeMethod } from "./types";
+import { TaskmergeError } from "../errors";
+import { paramStats, requireStatsFiles } from "../stats/keys";
+import { readCount, solveLinear } from "../stats/closed_form";
+
+interface RegMeanDetails {
+  linear: number;
+  mean: number;
+  eighFallback: string[];
+}
+
+function details(ctx: MergeContext): RegMeanDetails {
+  return (ctx.details.regmean ??= { linear: 0, mean: 0, eighFallback: [] }) as RegMeanDetails;
+}
+
+export const regmean: MergeMethod = {
+  name: "regmean",
+  description: "RegMean: closed-form regression merge of linear layers from mean input Grams",
+  needsStats: true,
+  params: [{ name: "alpha", type: "number", default: 0.95, min: 0, max: 1, description: "shrinkage α of the off-diagonal Gram" }],
+  async prepare(ctx) {
+    requireStatsFiles("regmean", ctx.experts);
+    const fallback: string[] = [];
+    for (const key of ctx.floatKeys) {
+      const ps = paramStats(key, ctx.base.get(key).shape, ctx.experts);
+      if (ps.kind === "fallback") fallback.push(key);
+      if (ps.kind === "linear")
+        ps.counts.forEach((c, t) => {
+          if (!c) throw new TaskmergeError("regmean needs the row count beside the Gram to form the mean Gram", ps.grams[t].file.path, ps.grams[t].info.key.replace(/input_gram$/, "input_count"));
+        });
+    }
+    ctx.details.statsFallback = fallback;
+    details(ctx);
+  },
+  async mergeTensor(ctx, key, sink) {
+    const ps = paramStats(key, ctx.base.get(key).shape, ctx.experts);
+    const d = details(ctx);
+    if (ps.kind === "linear") {
+      const alpha = ctx.params.alpha as number;
+      const counts = await Promise.all(ps.counts.map((c) => readCount(c!)));
+      const r = await solveLinear(ctx, key, sink, {
+        out: ps.out, in: ps.in, grams: ps.grams, transforms: counts.map((n) => ({ scale: 1 / n, alpha })),
+        solver: "auto", ridge: 0, lambda: 1,
+      });
+      d.linear++;
+      if (r.eigh) d.eighFallback.push(key);
+      return;
+    }
+    d.mean++;
+    const T = ctx.experts.length;
+    return mergeElementwise(ctx, key, sink, "task_arithmetic", { coeffs: ctx.experts.map(() => 1 / T) });
+  },
+};

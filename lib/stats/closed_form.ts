@@ -1,0 +1,76 @@
+/**
+ * The closed-form linear-layer merge shared by LOT and RegMean: for weight
+ * W [out,in], A = Σt G̃t and Bᵀ = Σt Tt G̃tᵀ (float64, in native code), then
+ * T* = Bᵀ A⁺ and the result θ0 + λ T*. Memory: A (in²), Bᵀ (out·in) in
+ * float64, plus one expert's weight and Gram at a time.
+ */
+import { runOp } from "../native";
+import { TaskmergeError, throwIfAborted } from "../errors";
+import type { MergeContext, TensorSink } from "../methods/types";
+import { DTYPE_SIZE } from "../safetensors/dtypes";
+import type { StatTensor } from "./keys";
+import { dtypeEps } from "./keys";
+
+export interface LinearSolveOptions {
+  out: number;
+  in: number;
+  grams: StatTensor[];
+  /** Per-expert transform G̃ = scale·(α G + (1−α) diag G). */
+  transforms: { scale: number; alpha: number }[];
+  solver: string;
+  ridge: number;
+  lambda: number;
+}
+
+export interface LinearSolveResult {
+  eigh: boolean;
+  rank: number;
+}
+
+/** Wraps a native error about statistics with the statistics file and key. */
+function statsError(e: unknown, s: StatTensor): unknown {
+  if (!(e instanceof Error) || e instanceof TaskmergeError || !/statistics/.test(e.message)) return e;
+  return new TaskmergeError(e.message, s.file.path, s.info.key);
+}
+
+export async function solveLinear(ctx: MergeContext, key: string, sink: TensorSink, o: LinearSolveOptions): Promise<LinearSolveResult> {
+  const { out, in: n } = o;
+  const A = Buffer.alloc(n * n * 8);
+  const BT = Buffer.alloc(out * n * 8);
+  const baseInfo = ctx.base.get(key);
+  const base = await ctx.base.read(key);
+  ctx.progress.bytes(base.length, key);
+  for (const [t, e] of ctx.experts.entries()) {
+    throwIfAborted(ctx.signal);
+    const g = o.grams[t];
+    const [w, gram] = await Promise.all([e.checkpoint.read(key), g.file.read(g.info.key)]);
+    ctx.progress.bytes(w.length, key);
+    await runOp("gram_products_accumulate", {
+      out, in: n, base, baseDtype: baseInfo.dtype, expert: w, expertDtype: e.checkpoint.get(key).dtype,
+      gram, gramDtype: g.info.dtype, A, BT, scale: o.transforms[t].scale, alpha: o.transforms[t].alpha,
+      what: `statistics of expert ${e.name}`,
+    }).catch((err) => {
+      throw statsError(err, g);
+    });
+  }
+  throwIfAborted(ctx.signal);
+  const outDtype = ctx.outDtype(key);
+  const result = Buffer.allocUnsafe(out * n * DTYPE_SIZE[outDtype]);
+  // Pseudo-inverse cut-off from the least precise Gram: n·ε of its dtype.
+  const rcond = n * Math.max(...o.grams.map((g) => dtypeEps(g.info.dtype)));
+  const r = await runOp("gram_solve", {
+    out, in: n, A, BT, solver: o.solver, ridge: o.ridge, rcond, base, baseDtype: baseInfo.dtype, lambda: o.lambda,
+    result, resultDtype: outDtype,
+  });
+  await sink(result);
+  return { eigh: r.eigh === 1, rank: r.rank as number };
+}
+
+/** Reads a statistics tensor's single count as a number. */
+export async function readCount(s: StatTensor): Promise<number> {
+  const b = await s.file.read(s.info.key);
+  const v = s.info.dtype === "F64" ? b.readDoubleLE(0) : s.info.dtype === "F32" ? b.readFloatLE(0) : NaN;
+  if (!Number.isFinite(v) || v <= 0)
+    throw new TaskmergeError(`input_count must be a positive finite number (found ${v})`, s.file.path, s.info.key);
+  return v;
+}

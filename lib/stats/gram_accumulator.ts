@@ -1,0 +1,142 @@
+/**
+ * GramAccumulator: builds a statistics file (SPEC "Statistics files") from
+ * activations seen in Node.js, e.g. an ONNX or WebGPU forward pass. For a
+ * linear module it accumulates Σ x xᵀ (float64 SYRK in native code), Σ x and
+ * the row count; for a normalisation module Σ x̂², Σ x̂ and the count.
+ *
+ *   const acc = new GramAccumulator();
+ *   await acc.add("blocks.0.mlp.fc1", rows, 768);     // rows: Float32Array, k×768
+ *   await acc.addNorm("blocks.0.norm1", xhat, 768);
+ *   await acc.save("task.stats.safetensors");
+ *
+ * Calls are queued, so they may be issued without awaiting each; a row
+ * buffer must not change until its call's promise settles.
+ */
+import { promises as fsp } from "fs";
+import * as path from "path";
+import { randomBytes } from "crypto";
+import { runOp } from "../native";
+import { TaskmergeError, UsageError } from "../errors";
+import { SafetensorsWriter, OutTensor } from "../safetensors/writer";
+import { VERSION } from "../version";
+
+type Rows = Float32Array | Float64Array;
+
+interface ModuleAcc {
+  kind: "linear" | "norm";
+  width: number;
+  /** [width,width] Gram (linear) or Σx̂² [width] (norm), float64. */
+  main: Float64Array;
+  sum: Float64Array;
+  count: number;
+}
+
+export interface SaveOptions {
+  /** Storage dtype of the Gram / sums: "f64" (default) or "f32". Counts are always F64. */
+  dtype?: "f64" | "f32";
+  metadata?: Record<string, string>;
+}
+
+export class GramAccumulator {
+  private readonly acc = new Map<string, ModuleAcc>();
+  private queue: Promise<void> = Promise.resolve();
+
+  /** Adds rows (k rows of `width` values, row-major) of the input of linear module `module`. */
+  add(module: string, rows: Rows, width: number): Promise<void> {
+    const m = this.module(module, "linear", rows, width);
+    return this.enqueue(async () => {
+      await runOp("gram_accumulate", { rows, rowsDtype: dtypeOf(rows), width, gram: m.main, sum: m.sum });
+      m.count += rows.length / width;
+    }, module);
+  }
+
+  /** Adds normalised inputs x̂ (before the affine step) of normalisation module `module`. */
+  addNorm(module: string, xhat: Rows, width: number): Promise<void> {
+    const m = this.module(module, "norm", xhat, width);
+    return this.enqueue(async () => {
+      await runOp("norm_accumulate", { rows: xhat, rowsDtype: dtypeOf(xhat), width, sqsum: m.main, sum: m.sum });
+      m.count += xhat.length / width;
+    }, module);
+  }
+
+  /** Modules seen so far, in first-seen order. */
+  modules(): string[] {
+    return [...this.acc.keys()];
+  }
+
+  /** Rows accumulated for a module (0 when unknown). */
+  count(module: string): number {
+    return this.acc.get(module)?.count ?? 0;
+  }
+
+  /** Writes the statistics file atomically (temporary name in the same directory, then rename). */
+  async save(file: string, opts: SaveOptions = {}): Promise<void> {
+    await this.queue;
+    const dtype = opts.dtype ?? "f64";
+    if (dtype !== "f64" && dtype !== "f32") throw new UsageError(`save: dtype must be f64 or f32 (got '${dtype}')`);
+    if (!this.acc.size) throw new UsageError("save: no statistics were added");
+    const D = dtype === "f64" ? "F64" : "F32";
+    const tensors: (OutTensor & { data: Uint8Array })[] = [];
+    const bytes = (a: Float64Array) => (dtype === "f64" ? a : Float32Array.from(a));
+    const view = (a: Float64Array | Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+    for (const [name, m] of this.acc) {
+      const count = { key: `${name}.input_count`, dtype: "F64" as const, shape: [1], data: view(Float64Array.of(m.count)) };
+      if (m.kind === "linear") {
+        tensors.push({ key: `${name}.input_gram`, dtype: D, shape: [m.width, m.width], data: view(bytes(m.main)) });
+        tensors.push({ key: `${name}.input_sum`, dtype: D, shape: [m.width], data: view(bytes(m.sum)) });
+      } else {
+        tensors.push({ key: `${name}.norm_sq_sum`, dtype: D, shape: [m.width], data: view(bytes(m.main)) });
+        tensors.push({ key: `${name}.norm_sum`, dtype: D, shape: [m.width], data: view(bytes(m.sum)) });
+      }
+      tensors.push(count);
+    }
+    const abs = path.resolve(file);
+    const tmp = path.join(path.dirname(abs), `.${path.basename(abs)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
+    let w: SafetensorsWriter;
+    try {
+      w = await SafetensorsWriter.create(abs, tmp, tensors.map(({ key, dtype, shape }) => ({ key, dtype, shape })), {
+        format: "taskmerge-stats", producer: `taskmerge ${VERSION} GramAccumulator`, dtype, ...opts.metadata,
+      });
+    } catch (e) {
+      if (e instanceof TaskmergeError) throw e;
+      throw new TaskmergeError(`cannot write statistics: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, file);
+    }
+    try {
+      for (const t of tensors) await w.write(t.key, t.data);
+      await w.finish();
+    } catch (e) {
+      await w.close();
+      throw e;
+    }
+  }
+
+  private module(name: string, kind: "linear" | "norm", rows: Rows, width: number): ModuleAcc {
+    if (typeof name !== "string" || !name) throw new UsageError("module name must be a non-empty string");
+    if (!(rows instanceof Float32Array || rows instanceof Float64Array))
+      throw new UsageError(`${name}: rows must be a Float32Array or Float64Array`);
+    if (!Number.isInteger(width) || width <= 0) throw new UsageError(`${name}: width must be a positive integer (got ${width})`);
+    if (rows.length % width !== 0)
+      throw new UsageError(`${name}: ${rows.length} values is not a whole number of rows of width ${width}`);
+    let m = this.acc.get(name);
+    if (!m) {
+      m = { kind, width, main: new Float64Array(kind === "linear" ? width * width : width), sum: new Float64Array(width), count: 0 };
+      this.acc.set(name, m);
+    }
+    if (m.kind !== kind)
+      throw new UsageError(`${name}: already accumulated as a ${m.kind} module; use ${m.kind === "linear" ? "add" : "addNorm"}`);
+    if (m.width !== width) throw new UsageError(`${name}: width ${width} differs from the earlier ${m.width}`);
+    return m;
+  }
+
+  private enqueue(job: () => Promise<void>, module: string): Promise<void> {
+    const p = this.queue.then(job).catch((e: unknown) => {
+      throw e instanceof Error && !(e instanceof TaskmergeError) ? new TaskmergeError(`${module}: ${e.message}`) : e;
+    });
+    this.queue = p.catch(() => undefined);
+    return p;
+  }
+}
+
+function dtypeOf(rows: Rows): "F32" | "F64" {
+  return rows instanceof Float64Array ? "F64" : "F32";
+}
