@@ -11,3 +11,7 @@ export { listMethods } from "./methods";
 export type { MergeMethod, ParamSpec } from "./methods/types";
 export { TaskmergeError, UsageError, AbortError } from "./errors";
 export { VERSION } from "./version";
+export { GramAccumulator } from "./stats/gram_accumulator";
+export type { SaveOptions as GramSaveOptions } from "./stats/gram_accumulator";
+export { drift } from "./api/drift";
+export type { DriftOptions, DriftReport, DriftLayer, DriftTaskTotal } from "./api/drift";

@@ -11,6 +11,7 @@ import { VERSION } from "../version";
 import { AbortError, TaskmergeError, UsageError } from "../errors";
 import { registerInspect } from "./inspect_command";
 import { registerMerge } from "./merge_command";
+import { registerDrift } from "./drift_command";
 import { InterruptedError } from "./signals";
 
 export function buildProgram(): Command {
@@ -33,6 +34,7 @@ Exit status: 0 success, 1 failure, 2 usage or config error, 130/143 interrupted 
     );
   registerInspect(program);
   registerMerge(program);
+  registerDrift(program);
   return program;
 }
 

@@ -6,8 +6,10 @@ import { taskArithmetic } from "./task_arithmetic";
 import { ties } from "./ties";
 import { dareLinear, dareTies } from "./dare";
 import { consensusTa, consensusTies } from "./consensus";
+import { lot } from "./lot";
+import { regmean } from "./regmean";
 
-const METHODS: MergeMethod[] = [average, taskArithmetic, ties, dareLinear, dareTies, consensusTa, consensusTies];
+const METHODS: MergeMethod[] = [average, taskArithmetic, ties, dareLinear, dareTies, consensusTa, consensusTies, regmean, lot];
 
 export function listMethods(): readonly MergeMethod[] {
   return METHODS;
