@@ -1,0 +1,253 @@
+#!/usr/bin/env node
+/**
+ * Merge quality on the Fashion-MNIST zoo (bench/zoo/train_zoo.py): every method the
+ * library registers (listMethods(), so new methods join automatically), hyper-parameters
+ * chosen on the validation split only, then accuracy on each task's test split.
+ *
+ *   npm run bench:quality [-- --zoo bench/zoo/out --out bench/out --val-limit 2000 --methods a,b]
+ *
+ * Writes bench/out/quality.md and bench/out/quality.json. Environment: TASKMERGE_DIST
+ * (compiled library, default dist/), TASKMERGE_ADDON, PYTHON (default /usr/bin/python3).
+ */
+const fs = require("fs");
+const path = require("path");
+const { spawn, spawnSync } = require("child_process");
+const readline = require("readline");
+
+const ROOT = path.join(__dirname, "..");
+const DIST = path.resolve(process.env.TASKMERGE_DIST || path.join(ROOT, "dist"));
+const PY = process.env.PYTHON || "/usr/bin/python3";
+const tm = require(path.join(DIST, "index.js"));
+const CLI = path.join(DIST, "cli", "main.js");
+
+function arg(name, def) {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : def;
+}
+const ZOO = path.resolve(arg("zoo", path.join(ROOT, "bench", "zoo", "out")));
+const OUT = path.resolve(arg("out", path.join(ROOT, "bench", "out")));
+const VAL_LIMIT = Number(arg("val-limit", "1000")); // val examples per task for the grid search
+const TEST_LIMIT = Number(arg("test-limit", "0")); // 0: the whole test split (smoke runs use less)
+const ONLY = arg("methods") ? arg("methods").split(",") : null;
+// One grid for every method with a `lambda`: covers task-arithmetic-style defaults (0.3)
+// and disjoint-mean / least-squares ones (1.0).
+const LAMBDAS = (arg("lambdas") || "0.1,0.2,0.3,0.4,0.5,0.6,0.8,1,1.2,1.5").split(",").map(Number);
+const TALL_LAMBDAS = [0.2, 0.3, 0.4, 0.5, 0.6]; // SPEC default grid
+
+/** One long-lived evaluator (data stays loaded); requests answered in order. */
+class Evaluator {
+  constructor() {
+    this.child = spawn(PY, [path.join(ROOT, "bench", "zoo", "evaluate.py"), "--zoo", ZOO, "--serve", "--threads", "2"], {
+      stdio: ["pipe", "pipe", "inherit"],
+    });
+    this.waiting = [];
+    readline.createInterface({ input: this.child.stdout }).on("line", (l) => this.waiting.shift()(JSON.parse(l)));
+    this.child.on("exit", (code) => {
+      for (const w of this.waiting.splice(0)) w({ error: `evaluator exited (${code})` });
+    });
+  }
+  async eval(model, split, tasks, limit = 0) {
+    const r = await new Promise((resolve) => {
+      this.waiting.push(resolve);
+      this.child.stdin.write(JSON.stringify({ model, split, tasks, limit }) + "\n");
+    });
+    if (r.error) throw new Error(`evaluate ${model}: ${r.error}`);
+    return r.accuracy;
+  }
+  close() {
+    this.child.stdin.end();
+  }
+}
+
+const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+const log = (m) => console.log(`[quality ${new Date().toISOString().slice(11, 19)}] ${m}`);
+
+function cli(args) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", maxBuffer: 64 << 20 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+// `X --help` of an unknown X prints the root help with exit 0, so read the command list
+const hasCommand = (name) => new RegExp(`^\\s+${name}\\b`, "m").test(cli(["--help"]).stdout.split(/^Commands:/m)[1] || "");
+
+/** Candidate parameter sets of a method: a lambda grid when it has one, else its defaults. */
+function grid(method) {
+  const names = method.params.map((p) => p.name);
+  return names.includes("lambda") ? LAMBDAS.map((lambda) => ({ lambda })) : [{}];
+}
+
+async function main() {
+  const zoo = JSON.parse(fs.readFileSync(path.join(ZOO, "zoo.json"), "utf8"));
+  const tasks = zoo.tasks;
+  const base = path.join(ZOO, zoo.files.base);
+  const experts = tasks.map((t) => ({ path: path.join(ZOO, zoo.files.experts[t]), name: t, stats: path.join(ZOO, zoo.files.stats[t]) }));
+  const work = path.join(OUT, "quality-work");
+  fs.rmSync(work, { recursive: true, force: true });
+  fs.mkdirSync(work, { recursive: true });
+  const ev = new Evaluator();
+  const t0 = Date.now();
+  const rows = [];
+
+  // references: the base on every task, each expert on its own task
+  const baseTest = await ev.eval(base, "test", tasks, TEST_LIMIT);
+  const expertTest = {};
+  for (const e of experts) expertTest[e.name] = (await ev.eval(e.path, "test", [e.name], TEST_LIMIT))[e.name];
+  rows.push({ name: "base (pre-trained)", test: baseTest, params: {} });
+  rows.push({ name: "individual experts", test: expertTest, params: {} });
+  log(`base mean ${mean(Object.values(baseTest)).toFixed(4)}, experts mean ${mean(Object.values(expertTest)).toFixed(4)}`);
+
+  const methods = tm.listMethods().filter((m) => !ONLY || ONLY.includes(m.name));
+  const drift = hasCommand("drift");
+  for (const m of methods) {
+    const tried = [];
+    let best = null;
+    for (const params of grid(m)) {
+      const out = path.join(work, `${m.name}-${tried.length}.safetensors`);
+      const spec = m.needsStats ? experts : experts.map(({ stats, ...e }) => e);
+      const ts = Date.now();
+      const report = await tm.merge({ base, experts: spec, method: { name: m.name, ...params }, out });
+      const mergeS = (Date.now() - ts) / 1000;
+      const val = mean(Object.values(await ev.eval(out, "val", tasks, VAL_LIMIT)));
+      tried.push({ params, val });
+      if (!best || val > best.val) {
+        if (best) fs.rmSync(best.out, { force: true });
+        best = { params, val, out, mergeS, report };
+      } else fs.rmSync(out, { force: true });
+    }
+    const test = await ev.eval(best.out, "test", tasks, TEST_LIMIT);
+    const row = { name: m.name, params: best.params, val: best.val, test, tried, mergeSeconds: best.mergeS };
+    if (drift) row.drift = runDrift(base, experts, best.out);
+    rows.push(row);
+    log(`${m.name} ${JSON.stringify(best.params)}: val ${best.val.toFixed(4)} test ${mean(Object.values(test)).toFixed(4)}`);
+  }
+
+  if (hasCommand("compress") && hasCommand("extract") && (!ONLY || ONLY.includes("tall_masks"))) rows.push(await tallMasks(ev, base, experts, tasks, work));
+  ev.close();
+
+  const result = { zoo: ZOO, tasks, valLimit: VAL_LIMIT, testLimit: TEST_LIMIT, lambdas: LAMBDAS, seconds: (Date.now() - t0) / 1000, rows, expertTest, driftCommand: drift };
+  fs.writeFileSync(path.join(OUT, "quality.json"), JSON.stringify(result, null, 1));
+  fs.writeFileSync(path.join(OUT, "quality.md"), markdown(result, zoo));
+  fs.rmSync(work, { recursive: true, force: true });
+  log(`wrote ${path.join(OUT, "quality.md")} in ${result.seconds.toFixed(0)} s`);
+}
+
+/** TALL masks: one bundle per tall_lambda; each task's reconstruction on its own task. */
+async function tallMasks(ev, base, experts, tasks, work) {
+  const tried = [];
+  let best = null;
+  for (const lam of TALL_LAMBDAS) {
+    const bundle = path.join(work, `bundle-${lam}`);
+    const r = cli(["compress", "--base", base, ...experts.flatMap((e) => ["--expert", e.path]), "--tall-lambda", String(lam), "--out", bundle]);
+    if (r.code !== 0) throw new Error(`compress failed: ${r.stderr.trim()}`);
+    const val = {};
+    for (const t of tasks) {
+      const out = path.join(work, `tall-${t}.safetensors`);
+      const x = cli(["extract", "--bundle", bundle, "--task", t, "--base", base, "--out", out]);
+      if (x.code !== 0) throw new Error(`extract ${t} failed: ${x.stderr.trim()}`);
+      val[t] = (await ev.eval(out, "val", [t], VAL_LIMIT))[t];
+    }
+    tried.push({ params: { tall_lambda: lam }, val: mean(Object.values(val)) });
+    if (!best || tried.at(-1).val > best.val) best = { lam, val: tried.at(-1).val, bundle };
+  }
+  const test = {};
+  for (const t of tasks) {
+    const out = path.join(work, `tall-${t}.safetensors`);
+    cli(["extract", "--bundle", best.bundle, "--task", t, "--base", base, "--out", out]);
+    test[t] = (await ev.eval(out, "test", [t], TEST_LIMIT))[t];
+  }
+  const bytes = (d) => fs.readdirSync(d).reduce((s, f) => s + fs.statSync(path.join(d, f)).size, 0);
+  log(`tall_masks ${best.lam}: val ${best.val.toFixed(4)} test ${mean(Object.values(test)).toFixed(4)}`);
+  return {
+    name: "TALL masks (compress + extract, per-task model)", params: { tall_lambda: best.lam }, val: best.val, test, tried,
+    note: `bundle ${(bytes(best.bundle) / 1e6).toFixed(2)} MB vs ${((experts.length * fs.statSync(experts[0].path).size) / 1e6).toFixed(2)} MB of experts`,
+  };
+}
+
+/** Feature drift of a merged model, from `taskmerge drift` (JSON when it offers it). */
+function runDrift(base, experts, merged) {
+  const args = ["drift", "--base", base, ...experts.flatMap((e) => ["--expert", e.path]), ...experts.flatMap((e) => ["--stats", e.stats]), "--merged", merged];
+  const json = cli([...args, "--json"]);
+  if (json.code === 0) {
+    try {
+      return { json: JSON.parse(json.stdout) };
+    } catch {
+      /* not JSON: fall through to text */
+    }
+  }
+  const r = json.code === 0 ? json : cli(args);
+  return r.code === 0 ? { text: r.stdout.trim() } : { error: r.stderr.trim().split("\n")[0] };
+}
+
+/** A one-number summary of a drift result: its mean over layers and tasks when it has one. */
+function driftSummary(d) {
+  if (!d) return "";
+  if (d.error) return `error: ${d.error}`;
+  if (d.json) {
+    for (const k of ["mean", "meanDrift", "mean_drift", "average"]) if (typeof d.json[k] === "number") return d.json[k].toPrecision(4);
+    const nums = [];
+    const walk = (o) => {
+      if (typeof o === "number") nums.push(o);
+      else if (o && typeof o === "object") Object.values(o).forEach(walk);
+    };
+    walk(d.json.layers ?? d.json);
+    return nums.length ? `${mean(nums).toPrecision(4)} (mean of ${nums.length} values)` : "";
+  }
+  return d.text.split("\n").at(-1);
+}
+
+function markdown(r, zoo) {
+  const pct = (x) => (x === undefined ? "–" : (100 * x).toFixed(1));
+  const exp = r.expertTest;
+  const lines = [];
+  lines.push(`## Merge quality: Fashion-MNIST zoo (${r.tasks.length} tasks)`);
+  lines.push("");
+  lines.push(
+    `Model: pre-LN transformer (dim ${zoo.model.dim}, depth ${zoo.model.depth}, ${zoo.model.heads} heads) pre-trained on the original images; ` +
+      `one expert per task fine-tuned from it (${zoo.sizes.ft_samples} examples, head frozen). Tasks: ${r.tasks.join(", ")}. ` +
+      `Hyper-parameters chosen by mean validation accuracy (first ${r.valLimit || "all"} validation examples per task, held out from training); ` +
+      `test: ${r.testLimit ? `first ${r.testLimit}` : `all ${zoo.sizes.test}`} test images per task. Statistics (regmean, lot): ${zoo.sizes.stats_samples} training examples per task. ` +
+      `Lambda grid: ${r.lambdas.join(", ")}. Run time ${r.seconds.toFixed(0)} s.`,
+  );
+  lines.push("");
+  lines.push("Absolute test accuracy (%):");
+  lines.push("");
+  lines.push(`| method | chosen | ${r.tasks.join(" | ")} | mean | normalized |`);
+  lines.push(`|---|---|${r.tasks.map(() => "---:").join("|")}|---:|---:|`);
+  for (const row of r.rows) {
+    const accs = r.tasks.map((t) => row.test[t]);
+    const norm = mean(r.tasks.map((t) => row.test[t] / exp[t]));
+    const chosen = Object.entries(row.params).map(([k, v]) => `${k}=${v}`).join(" ") || "–";
+    lines.push(`| ${row.name} | ${chosen} | ${accs.map(pct).join(" | ")} | **${pct(mean(accs))}** | ${pct(norm)} |`);
+  }
+  lines.push("");
+  lines.push("Normalized accuracy (merged / individual expert, %):");
+  lines.push("");
+  lines.push(`| method | ${r.tasks.join(" | ")} | mean |`);
+  lines.push(`|---|${r.tasks.map(() => "---:").join("|")}|---:|`);
+  for (const row of r.rows.filter((x) => x.name !== "individual experts")) {
+    const n = r.tasks.map((t) => row.test[t] / exp[t]);
+    lines.push(`| ${row.name} | ${n.map(pct).join(" | ")} | ${pct(mean(n))} |`);
+  }
+  lines.push("");
+  lines.push("Validation grid (mean validation accuracy %, per candidate):");
+  lines.push("");
+  for (const row of r.rows.filter((x) => x.tried && x.tried.length > 1))
+    lines.push(`- ${row.name}: ${row.tried.map((t) => `${Object.values(t.params).join(",")}→${pct(t.val)}`).join(", ")}`);
+  for (const row of r.rows.filter((x) => x.note)) lines.push(`- ${row.name}: ${row.note}`);
+  lines.push("");
+  if (r.driftCommand) {
+    lines.push("Feature drift of the chosen merge (`taskmerge drift`):");
+    lines.push("");
+    lines.push("| method | drift |");
+    lines.push("|---|---|");
+    for (const row of r.rows.filter((x) => x.drift)) lines.push(`| ${row.name} | ${driftSummary(row.drift)} |`);
+  } else {
+    lines.push("Feature drift: `taskmerge drift` is not available in this build; not measured.");
+  }
+  lines.push("");
+  return lines.join("\n");
+}
+
+main().catch((e) => {
+  console.error(`bench/quality: ${e.stack || e.message}`);
+  process.exit(1);
+});
