@@ -71,7 +71,7 @@ export function parseMergeConfig(text: string, file: string): MergeConfig {
   const abs = (p: string) => path.resolve(dir, p);
   return mergekit
     ? fromMergekit(parsed.data as MergekitConfig, file, abs)
-    : fromNative(parsed.data as NativeConfig, file, abs);
+    : fromNative(parsed.data as NativeConfig, file, abs, typeof (js as { method?: unknown }).method === "string");
 }
 
 function common(c: NativeConfig | MergekitConfig, file: string, abs: (p: string) => string) {
@@ -92,7 +92,7 @@ function common(c: NativeConfig | MergekitConfig, file: string, abs: (p: string)
 
 const PARAM_EXCLUDE = new Set(["base", "experts", "stats", "method", "out", "dtype", "device", "max_shard_size", "name"]);
 
-function fromNative(c: NativeConfig, file: string, abs: (p: string) => string): MergeConfig {
+function fromNative(c: NativeConfig, file: string, abs: (p: string) => string, methodIsName: boolean): MergeConfig {
   const cfg: MergeConfig = {
     file, form: "taskmerge", params: {}, paramKeys: {}, keys: { base: "base", method: "method", experts: "experts" },
     base: c.base === undefined ? undefined : abs(c.base), ...common(c, file, abs),
@@ -106,7 +106,7 @@ function fromNative(c: NativeConfig, file: string, abs: (p: string) => string): 
   if (c.method) {
     const { name, ...params } = c.method as { name: string } & Record<string, unknown>;
     cfg.method = name;
-    cfg.keys.method = "method.name";
+    if (!methodIsName) cfg.keys.method = "method.name";
     for (const [k, v] of Object.entries(params)) setParam(k, v, `method.${k}`);
   }
   for (const [k, v] of Object.entries(c)) if (!PARAM_EXCLUDE.has(k)) setParam(k, v, k);
