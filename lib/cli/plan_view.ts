@@ -46,7 +46,11 @@ export function formatPlan(p: MergePlan): string {
       more(`${s.fallback.length} fall back to the mean of the experts: ${first.join("; ")}${s.fallback.length > 3 ? "; …" : ""}`);
     }
   }
-  row("I/O", `reads ~${formatBytes(p.io.bytesRead)} (${p.io.passes} pass${p.io.passes > 1 ? "es" : ""}), writes ${formatBytes(p.io.bytesWritten)}`);
+  row(
+    "I/O",
+    `reads ${formatBytes(p.io.bytesPerPass)} per pass over the inputs` +
+      `${p.io.statisticsBytes ? ` and ${formatBytes(p.io.statisticsBytes)} of statistics` : ""}, writes ${formatBytes(p.io.bytesWritten)}`,
+  );
   const m = p.memory;
   row(
     "memory",

@@ -13,7 +13,6 @@ import { AbortError, TaskmergeError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
 import type { Expert, MergeContext, Params } from "../methods/types";
 import { checkCompatible } from "./validate";
-import { checkStatistics } from "./stats_check";
 import { modelCard } from "../model_card";
 import { Progress, ProgressTracker } from "./progress";
 import { VERSION } from "../version";
@@ -70,7 +69,6 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
       experts.push({ name: e.name, checkpoint, weight: e.weight, stats });
     }
     checkCompatible(base, experts.map((e) => e.checkpoint));
-    if (method.needsStats) checkStatistics(base, experts);
 
     const keys = base.keys();
     const isFloat = (k: string) => isFloatDType(base.get(k).dtype);

@@ -13,7 +13,7 @@ import { TaskmergeError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
 import type { Params } from "../methods/types";
 import { checkCompatible } from "./validate";
-import { checkStatistics, StatsCoverage } from "./stats_check";
+import { paramStats, requireStatsFiles, statsPrefix } from "../stats/keys";
 import { DEFAULT_CHUNK_ELEMS, EngineOptions } from "./merge";
 
 export interface PlannedTensor {
@@ -23,6 +23,15 @@ export interface PlannedTensor {
   bytes: number;
   /** Float tensors are merged; others are copied from the base. */
   action: "merge" | "copy";
+}
+
+export interface StatsCoverage {
+  /** Weights merged from statistics: linear layers (Grams) and normalisation scales (Σx̂²). */
+  withStats: string[];
+  /** Weights whose statistics some expert lacks: they fall back to the mean of the experts. */
+  fallback: { key: string; missingFrom: string[] }[];
+  /** Bytes of statistics the merge reads. */
+  bytes: number;
 }
 
 export interface MergePlan {
@@ -40,7 +49,8 @@ export interface MergePlan {
     copied: string[];
   };
   tensors: PlannedTensor[];
-  io: { bytesRead: number; bytesWritten: number; passes: number };
+  /** Bytes read by one pass over base and experts (methods may make several), statistics read once, bytes written. */
+  io: { bytesPerPass: number; statisticsBytes: number; bytesWritten: number };
   /** Estimated peak memory: streaming buffers + statistics + the runtime itself. */
   memory: { peakBytes: number; buffers: number; statistics: number; runtime: number };
   statistics?: StatsCoverage;
@@ -67,9 +77,10 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
     const warnings: string[] = [];
     let statistics: StatsCoverage | undefined;
     if (method.needsStats) {
-      statistics = checkStatistics(base, experts.map((e) => ({ name: e.spec.name, stats: e.stats })), warnings);
-      for (const e of o.experts)
-        if (!e.stats) warnings.push(`expert '${e.name}' has no statistics file: its parameters fall back to the mean of the experts`);
+      // The same checks the statistics methods make before reading data (lib/stats/keys.ts).
+      const se = experts.map((e) => ({ name: e.spec.name, stats: e.stats }));
+      requireStatsFiles(method.name, se);
+      statistics = statsCoverage(base, se, warnings);
     } else if (o.experts.some((e) => e.stats)) warnings.push(`method '${method.name}' does not use statistics; --stats files are ignored`);
 
     const tensors: PlannedTensor[] = base.keys().map((key) => {
@@ -87,21 +98,21 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
     }));
     const copied = !file && base.dir ? await listOtherFiles(base.dir) : [];
 
-    // One pass reads base and experts; a method with a preparation pass (a global threshold) reads them twice.
-    const passes = method.prepare ? 2 : 1;
-    let bytesRead = statistics?.bytes ?? 0;
+    // Bytes of one pass over the inputs. How many passes a method makes is its own business
+    // (TIES-family thresholds take extra ones): the plan states the per-pass figure.
+    let bytesPerPass = 0;
     let buffers = 0;
     const chunk = Math.max(1, o.chunkElems ?? DEFAULT_CHUNK_ELEMS);
     for (const t of tensors) {
       const b = base.get(t.key);
       const n = Math.min(chunk, b.numel);
       if (t.action === "copy") {
-        bytesRead += b.nbytes;
+        bytesPerPass += b.nbytes;
         buffers = Math.max(buffers, n * DTYPE_SIZE[b.dtype]);
         continue;
       }
       const inSize = DTYPE_SIZE[b.dtype] + experts.reduce((s, e) => s + DTYPE_SIZE[e.ck.get(t.key).dtype], 0);
-      bytesRead += passes * b.numel * inSize;
+      bytesPerPass += b.numel * inSize;
       // The current chunk and the read-ahead of every input, the output chunk and the pending write.
       buffers = Math.max(buffers, 2 * n * inSize + 2 * n * DTYPE_SIZE[t.dtype]);
     }
@@ -117,7 +128,7 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
       })),
       out: { path: path.resolve(o.out), kind: file ? "file" : "directory", dtype: o.dtype ?? "base", files, copied },
       tensors,
-      io: { bytesRead, bytesWritten: files.reduce((n, f) => n + f.bytes, 0), passes },
+      io: { bytesPerPass, statisticsBytes: statistics?.bytes ?? 0, bytesWritten: files.reduce((n, f) => n + f.bytes, 0) },
       memory: { peakBytes: buffers + statsMemory + runtime, buffers, statistics: statsMemory, runtime },
       ...(statistics ? { statistics } : {}),
       warnings,
@@ -125,6 +136,31 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
   } finally {
     await Promise.all(opened.map((x) => x.close().catch(() => undefined)));
   }
+}
+
+/** Which weights merge from statistics and which fall back; warns about statistics that match no weight. */
+function statsCoverage(base: Checkpoint, experts: { name: string; stats?: SafetensorsFile }[], warnings: string[]): StatsCoverage {
+  const cov: StatsCoverage = { withStats: [], fallback: [], bytes: 0 };
+  const prefixes = new Set<string>();
+  for (const key of base.keys()) {
+    const t = base.get(key);
+    if (!isFloatDType(t.dtype)) continue;
+    const prefix = statsPrefix(key);
+    if (prefix !== undefined) prefixes.add(prefix);
+    const ps = paramStats(key, t.shape, experts);
+    if (ps.kind === "fallback") cov.fallback.push({ key, missingFrom: ps.missingFrom });
+    if (ps.kind !== "linear" && ps.kind !== "norm") continue;
+    cov.withStats.push(key);
+    const used = ps.kind === "linear" ? [...ps.grams, ...ps.counts.filter((c) => c !== undefined)] : ps.scales;
+    cov.bytes += used.reduce((n, s) => n + (s?.info.nbytes ?? 0), 0);
+  }
+  // Statistics that match no weight usually mean a key prefix differs (e.g. "model." added or dropped).
+  for (const e of experts) {
+    const stray = (e.stats?.tensors ?? []).map((t) => t.key).filter((k) => !prefixes.has(k.slice(0, k.lastIndexOf("."))));
+    if (stray.length)
+      warnings.push(`${e.stats!.path}: ${stray.length} statistics tensor${stray.length === 1 ? "" : "s"} match no weight of the base (first: '${stray[0]}')`);
+  }
+  return cov;
 }
 
 /** Per linear weight: the experts' Grams, their sum and its factor in float64, and the weights in float64. */
