@@ -92,7 +92,7 @@ export async function drift(opts: DriftOptions): Promise<DriftReport> {
         const wt = await e.checkpoint.read(key);
         const common = {
           merged: w, mergedDtype: merged.get(key).dtype, expert: wt, expertDtype: e.checkpoint.get(key).dtype,
-          base: w0, baseDtype: info.dtype,
+          base: w0, baseDtype: info.dtype, linalg: process.env.TASKMERGE_LINALG,
         };
         let r;
         const st = ps.kind === "linear" ? ps.grams[t] : ps.kind === "norm" ? ps.scales[t] : undefined;

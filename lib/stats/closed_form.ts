@@ -46,6 +46,7 @@ export async function solveLinear(ctx: MergeContext, key: string, sink: TensorSi
     const [w, gram] = await Promise.all([e.checkpoint.read(key), g.file.read(g.info.key)]);
     ctx.progress.bytes(w.length, key);
     await runOp("gram_products_accumulate", {
+      linalg: process.env.TASKMERGE_LINALG,
       out, in: n, base, baseDtype: baseInfo.dtype, expert: w, expertDtype: e.checkpoint.get(key).dtype,
       gram, gramDtype: g.info.dtype, A, BT, scale: o.transforms[t].scale, alpha: o.transforms[t].alpha,
       what: `statistics of expert ${e.name}`,
@@ -59,6 +60,7 @@ export async function solveLinear(ctx: MergeContext, key: string, sink: TensorSi
   // Pseudo-inverse cut-off from the least precise Gram: n·ε of its dtype.
   const rcond = n * Math.max(...o.grams.map((g) => dtypeEps(g.info.dtype)));
   const r = await runOp("gram_solve", {
+    linalg: process.env.TASKMERGE_LINALG,
     out, in: n, A, BT, solver: o.solver, ridge: o.ridge, rcond, base, baseDtype: baseInfo.dtype, lambda: o.lambda,
     result, resultDtype: outDtype,
   });

@@ -45,7 +45,7 @@ export class GramAccumulator {
   add(module: string, rows: Rows, width: number): Promise<void> {
     const m = this.module(module, "linear", rows, width);
     return this.enqueue(async () => {
-      await runOp("gram_accumulate", { rows, rowsDtype: dtypeOf(rows), width, gram: m.main, sum: m.sum });
+      await runOp("gram_accumulate", { linalg: process.env.TASKMERGE_LINALG, rows, rowsDtype: dtypeOf(rows), width, gram: m.main, sum: m.sum });
       m.count += rows.length / width;
     }, module);
   }

@@ -41,6 +41,7 @@ static double quadForm(const std::vector<double>& D, size_t out, size_t in, cons
 }
 
 static void driftLinearOp(const OpArgs& a, OpResult& res) {
+  linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
   size_t out = size_t(a.num("out")), in = size_t(a.num("in"));
   auto W = loadF64(a, "merged", out * in), Wt = loadF64(a, "expert", out * in), W0 = loadF64(a, "base", out * in);
   DType gt = parseDType(a.str("gramDtype"));
@@ -55,6 +56,7 @@ static void driftLinearOp(const OpArgs& a, OpResult& res) {
 }
 
 static void driftNormOp(const OpArgs& a, OpResult& res) {
+  linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
   size_t n = size_t(a.num("n"));
   auto w = loadF64(a, "merged", n), wt = loadF64(a, "expert", n), w0 = loadF64(a, "base", n), s = loadF64(a, "scale", n);
   double d = 0, d0 = 0;

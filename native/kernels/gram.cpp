@@ -48,6 +48,7 @@ static void rowsToF64(const Rows& r, size_t r0, size_t n, double* dst) {
 }
 
 static void gramAccumulateOp(const OpArgs& a, OpResult&) {
+  linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
   Rows r = parseRows(a);
   double* gram = f64(a, "gram", r.width * r.width);
   double* sum = f64(a, "sum", r.width);
@@ -65,6 +66,7 @@ static void gramAccumulateOp(const OpArgs& a, OpResult&) {
 }
 
 static void normAccumulateOp(const OpArgs& a, OpResult&) {
+  linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
   Rows r = parseRows(a);
   double* sq = f64(a, "sqsum", r.width);
   double* sum = f64(a, "sum", r.width);

@@ -8,6 +8,7 @@
 
 #include "../core/elementwise.h"
 #include "../core/parallel.h"
+#include "../linalg/linalg.h"
 #include "../linalg/solve.h"
 
 namespace taskmerge {
@@ -21,6 +22,7 @@ static Bytes sized(const OpArgs& a, const std::string& k, size_t n, DType t) {
 }
 
 static void gramProductsAccumulateOp(const OpArgs& a, OpResult&) {
+  linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
   size_t out = size_t(a.num("out")), in = size_t(a.num("in"));
   DType bt = parseDType(a.str("baseDtype")), et = parseDType(a.str("expertDtype")), gt = parseDType(a.str("gramDtype"));
   Bytes base = sized(a, "base", out * in, bt), expert = sized(a, "expert", out * in, et);
@@ -33,6 +35,7 @@ static void gramProductsAccumulateOp(const OpArgs& a, OpResult&) {
 }
 
 static void gramSolveOp(const OpArgs& a, OpResult& r) {
+  linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
   size_t out = size_t(a.num("out")), in = size_t(a.num("in"));
   Bytes A = sized(a, "A", in * in, DType::F64), BT = sized(a, "BT", out * in, DType::F64);
   DType bt = parseDType(a.str("baseDtype")), ot = parseDType(a.str("resultDtype"));
@@ -62,6 +65,7 @@ static void gramSolveOp(const OpArgs& a, OpResult& r) {
 }
 
 static void lotNormOp(const OpArgs& a, OpResult&) {
+  linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
   ElementwiseChunk c = parseChunk(a);
   const auto& scales = a.bufList("scales");
   const auto& types = a.strList("scaleDtypes");

@@ -7,6 +7,7 @@
 // matrix. So nothing is transposed or copied.
 #include "linalg.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -23,10 +24,19 @@
 namespace taskmerge {
 namespace linalg {
 
+static thread_local bool tForceBuiltin = false;
+
+ScopedBuiltin::ScopedBuiltin(bool on) : prev_(tForceBuiltin) { tForceBuiltin = prev_ || on; }
+ScopedBuiltin::~ScopedBuiltin() { tForceBuiltin = prev_; }
+
 #ifdef TM_HAVE_BLAS
 static bool useBuiltin() {
-  const char* v = std::getenv("TASKMERGE_LINALG");
-  return v && std::strcmp(v, "builtin") == 0;
+  if (tForceBuiltin) return true;
+  static const bool env = [] {
+    const char* v = std::getenv("TASKMERGE_LINALG");
+    return v && std::strcmp(v, "builtin") == 0;
+  }();
+  return env;
 }
 #else
 static bool useBuiltin() { return true; }
@@ -87,6 +97,9 @@ void choleskySolveRows(size_t n, const double* L, size_t lda, size_t nrhs, doubl
 
 void eigh(size_t n, double* A, size_t lda, double* w) {
   if (n == 0) return;
+  for (size_t i = 0; i < n; i++)
+    for (size_t j = 0; j <= i; j++)
+      if (!std::isfinite(A[i * lda + j])) throw Error("eigh: matrix has non-finite entries");
 #ifdef TM_HAVE_BLAS
   if (!useBuiltin()) {
     // Divide and conquer is much faster but needs ~2n² doubles of workspace;

@@ -10,8 +10,22 @@
 namespace taskmerge {
 namespace linalg {
 
-// "openblas" or "builtin": the implementation compiled in.
+// "openblas" or "builtin": the implementation in use on this thread.
 const char* backendName();
+
+// While alive, makes the calling thread use the built-in implementation even in
+// a BLAS build (ops take {linalg: "builtin"}; tests compare both paths). The
+// environment variable TASKMERGE_LINALG=builtin does the same process-wide.
+class ScopedBuiltin {
+ public:
+  explicit ScopedBuiltin(bool on);
+  ~ScopedBuiltin();
+  ScopedBuiltin(const ScopedBuiltin&) = delete;
+  ScopedBuiltin& operator=(const ScopedBuiltin&) = delete;
+
+ private:
+  bool prev_;
+};
 
 // C[m,n] = alpha * op(A) op(B) + beta * C, op(X) = Xᵀ when the flag is set.
 // op(A) is [m,k], op(B) is [k,n]. beta == 0 ignores C's prior contents.

@@ -38,6 +38,7 @@ static double timed(F&& f) {
 }
 
 static void gemmOp(const OpArgs& a, OpResult& r) {
+  linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
   size_t m = size_t(a.num("m")), n = size_t(a.num("n")), k = size_t(a.num("k"));
   bool tA = a.num("transA", 0) != 0, tB = a.num("transB", 0) != 0;
   const double* A = in64(a, "A", m * k);
@@ -49,6 +50,7 @@ static void gemmOp(const OpArgs& a, OpResult& r) {
 }
 
 static void syrkOp(const OpArgs& a, OpResult& r) {
+  linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
   size_t n = size_t(a.num("n")), k = size_t(a.num("k"));
   const double* X = in64(a, "X", k * n);
   std::vector<double> C = a.has("C") ? copy64(a, "C", n * n) : std::vector<double>(n * n);
@@ -58,6 +60,7 @@ static void syrkOp(const OpArgs& a, OpResult& r) {
 }
 
 static void choleskyOp(const OpArgs& a, OpResult& r) {
+  linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
   size_t n = size_t(a.num("n"));
   auto A = copy64(a, "A", n * n);
   bool ok = false;
@@ -67,6 +70,7 @@ static void choleskyOp(const OpArgs& a, OpResult& r) {
 }
 
 static void eighOp(const OpArgs& a, OpResult& r) {
+  linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
   size_t n = size_t(a.num("n"));
   auto A = copy64(a, "A", n * n);
   std::vector<double> w(n);
@@ -76,6 +80,7 @@ static void eighOp(const OpArgs& a, OpResult& r) {
 }
 
 static void solveOp(const OpArgs& a, OpResult& r) {
+  linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
   size_t n = size_t(a.num("n")), nrhs = size_t(a.num("nrhs"));
   auto A = copy64(a, "A", n * n);
   auto B = copy64(a, "B", nrhs * n);
@@ -89,7 +94,8 @@ static void solveOp(const OpArgs& a, OpResult& r) {
   put(r, "X", B);
 }
 
-static void infoOp(const OpArgs&, OpResult& r) {
+static void infoOp(const OpArgs& a, OpResult& r) {
+  linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
   // Numbers only in results: 1 when OpenBLAS/LAPACKE is in use.
   r.nums["blas"] = std::strcmp(linalg::backendName(), "openblas") == 0 ? 1 : 0;
 }
