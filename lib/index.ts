@@ -15,3 +15,7 @@ export { GramAccumulator } from "./stats/gram_accumulator";
 export type { SaveOptions as GramSaveOptions } from "./stats/gram_accumulator";
 export { drift } from "./api/drift";
 export type { DriftOptions, DriftReport, DriftLayer, DriftTaskTotal } from "./api/drift";
+export { compress } from "./api/compress";
+export type { CompressOptions, CompressReport, LambdaSearch } from "./api/compress";
+export { extract } from "./api/extract";
+export type { ExtractOptions, ExtractReport } from "./api/extract";

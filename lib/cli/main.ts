@@ -12,6 +12,8 @@ import { AbortError, TaskmergeError, UsageError } from "../errors";
 import { registerInspect } from "./inspect_command";
 import { registerMerge } from "./merge_command";
 import { registerDrift } from "./drift_command";
+import { registerCompress } from "./compress_command";
+import { registerExtract } from "./extract_command";
 import { InterruptedError } from "./signals";
 
 export function buildProgram(): Command {
@@ -35,6 +37,8 @@ Exit status: 0 success, 1 failure, 2 usage or config error, 130/143 interrupted 
   registerInspect(program);
   registerMerge(program);
   registerDrift(program);
+  registerCompress(program);
+  registerExtract(program);
   return program;
 }
 

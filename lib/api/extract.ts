@@ -1,0 +1,32 @@
+/** The public extract() call: one task's checkpoint from a TALL bundle and the base. */
+import { UsageError } from "../errors";
+import { parseDTypeOption } from "./merge";
+import { parseByteSize } from "../units";
+import { runExtract, ExtractReport } from "../tall/extract";
+import type { Progress } from "../engine/progress";
+
+export interface ExtractOptions {
+  bundle: string;
+  task: string;
+  base: string;
+  out: string;
+  /** Output dtype of float tensors (default: the base's). */
+  dtype?: string;
+  maxShardSize?: string | number;
+  onProgress?: (p: Progress) => void;
+  signal?: AbortSignal;
+}
+
+export type { ExtractReport };
+
+export async function extract(opts: ExtractOptions): Promise<ExtractReport> {
+  if (!opts || typeof opts !== "object") throw new UsageError("extract() needs an options object");
+  for (const k of ["bundle", "task", "base", "out"] as const) if (!opts[k]) throw new UsageError(`${k} is required`);
+  let maxShardSize: number | undefined;
+  try {
+    maxShardSize = opts.maxShardSize === undefined ? undefined : parseByteSize(opts.maxShardSize);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  return runExtract({ ...opts, dtype: parseDTypeOption(opts.dtype), maxShardSize });
+}

@@ -1,0 +1,71 @@
+/** Rebuilds one task's checkpoint θ̂t = θ0 + mt ⊙ τMTL from a bundle and the base. */
+import * as path from "path";
+import { Checkpoint } from "../checkpoint";
+import { Output } from "../output";
+import { FloatDType, isFloatDType } from "../safetensors/dtypes";
+import { DEFAULT_CHUNK_ELEMS } from "../engine/merge";
+import { Progress, ProgressTracker } from "../engine/progress";
+import { TaskmergeError, throwIfAborted } from "../errors";
+import { VERSION } from "../version";
+import { checkBase, openBundle } from "./bundle";
+import { reconstruct } from "./reconstruct";
+
+export interface ExtractEngineOptions {
+  bundle: string;
+  task: string;
+  base: string;
+  out: string;
+  dtype?: FloatDType;
+  maxShardSize?: number;
+  chunkElems?: number;
+  onProgress?: (p: Progress) => void;
+  signal?: AbortSignal;
+}
+
+export interface ExtractReport {
+  task: string;
+  lambda: number;
+  out: string;
+  tensors: number;
+  bytesRead: number;
+  bytesWritten: number;
+  seconds: number;
+}
+
+export async function runExtract(o: ExtractEngineOptions): Promise<ExtractReport> {
+  const t0 = Date.now();
+  throwIfAborted(o.signal);
+  const bundle = await openBundle(o.bundle);
+  let base: Checkpoint | undefined;
+  let output: Output | undefined;
+  try {
+    const task = bundle.manifest.tasks.find((t) => t.name === o.task);
+    if (!task)
+      throw new TaskmergeError(`task '${o.task}' is not in the bundle (tasks: ${bundle.manifest.tasks.map((t) => t.name).join(", ")})`, o.bundle);
+    base = await Checkpoint.open(o.base);
+    await checkBase(bundle.manifest, base, o.bundle);
+    const b = base;
+    const outDtype = (k: string): FloatDType => o.dtype ?? (b.get(k).dtype as FloatDType);
+    const plan = b.keys().map((k) => ({ key: k, shape: b.get(k).shape, dtype: isFloatDType(b.get(k).dtype) ? outDtype(k) : b.get(k).dtype }));
+    const manifest = { taskmerge: VERSION, method: "tall_extract", task: task.name, lambda: task.lambda, bundle: path.resolve(o.bundle), base: o.base, ...(o.dtype ? { dtype: o.dtype } : {}) };
+    output = await Output.create(o.out, plan, {
+      maxShardSize: o.maxShardSize, copyFrom: b.dir, extraFiles: { "taskmerge.json": JSON.stringify(manifest, null, 2) + "\n" }, metadata: { format: "pt" },
+    });
+    const out = output;
+    const progress = new ProgressTracker(o.onProgress);
+    progress.phase("extract", plan.length, b.totalBytes + bundle.tau.size + bundle.masks.size / bundle.manifest.tasks.length);
+    const bytesWritten = await reconstruct({
+      base: b, tau: bundle.tau, source: { masks: bundle.masks, task: task.name }, outDtype, chunkElems: o.chunkElems ?? DEFAULT_CHUNK_ELEMS,
+      write: (k, d) => out.write(k, d), progress, signal: o.signal,
+    });
+    throwIfAborted(o.signal);
+    await output.commit();
+    return { task: task.name, lambda: task.lambda, out: path.resolve(o.out), tensors: plan.length, bytesRead: progress.bytesRead, bytesWritten, seconds: (Date.now() - t0) / 1000 };
+  } catch (e) {
+    await output?.abort().catch(() => undefined);
+    throw e;
+  } finally {
+    await bundle.close();
+    await base?.close();
+  }
+}
