@@ -24,15 +24,50 @@ async function readChunk(ctx: MergeContext, key: string, offset: number, n: numb
   return { key, offset, n, base, experts };
 }
 
-/** Calls fn on each chunk of `key` in order, with one chunk of read-ahead. */
+/**
+ * The first chunk of the next float key, read while the current key's last
+ * chunk is processed, so the disk never waits at a tensor boundary. Used only
+ * when the next forEachChunk call asks for exactly that chunk.
+ */
+interface Prefetch {
+  key: string;
+  n: number;
+  chunk: Promise<Chunk>;
+}
+const prefetched = new WeakMap<MergeContext, Prefetch>();
+const keyIndex = new WeakMap<MergeContext, Map<string, number>>();
+
+function firstChunk(ctx: MergeContext, key: string, n: number): Promise<Chunk> {
+  const p = prefetched.get(ctx);
+  prefetched.delete(ctx);
+  if (p && p.key === key && p.n === n) return p.chunk;
+  return readChunk(ctx, key, 0, n);
+}
+
+function prefetchAfter(ctx: MergeContext, key: string, step: number): void {
+  let index = keyIndex.get(ctx);
+  if (!index) keyIndex.set(ctx, (index = new Map(ctx.floatKeys.map((k, i) => [k, i]))));
+  const i = index.get(key);
+  const nextKey = i === undefined ? undefined : ctx.floatKeys[i + 1];
+  const numel = nextKey === undefined ? 0 : ctx.base.get(nextKey).numel;
+  if (!nextKey || !numel) return;
+  const n = Math.min(step, numel);
+  const chunk = readChunk(ctx, nextKey, 0, n);
+  chunk.catch(() => undefined); // an unused or failed prefetch is re-read (and reported) when needed
+  prefetched.set(ctx, { key: nextKey, n, chunk });
+}
+
+/** Calls fn on each chunk of `key` in order, with one chunk of read-ahead (across keys too). */
 export async function forEachChunk(ctx: MergeContext, key: string, fn: (c: Chunk) => Promise<void>): Promise<void> {
   const numel = ctx.base.get(key).numel;
   const step = Math.max(1, ctx.chunkElems);
-  let next: Promise<Chunk> | undefined = numel > 0 ? readChunk(ctx, key, 0, Math.min(step, numel)) : undefined;
+  let next: Promise<Chunk> | undefined = numel > 0 ? firstChunk(ctx, key, Math.min(step, numel)) : undefined;
+  if (numel > 0 && step >= numel) prefetchAfter(ctx, key, step);
   for (let offset = 0; next; offset += step) {
     const chunk: Chunk = await next;
     const following = offset + step;
     next = following < numel ? readChunk(ctx, key, following, Math.min(step, numel - following)) : undefined;
+    if (next && following + step >= numel) prefetchAfter(ctx, key, step);
     // Keep the read-ahead's rejection from going unhandled if fn throws first.
     next?.catch(() => undefined);
     throwIfAborted(ctx.signal);
