@@ -167,3 +167,11 @@ maybe("collect_stats.py matches an independent forward pass (Linear, LayerNorm, 
   // weight key -> stats prefix: drop ".weight" / "_weight"
   for (const m of Object.keys(rows)) expect(Object.keys(w)).toContain(m === "attn.in_proj" ? "attn.in_proj_weight" : `${m}.weight`);
 }, 30000);
+
+// The Python-side suites: hand-built references for RMSNorm, multi-dim LayerNorm, masked and
+// cross attention, the TransformerEncoderLayer fast path; safetensors_io round trips.
+for (const script of ["test_collect_stats.py", "test_safetensors_io.py"])
+  maybe(`scripts/${script}`, () => {
+    const r = spawnSync(PY, [path.join(ROOT, "scripts", script)], { encoding: "utf8", timeout: 60000 });
+    expect([r.status, r.stdout.trim().split("\n").at(-1)]).toEqual([0, expect.stringMatching(/^ok: /)]);
+  }, 60000);
