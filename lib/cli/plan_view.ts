@@ -40,7 +40,7 @@ export function formatPlan(p: MergePlan): string {
   if (p.tensors.length > SHOW_TENSORS) more(`… and ${p.tensors.length - SHOW_TENSORS} more`);
   if (p.statistics) {
     const s = p.statistics;
-    row("statistics", `${s.withStats.length} weights with statistics from every expert (${formatBytes(s.bytes)})`);
+    row("statistics", `${s.withStats.length} weights have statistics from every expert (${formatBytes(s.bytes)} to read)`);
     if (s.fallback.length) {
       const first = s.fallback.slice(0, 3).map((f) => `${f.key} (missing from ${f.missingFrom.join(", ")})`);
       more(`${s.fallback.length} fall back to the mean of the experts: ${first.join("; ")}${s.fallback.length > 3 ? "; …" : ""}`);

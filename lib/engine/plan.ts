@@ -26,7 +26,7 @@ export interface PlannedTensor {
 }
 
 export interface StatsCoverage {
-  /** Weights merged from statistics: linear layers (Grams) and normalisation scales (Σx̂²). */
+  /** Weights with statistics from every expert: linear layers (Grams) and normalisation scales (Σx̂²). */
   withStats: string[];
   /** Weights whose statistics some expert lacks: they fall back to the mean of the experts. */
   fallback: { key: string; missingFrom: string[] }[];
@@ -151,6 +151,10 @@ function statsCoverage(base: Checkpoint, experts: { name: string; stats?: Safete
     if (ps.kind === "fallback") cov.fallback.push({ key, missingFrom: ps.missingFrom });
     if (ps.kind !== "linear" && ps.kind !== "norm") continue;
     cov.withStats.push(key);
+    if (ps.kind === "linear")
+      ps.counts.forEach((c, t) => {
+        if (!c) warnings.push(`${ps.grams[t].file.path}: '${ps.grams[t].info.key}' has no input_count beside it (regmean needs one)`);
+      });
     const used = ps.kind === "linear" ? [...ps.grams, ...ps.counts.filter((c) => c !== undefined)] : ps.scales;
     cov.bytes += used.reduce((n, s) => n + (s?.info.nbytes ?? 0), 0);
   }
