@@ -103,7 +103,8 @@ export async function drift(opts: DriftOptions): Promise<DriftReport> {
             ? await runOp("drift_linear", { ...common, out: info.shape[0], in: info.shape[1], gram: stat, gramDtype: st.info.dtype })
             : await runOp("drift_norm", { ...common, n: info.numel, scale: stat, scaleDtype: st.info.dtype });
         } catch (err) {
-          throw new TaskmergeError((err as Error).message, /statistics/.test((err as Error).message) ? st.file.path : undefined, st.info.key);
+          const msg = String((err as { message?: unknown })?.message ?? err);
+          throw /statistics/.test(msg) ? new TaskmergeError(msg, st.file.path, st.info.key) : new TaskmergeError(msg, undefined, key);
         }
         drift.push(r.drift as number);
         baseDrift.push(r.baseDrift as number);

@@ -29,8 +29,10 @@ export interface LinearSolveResult {
 
 /** Wraps a native error about statistics with the statistics file and key. */
 function statsError(e: unknown, s: StatTensor): unknown {
-  if (!(e instanceof Error) || e instanceof TaskmergeError || !/statistics/.test(e.message)) return e;
-  return new TaskmergeError(e.message, s.file.path, s.info.key);
+  // Duck-typed: native errors may come from another realm (e.g. under jest).
+  const msg = (e as { message?: unknown })?.message;
+  if (e instanceof TaskmergeError || typeof msg !== "string" || !/statistics/.test(msg)) return e;
+  return new TaskmergeError(msg, s.file.path, s.info.key);
 }
 
 export async function solveLinear(ctx: MergeContext, key: string, sink: TensorSink, o: LinearSolveOptions): Promise<LinearSolveResult> {
