@@ -8,55 +8,8 @@
 import * as fs from "fs";
 import * as path from "path";
 import { merge } from "../lib";
-import { makeZoo, readSafetensors, runCli, tmpDir, values, Zoo, KeySpec } from "./helpers/fixtures";
-import { lotModel, lotReference, makeStats, storedStats, TaskStats, writeAllStats, writeStats, LinearSolve } from "./reference/lot";
-
-const FLOAT_KEYS = (keys: KeySpec[]) => keys.filter((k) => k.dtype.startsWith("F") || k.dtype === "BF16").map((k) => k.name);
-
-/** max |a − b| over a key / max |b − base| (the size of the change the merge makes). */
-function relErr(out: Float64Array, ref: Float64Array, base: Float64Array): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < ref.length; i++) {
-    num = Math.max(num, Math.abs(out[i] - ref[i]));
-    den = Math.max(den, Math.abs(ref[i] - base[i]));
-  }
-  return num / (den || 1);
-}
-
-/**
- * Every float key within `tol` of the reference, relative to the size of the
- * merge's change. Elementwise parameters (norms, biases, the mean) go through
- * the float32 elementwise kernels, so they get float32's tolerance instead.
- */
-export function expectClose(file: string, zoo: Zoo, keys: KeySpec[], ref: Record<string, Float64Array>, tol: number, meanKeys: string[] = []): void {
-  const got = readSafetensors(file);
-  for (const k of FLOAT_KEYS(keys)) {
-    const linear = zoo.base.raw[k].shape.length === 2 && k !== "embed.weight" && !meanKeys.includes(k);
-    const t = linear ? tol : Math.max(tol, 1e-5);
-    const e = relErr(values(got[k]), ref[k], zoo.base.floats[k]);
-    if (!(e <= t)) throw new Error(`${k}: relative error ${e} > ${t}`);
-  }
-  for (const k of keys.filter((x) => !FLOAT_KEYS(keys).includes(x.name))) expect(got[k.name].data.equals(zoo.base.raw[k.name].data)).toBe(true);
-}
-
-interface Setup {
-  dir: string;
-  zoo: Zoo;
-  keys: KeySpec[];
-  stats: TaskStats[];
-  files: string[];
-}
-
-function setup(T: number, rows: number, o: { statsDtype?: "F32" | "F64"; seed?: number } = {}): Setup {
-  const dir = tmpDir("tm-lot-");
-  const keys = lotModel("F64");
-  const zoo = makeZoo(dir, { T, keys, seed: o.seed ?? 3, scale: 0.05 });
-  const stats = makeStats(keys, T, rows, o.seed ?? 3);
-  const files = writeAllStats(dir, stats, { dtype: o.statsDtype });
-  return { dir, zoo, keys, stats, files };
-}
-
-const experts = (s: Setup) => s.files.map((stats, t) => ({ path: path.join(s.dir, `task${t}.safetensors`), stats }));
+import { readSafetensors, runCli, values } from "./helpers/fixtures";
+import { expectClose, experts, FLOAT_KEYS, lotReference, relErr, setup, storedStats, writeStats } from "./reference/lot";
 
 /** Runs the merge with the built-in linear algebra forced, or the default. */
 async function withLinalg<T>(builtin: boolean, fn: () => Promise<T>): Promise<T> {
@@ -234,4 +187,3 @@ const gyp = process.env.TASKMERGE_GYP_ADDON;
   expectClose(out, s.zoo, s.keys, ref, 1e-8);
 });
 
-export type { LinearSolve };

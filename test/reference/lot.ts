@@ -4,7 +4,7 @@
  * Gauss–Jordan and range-basis routines of ./linalg, not the native path.
  */
 import * as path from "path";
-import { writeSafetensors, rng, RawTensor, KeySpec, Model } from "../helpers/fixtures";
+import { writeSafetensors, rng, RawTensor, KeySpec, Model, Zoo, makeZoo, readSafetensors, tmpDir, values } from "../helpers/fixtures";
 import { encode, quantize, RefFloat } from "../helpers/floatref";
 import { gram, gaussJordanSolve, pinvSolve, transpose, matmul } from "./linalg";
 
@@ -168,3 +168,53 @@ export function lotReference(keys: KeySpec[], base: Model, experts: Model[], sta
   }
   return res;
 }
+
+// ---- fixtures shared by the lot / regmean / drift tests
+
+export const FLOAT_KEYS = (keys: KeySpec[]) => keys.filter((k) => k.dtype.startsWith("F") || k.dtype === "BF16").map((k) => k.name);
+
+/** max |a − b| over a key / max |b − base| (the size of the change the merge makes). */
+export function relErr(out: Float64Array, ref: Float64Array, base: Float64Array): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < ref.length; i++) {
+    num = Math.max(num, Math.abs(out[i] - ref[i]));
+    den = Math.max(den, Math.abs(ref[i] - base[i]));
+  }
+  return num / (den || 1);
+}
+
+/**
+ * Every float key within `tol` of the reference, relative to the size of the
+ * merge's change. Elementwise parameters (norms, biases, the mean) go through
+ * the float32 elementwise kernels, so they get float32's tolerance instead.
+ */
+export function expectClose(file: string, zoo: Zoo, keys: KeySpec[], ref: Record<string, Float64Array>, tol: number, meanKeys: string[] = []): void {
+  const got = readSafetensors(file);
+  for (const k of FLOAT_KEYS(keys)) {
+    const linear = zoo.base.raw[k].shape.length === 2 && k !== "embed.weight" && !meanKeys.includes(k);
+    const t = linear ? tol : Math.max(tol, 1e-5);
+    const e = relErr(values(got[k]), ref[k], zoo.base.floats[k]);
+    if (!(e <= t)) throw new Error(`${k}: relative error ${e} > ${t}`);
+  }
+  for (const k of keys.filter((x) => !FLOAT_KEYS(keys).includes(x.name))) expect(got[k.name].data.equals(zoo.base.raw[k.name].data)).toBe(true);
+}
+
+export interface Setup {
+  dir: string;
+  zoo: Zoo;
+  keys: KeySpec[];
+  stats: TaskStats[];
+  files: string[];
+}
+
+export function setup(T: number, rows: number, o: { statsDtype?: "F32" | "F64"; seed?: number } = {}): Setup {
+  const dir = tmpDir("tm-lot-");
+  const keys = lotModel("F64");
+  const zoo = makeZoo(dir, { T, keys, seed: o.seed ?? 3, scale: 0.05 });
+  const stats = makeStats(keys, T, rows, o.seed ?? 3);
+  const files = writeAllStats(dir, stats, { dtype: o.statsDtype });
+  return { dir, zoo, keys, stats, files };
+}
+
+export const experts = (s: Setup) => s.files.map((stats, t) => ({ path: path.join(s.dir, `task${t}.safetensors`), stats }));
+
