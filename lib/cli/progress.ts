@@ -34,7 +34,7 @@ class PhaseClock {
 
   rate(p: Progress): number {
     const s = (p.elapsedMs - this.startMs) / 1000;
-    return s > 0 ? (p.bytesDone - this.startBytes) / s : 0;
+    return s > 0 ? Math.round((p.bytesDone - this.startBytes) / s) : 0;
   }
 
   eta(p: Progress): string {

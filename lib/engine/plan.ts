@@ -162,7 +162,7 @@ function statsCoverage(base: Checkpoint, experts: { name: string; stats?: Safete
   for (const e of experts) {
     const stray = (e.stats?.tensors ?? []).map((t) => t.key).filter((k) => !prefixes.has(k.slice(0, k.lastIndexOf("."))));
     if (stray.length)
-      warnings.push(`${e.stats!.path}: ${stray.length} statistics tensor${stray.length === 1 ? "" : "s"} match no weight of the base (first: '${stray[0]}')`);
+      warnings.push(`${e.stats!.path}: ${stray.length} statistics tensor${stray.length === 1 ? "" : "s"} match${stray.length === 1 ? "es" : ""} no weight of the base (first: '${stray[0]}')`);
   }
   return cov;
 }
