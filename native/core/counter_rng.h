@@ -9,6 +9,7 @@
 // fnv1a64 over the key's UTF-8 bytes. All arithmetic is modulo 2⁶⁴.
 #pragma once
 #include <cstdint>
+#include <cmath>
 #include <string>
 
 namespace taskmerge {
@@ -36,8 +37,17 @@ struct CounterRng {
   uint64_t stream;
   CounterRng(uint64_t seed, uint64_t keyHash, uint64_t task)
       : stream(splitmix64(splitmix64(splitmix64(seed) ^ keyHash) ^ task)) {}
+  // The 53 random bits of element i: u(i) = bits53(i) · 2⁻⁵³.
+  uint64_t bits53(uint64_t i) const { return splitmix64(stream + i * kGolden) >> 11; }
   // Uniform in [0, 1) with 53 random bits.
-  double uniform(uint64_t i) const { return double(splitmix64(stream + i * kGolden) >> 11) * 0x1p-53; }
+  double uniform(uint64_t i) const { return double(bits53(i)) * 0x1p-53; }
 };
+
+// u < p ⟺ bits53 < ceil(p · 2⁵³) for p in [0, 1]: the integer form of the
+// comparison (p · 2⁵³ is exact in double, so ceil is too).
+inline uint64_t uniformBelowBound(double p) {
+  double x = std::ceil(p * 0x1p53);
+  return x <= 0 ? 0 : uint64_t(x);
+}
 
 }  // namespace taskmerge

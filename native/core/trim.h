@@ -67,8 +67,8 @@ struct Trim {
       for (size_t i = 0; i < n; i++) dst[i] = absBits(tau[i]) >= th ? tau[i] : 0.0f;
     } else if (mode == Mode::Dare) {
       const CounterRng& r = rng[t];
-      for (size_t i = 0; i < n; i++)
-        dst[i] = r.uniform(index + i) < density ? float(double(tau[i]) / density) : 0.0f;
+      const uint64_t bound = uniformBelowBound(density);
+      for (size_t i = 0; i < n; i++) dst[i] = r.bits53(index + i) < bound ? float(double(tau[i]) / density) : 0.0f;
     } else {
       std::memcpy(dst, tau, n * sizeof(float));
     }
