@@ -218,6 +218,13 @@ describe("compress and extract", () => {
       expect(r.stdout).toMatch(/compression ratio \d+\.\d\dx/);
       const manifest = JSON.parse(fs.readFileSync(path.join(out, "bundle.json"), "utf8"));
       expect(manifest.tasks.map((t: { lambda: number }) => t.lambda)).toEqual([0.3, 0.4, 0.5]);
+      // One thread and 5-element chunks (rounded up to 8) write the same bytes.
+      const small = path.join(dir, "cli-bundle-small");
+      const r2 = await runCli(["compress", "--base", zoo.base.path, ...experts(zoo).flatMap((e) => ["--expert", e]), "--tall-lambda", "0.3,0.4,0.5", "--out", small, "-q"], {
+        env: { TASKMERGE_CHUNK_ELEMS: "5", TASKMERGE_THREADS: "1" },
+      });
+      expect(r2.code).toBe(0);
+      for (const f of ["tau.safetensors", "masks.safetensors"]) expect(fs.readFileSync(path.join(small, f)).equals(fs.readFileSync(path.join(out, f)))).toBe(true);
       const o = path.join(dir, "cli-x");
       const e = await runCli(["extract", "--bundle", out, "--task", "task2", "--base", zoo.base.path, "--out", o, "--json"]);
       expect(e.code).toBe(0);

@@ -102,7 +102,8 @@ function checkManifest(m: BundleManifest, file: string): void {
     if (typeof t.lambda !== "number" || !Number.isFinite(t.lambda)) throw bad(`task '${t.name}' has no finite lambda`);
     names.add(t.name);
   }
-  if (!m.base || typeof m.base.headerHash !== "string" || typeof m.base.sampleHash !== "string") throw bad("no base reference");
+  if (!m.base || typeof m.base.headerHash !== "string" || typeof m.base.sampleHash !== "string" || typeof m.base.bytes !== "number")
+    throw bad("no base reference (bytes, headerHash, sampleHash)");
   if (!m.tau || !isFloatDType(m.tau.dtype)) throw bad("no tau dtype");
   if (!Array.isArray(m.keys)) throw bad("no key list");
   for (const k of m.keys)
@@ -163,6 +164,8 @@ export async function checkBase(m: BundleManifest, base: Checkpoint, bundleDir: 
     const k = first >= 0 ? m.keys[first].key : floatKeys[m.keys.length];
     throw new TaskmergeError(`base does not match the bundle ${bundleDir} (made from ${m.base.path}): keys or shapes differ at '${k}'`, base.path);
   }
+  if (base.fileBytes !== m.base.bytes)
+    throw new TaskmergeError(`base differs from the bundle's base ${m.base.path} (${base.fileBytes} bytes, the bundle's base has ${m.base.bytes})`, base.path);
   if (base.headerHash !== m.base.headerHash)
     throw new TaskmergeError(`base differs from the bundle's base ${m.base.path} (header hash mismatch; was it made from another checkpoint?)`, base.path);
   if ((await sampleHash(base)) !== m.base.sampleHash)
