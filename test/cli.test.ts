@@ -137,7 +137,7 @@ describe("progress and reports", () => {
     const rep = JSON.parse(r.stdout);
     const written = readSafetensors(out);
     expect(rep).toMatchObject({
-      taskmerge: VERSION, method: "average", params: {}, out, tensors: 9,
+      taskmerge: VERSION, method: "average", params: {}, out, tensors: 9, base: args[2], experts: [args[4], args[6]], dtype: null,
       bytesRead: inputBytes(dir, 2),
       bytesWritten: Object.values(written).reduce((n, t) => n + t.data.length, 0),
     });

@@ -116,7 +116,8 @@ export function registerMerge(program: Command): void {
       const peakMemoryBytes = process.resourceUsage().maxRSS * 1024;
       if (flags.json) {
         const { details, ...rest } = report;
-        process.stdout.write(JSON.stringify({ taskmerge: VERSION, ...rest, peakMemoryBytes, details }, null, 2) + "\n");
+        const inputs = { base: opts.base, experts: opts.experts, dtype: opts.dtype ?? null };
+        process.stdout.write(JSON.stringify({ taskmerge: VERSION, ...rest, ...inputs, peakMemoryBytes, details }, null, 2) + "\n");
       } else if (!flags.quiet) {
         process.stderr.write(
           `merged ${report.tensors} tensors with ${report.method} into ${report.out} in ${report.seconds.toFixed(1)} s ` +
