@@ -162,36 +162,13 @@ async function tallMasks(ev, base, experts, tasks, work) {
   };
 }
 
-/** Feature drift of a merged model, from `taskmerge drift` (JSON when it offers it). */
+/** Feature drift of a merged model from `taskmerge drift --json`: totals only (layers are long). */
 function runDrift(base, experts, merged) {
-  const args = ["drift", "--base", base, ...experts.flatMap((e) => ["--expert", e.path]), ...experts.flatMap((e) => ["--stats", e.stats]), "--merged", merged];
-  const json = cli([...args, "--json"]);
-  if (json.code === 0) {
-    try {
-      return { json: JSON.parse(json.stdout) };
-    } catch {
-      /* not JSON: fall through to text */
-    }
-  }
-  const r = json.code === 0 ? json : cli(args);
-  return r.code === 0 ? { text: r.stdout.trim() } : { error: r.stderr.trim().split("\n")[0] };
-}
-
-/** A one-number summary of a drift result: its mean over layers and tasks when it has one. */
-function driftSummary(d) {
-  if (!d) return "";
-  if (d.error) return `error: ${d.error}`;
-  if (d.json) {
-    for (const k of ["mean", "meanDrift", "mean_drift", "average"]) if (typeof d.json[k] === "number") return d.json[k].toPrecision(4);
-    const nums = [];
-    const walk = (o) => {
-      if (typeof o === "number") nums.push(o);
-      else if (o && typeof o === "object") Object.values(o).forEach(walk);
-    };
-    walk(d.json.layers ?? d.json);
-    return nums.length ? `${mean(nums).toPrecision(4)} (mean of ${nums.length} values)` : "";
-  }
-  return d.text.split("\n").at(-1);
+  const args = ["drift", "--base", base, ...experts.flatMap((e) => ["--expert", e.path]), ...experts.flatMap((e) => ["--stats", e.stats]), "--merged", merged, "--json"];
+  const r = cli(args);
+  if (r.code !== 0) return { error: r.stderr.trim().split("\n")[0] };
+  const j = JSON.parse(r.stdout);
+  return { total: j.total, baseTotal: j.baseTotal, ratio: j.baseTotal > 0 ? j.total / j.baseTotal : null, tasks: Object.fromEntries(j.totals.map((t) => [t.task, t.ratio])), skipped: j.skipped.length };
 }
 
 function markdown(r, zoo) {
@@ -235,11 +212,19 @@ function markdown(r, zoo) {
   for (const row of r.rows.filter((x) => x.note)) lines.push(`- ${row.name}: ${row.note}`);
   lines.push("");
   if (r.driftCommand) {
-    lines.push("Feature drift of the chosen merge (`taskmerge drift`):");
+    lines.push(
+      "Feature drift of the chosen merge (`taskmerge drift`: Σ over layers of tr((W−Wt) Gt (W−Wt)ᵀ) for linear layers and Σ st (w−wt)² for norms, " +
+        "from the same 64-sample statistics), as a ratio to the unmerged base's drift (lower is better; 1 = no closer to the experts than the base):",
+    );
     lines.push("");
-    lines.push("| method | drift |");
-    lines.push("|---|---|");
-    for (const row of r.rows.filter((x) => x.drift)) lines.push(`| ${row.name} | ${driftSummary(row.drift)} |`);
+    lines.push(`| method | total drift | ratio to base | ${r.tasks.join(" | ")} |`);
+    lines.push(`|---|---:|---:|${r.tasks.map(() => "---:").join("|")}|`);
+    const g = (x) => (typeof x === "number" ? x.toPrecision(3) : "–");
+    for (const row of r.rows.filter((x) => x.drift)) {
+      const d = row.drift;
+      if (d.error) lines.push(`| ${row.name} | error: ${d.error} | | ${r.tasks.map(() => "").join(" | ")} |`);
+      else lines.push(`| ${row.name} | ${g(d.total)} | ${g(d.ratio)} | ${r.tasks.map((t) => g(d.tasks[t])).join(" | ")} |`);
+    }
   } else {
     lines.push("Feature drift: `taskmerge drift` is not available in this build; not measured.");
   }
