@@ -5,7 +5,7 @@
  * (wall time, peak RSS), against the read-once floor (reading every input once) and against
  * bench/torch_peer.py (PyTorch, load everything then compute) on the same files.
  *
- *   npm run bench:speed -- [--gb 2] [--experts 8] [--sets llm,vit] [--dir DATA] [--methods a,b]
+ *   npm run bench:speed -- [--gb 2 | --gb 0.9,2] [--experts 8] [--sets llm,vit] [--dir DATA] [--methods a,b]
  *                          [--no-peer] [--keep-data]
  *
  * Page cache: before every timed run (floor included) the input files are evicted from the
@@ -30,7 +30,7 @@ function arg(name, def) {
 const flag = (name) => process.argv.includes(`--${name}`);
 const OUT = path.resolve(arg("out", path.join(ROOT, "bench", "out")));
 const DATA = path.resolve(arg("dir", path.join(OUT, "speed-data")));
-const GB = Number(arg("gb", "2"));
+const GBS = arg("gb", "2").split(",").map(Number); // LLM-shaped sizes, GB per checkpoint
 const EXPERTS = Number(arg("experts", "8"));
 const SETS = arg("sets", "llm,vit").split(",");
 const ONLY = arg("methods") ? arg("methods").split(",") : null;
@@ -66,9 +66,9 @@ function memAvailable() {
 }
 
 /** Synthetic LLM statistics would be GBs per expert: stats methods run on the ViT set only. */
-function makeSet(name) {
-  const dir = path.join(DATA, name === "llm" ? `llm-${GB}gb-${EXPERTS}x` : `vit-${EXPERTS}x`);
-  const gen = ["--dir", dir, "--experts", String(EXPERTS), "--shape", name, ...(name === "llm" ? ["--gb", String(GB)] : [])];
+function makeSet(name, gb) {
+  const dir = path.join(DATA, name === "llm" ? `llm-${gb}gb-${EXPERTS}x` : `vit-${EXPERTS}x`);
+  const gen = ["--dir", dir, "--experts", String(EXPERTS), "--shape", name, ...(name === "llm" ? ["--gb", String(gb)] : [])];
   const r = spawnSync(process.execPath, [path.join(__dirname, "synthetic.js"), ...gen], { stdio: "inherit" });
   if (r.status !== 0) throw new Error(`synthetic.js ${gen.join(" ")} failed`);
   const base = path.join(dir, "base.safetensors");
@@ -79,7 +79,7 @@ function makeSet(name) {
     const s = spawnSync(PY, [path.join(__dirname, "synthetic_stats.py"), "--base", base, ...stats.flatMap((p) => ["--out", p])], { stdio: "inherit" });
     if (s.status !== 0) throw new Error("synthetic_stats.py failed");
   }
-  return { name, dir, base, experts, stats, bytes: [base, ...experts].reduce((a, f) => a + fileSize(f), 0) };
+  return { name: name === "llm" ? `llm-${gb}GB` : name, dir, base, experts, stats, bytes: [base, ...experts].reduce((a, f) => a + fileSize(f), 0) };
 }
 
 /** Read-once floor: every input file read once, 16 MiB at a time, one file after another
@@ -162,7 +162,7 @@ function markdown(res) {
     "",
   );
   for (const set of res.sets) {
-    L.push(`### ${set.set === "llm" ? `LLM-shaped (Llama-like, bf16), ${set.files - 1} experts` : `ViT-B/32-shaped (CLIP visual, bf16), ${set.files - 1} experts`}: ${(set.bytes / 1e9).toFixed(2)} GB of inputs`, "");
+    L.push(`### ${set.set.startsWith("llm") ? `LLM-shaped (Llama-like, bf16), ${set.files - 1} experts` : `ViT-B/32-shaped (CLIP visual, bf16), ${set.files - 1} experts`}: ${(set.bytes / 1e9).toFixed(2)} GB of inputs`, "");
     L.push(
       `Read-once floor: ${set.floor.wall.toFixed(2)} s (${(set.bytes / 1e9 / set.floor.wall).toFixed(2)} GB/s; sequential ${set.floor.sequential.toFixed(2)} s, ` +
         `all files at once ${set.floor.parallel.toFixed(2)} s; the faster is the floor).`,
@@ -204,8 +204,8 @@ function main() {
     date: new Date().toISOString().slice(0, 16).replace("T", " ") + " UTC", cpus: os.cpus().length, memTotal: os.totalmem(),
     version: tm.VERSION, torch, addon: addon || "native CPU addon", command: `node bench/speed.js ${process.argv.slice(2).join(" ")}`.trim(), sets: [],
   };
-  for (const name of SETS) {
-    const set = makeSet(name);
+  for (const [name, gb] of SETS.flatMap((n) => (n === "llm" ? GBS.map((g) => [n, g]) : [[n]]))) {
+    const set = makeSet(name, gb);
     res.sets.push(runSet(set));
     fs.writeFileSync(path.join(OUT, "speed.json"), JSON.stringify(res, null, 1));
     fs.writeFileSync(path.join(OUT, "speed.md"), markdown(res));
