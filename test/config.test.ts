@@ -51,6 +51,7 @@ describe("valid configs", () => {
         "parameters:",
         "  lambda: 0.3",
         "dtype: bfloat16",
+        "tokenizer_source: base",
         "out: mk-out",
         "",
       ].join("\n"),
@@ -98,6 +99,8 @@ const BAD: [string, string, RegExp][] = [
   ["mergekit: unsupported global parameter", "merge_method: task_arithmetic\nbase_model: base/\nmodels: [{model: task0/}]\nparameters: {normalize: true}\nout: o/\n", /^parameters\.normalize: unknown key \(allowed: .*lambda.*\) \(line 4\)$/],
   ["mergekit: model without a path", "merge_method: average\nbase_model: base/\nmodels:\n  - parameters: {weight: 1}\nout: o/\n", /^models\[0\]\.model: is required \(line 4\)$/],
   ["mergekit: only the base listed", "merge_method: average\nbase_model: base/\nmodels: [{model: base/}]\nout: o/\n", /^models: lists only the base model/],
+  ["mergekit: a Hugging Face Hub id", "merge_method: average\nbase_model: meta-llama/Llama-2-7b-hf\nmodels: [{model: task0/}]\nout: o/\n", /^base_model: 'meta-llama\/Llama-2-7b-hf' is not a local checkpoint .*huggingface-cli download meta-llama\/Llama-2-7b-hf --local-dir DIR/],
+  ["mergekit: another tokenizer source", "merge_method: average\nbase_model: base/\nmodels: [{model: task0/}]\ntokenizer_source: union\nout: o/\n", /^tokenizer_source: expected "base" \(taskmerge copies the tokenizer and config files from the base\) \(line 4\)$/],
   ["stats list of the wrong length", "base: base/\nexperts: [task0/, task1/]\nstats: [a.stats.safetensors]\nmethod: average\nout: o/\n", /^stats: 1 statistics files for 2 experts/],
 ];
 

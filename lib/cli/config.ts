@@ -4,6 +4,7 @@
  * directory. Every error names the file, the offending key and its line, and
  * is a usage error (exit 2).
  */
+import * as fs from "fs";
 import { promises as fsp } from "fs";
 import * as path from "path";
 import YAML, { LineCounter, Document } from "yaml";
@@ -123,11 +124,23 @@ function fromNative(c: NativeConfig, file: string, abs: (p: string) => string, m
   return cfg;
 }
 
+/**
+ * mergekit configs usually name Hugging Face Hub ids; taskmerge reads local
+ * checkpoints only, so say so rather than report a missing path.
+ */
+function localPath(cfg: MergeConfig, key: string, p: string, abs: (p: string) => string): string {
+  const full = abs(p);
+  if (/^[\w.-]+\/[\w.-]+$/.test(p) && !fs.existsSync(full))
+    throw configError(cfg, key, `'${p}' is not a local checkpoint (${full} does not exist); if it is a Hugging Face Hub id, download it first (huggingface-cli download ${p} --local-dir DIR) and name DIR here`);
+  return full;
+}
+
 function fromMergekit(c: MergekitConfig, file: string, abs: (p: string) => string): MergeConfig {
   const cfg: MergeConfig = {
     file, form: "mergekit", params: {}, paramKeys: {}, keys: { base: "base_model", method: "merge_method", experts: "models" },
-    base: c.base_model === undefined ? undefined : abs(c.base_model), method: c.merge_method, ...common(c, file, abs),
+    method: c.merge_method, ...common(c, file, abs),
   };
+  if (c.base_model !== undefined) cfg.base = localPath(cfg, "base_model", c.base_model, abs);
   for (const [k, v] of Object.entries(c.parameters ?? {})) {
     if (v === undefined) continue;
     cfg.params[k] = v;
@@ -153,7 +166,7 @@ function fromMergekit(c: MergekitConfig, file: string, abs: (p: string) => strin
       throw configError(cfg, `models[${m.i}]`, "has no parameters.density while other models do; set it on every model or once in 'parameters'");
     }
     cfg.experts = models.map((m) => ({
-      path: abs(m.model), name: m.name, weight: m.parameters?.weight, stats: m.stats === undefined ? undefined : abs(m.stats),
+      path: localPath(cfg, `models[${m.i}].model`, m.model, abs), name: m.name, weight: m.parameters?.weight, stats: m.stats === undefined ? undefined : abs(m.stats),
     }));
   }
   return cfg;
@@ -219,6 +232,8 @@ function issueMessage(iss: ZodIssue): string {
       return iss.message.startsWith("Expected") ? `expected ${iss.expected}, received ${iss.received}` : iss.message;
     case "invalid_enum_value":
       return `expected one of ${iss.options.join(", ")} (got ${JSON.stringify(iss.received)})`;
+    case "invalid_literal":
+      return `expected ${JSON.stringify(iss.expected)} (taskmerge copies the tokenizer and config files from the base)`;
     case "not_finite":
       return "expected a finite number";
     case "invalid_union":

@@ -86,6 +86,8 @@ export function mergekitSchema() {
       base_model: path().optional(),
       models: z.array(model).min(1, "expected at least one model").optional(),
       parameters: z.object(paramShape()).strict().optional(),
+      // taskmerge always takes the tokenizer and config files from the base, which is mergekit's "base".
+      tokenizer_source: z.literal("base").optional(),
       ...common(),
     })
     .strict();
