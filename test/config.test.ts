@@ -88,6 +88,7 @@ const BAD: [string, string, RegExp][] = [
   ["missing base", "experts: [task0/]\nmethod: average\nout: o/\n", /^missing 'base' \(give it in the file or with --base\)$/],
   ["missing base (mergekit)", "merge_method: average\nmodels:\n  - model: task0/\nout: o/\n", /^missing 'base_model' \(give it in the file or with --base\)$/],
   ["unknown method", "base: base/\nexperts: [task0/]\nmethod: frankenmerge\nout: o/\n", /^method: unknown method 'frankenmerge' \(available: average, task_arithmetic/],
+  ["mergekit's linear", "merge_method: linear\nbase_model: base/\nmodels: [{model: task0/}]\nout: o/\n", /^merge_method: unknown method 'linear' \(available: .*\); mergekit's 'linear' with equal weights is taskmerge's 'average'/],
   ["unknown method (mergekit)", "merge_method: slerp\nbase_model: base/\nmodels: [{model: task0/}]\nout: o/\n", /^merge_method: unknown method 'slerp'/],
   ["a parameter the method does not take", "base: base/\nexperts: [task0/]\nmethod: average\nlambda: 0.5\nout: o/\n", /^lambda: method 'average' has no parameter 'lambda' \(it takes no parameters\)$/],
   ["a parameter under the method mapping", "base: base/\nexperts: [task0/]\nmethod: {name: task_arithmetic, lambda: [1, 2]}\nout: o/\n", /^method\.lambda: expected number, received array \(line 3\)$/],

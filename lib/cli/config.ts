@@ -172,6 +172,12 @@ function fromMergekit(c: MergekitConfig, file: string, abs: (p: string) => strin
   return cfg;
 }
 
+/** mergekit method names with a taskmerge counterpart. */
+const MERGEKIT_NAMES: Record<string, string> = {
+  linear: "mergekit's 'linear' with equal weights is taskmerge's 'average'; with weights that sum to 1, 'task_arithmetic' with lambda 1",
+  ties_sparsification: "use 'ties'",
+};
+
 /**
  * Checks the file's method and parameters against the method that will run
  * (`name`, possibly from --method), skipping parameters a flag overrides, so
@@ -182,7 +188,8 @@ export function checkConfigMethod(cfg: MergeConfig, name: string, overridden: Se
   try {
     method = getMethod(name);
   } catch (e) {
-    if (name === cfg.method) throw configError(cfg, cfg.keys.method, (e as Error).message);
+    const hint = MERGEKIT_NAMES[name] ? `; ${MERGEKIT_NAMES[name]}` : "";
+    if (name === cfg.method) throw configError(cfg, cfg.keys.method, (e as Error).message + hint);
     throw e;
   }
   for (const [k, v] of Object.entries(cfg.params)) {
