@@ -29,6 +29,8 @@ Examples:
   taskmerge inspect base/
   taskmerge merge --base base/ --expert a/ --expert b/ --method ties --out merged/
   taskmerge merge --config merge.yaml --dry-run
+  taskmerge compress --base base/ --expert a/ --expert b/ --out bundle/
+  taskmerge extract --bundle bundle/ --task a --base base/ --out a-rebuilt/
   taskmerge help merge
 
 Run 'taskmerge <command> --help' for a command's options and examples.
