@@ -54,6 +54,31 @@ describe("ties", () => {
     }
   });
 
+  test("the sign sum fused into the threshold pass equals a separate signs pass", async () => {
+    for (const scope of ["global", "tensor"] as const) {
+      const run = async (cap: string | undefined, tag: string) => {
+        const out = path.join(dir, `fused-${scope}-${tag}.safetensors`);
+        const prev = process.env.TASKMERGE_TIES_CANDIDATES;
+        if (cap === undefined) delete process.env.TASKMERGE_TIES_CANDIDATES;
+        else process.env.TASKMERGE_TIES_CANDIDATES = cap;
+        try {
+          const r = await merge({ base: zoo.base.path, experts: experts(zoo), method: { name: "ties", scope, density: 0.3 }, out });
+          return { bytes: fs.readFileSync(out), details: r.details };
+        } finally {
+          if (prev === undefined) delete process.env.TASKMERGE_TIES_CANDIDATES;
+          else process.env.TASKMERGE_TIES_CANDIDATES = prev;
+        }
+      };
+      const fused = await run(undefined, "fused");
+      const separate = await run("0", "separate");
+      expect(fused.bytes.equals(separate.bytes)).toBe(true);
+      const sums = (d: Record<string, unknown>) =>
+        scope === "global" ? [(d.global as { signSum: number; signPass: string })] : Object.values(d.tensors as Record<string, { signSum: number; signPass: string }>);
+      expect(sums(fused.details).map((x) => x.signSum)).toEqual(sums(separate.details).map((x) => x.signSum));
+      expect(new Set(sums(fused.details).map((x) => x.signPass))).toEqual(new Set(["fused"]));
+    }
+  });
+
   test("a single expert keeps its top entries", async () => {
     const out = path.join(dir, "single.safetensors");
     await merge({ base: zoo.base.path, experts: [zoo.experts[1].path], method: { name: "ties", density: 0.1 }, out });
@@ -88,6 +113,13 @@ describe("ties edge cases", () => {
       test(`scope ${scope}, density ${density}`, async () => {
         const out = path.join(dir, `o-${scope}-${density}.safetensors`);
         await merge({ base: base.path, experts: [e1.path, e2.path], method: { name: "ties", scope, density }, out });
+        // Many equal magnitudes: entries with both tasks at their thresholds' high bits.
+        process.env.TASKMERGE_TIES_CANDIDATES = "1";
+        const capped = path.join(dir, `c-${scope}-${density}.safetensors`);
+        await merge({ base: base.path, experts: [e1.path, e2.path], method: { name: "ties", scope, density }, out: capped }).finally(
+          () => delete process.env.TASKMERGE_TIES_CANDIDATES,
+        );
+        expect(fs.readFileSync(capped).equals(fs.readFileSync(out))).toBe(true);
         const ref = tiesRef(base.floats, [e1.floats, e2.floats], ["a", "z", "b"], { scope, density, lambda: 1 });
         expectMatches(out, zoo, ref.out, "F32");
         // The all-zero task vectors leave the base unchanged.

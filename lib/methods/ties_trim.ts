@@ -25,6 +25,8 @@ export interface TiesTrim {
   /** Entries per task in the scope and the k kept. */
   n: number;
   k: number;
+  /** Whether the sign sum came with the threshold passes or needed a pass of its own. */
+  signPass: "fused" | "separate";
 }
 
 export type ChunkFn = (c: Chunk) => Promise<void>;
@@ -111,20 +113,68 @@ export function globalScan(ctx: MergeContext, phase: string): Scan {
   };
 }
 
-/** Exact float32 bits of the k-th largest |τt| per task over a scope of n entries per task. */
-export async function selectThresholds(ctx: MergeContext, scan: Scan, scan2: Scan, n: number, density: number): Promise<{ bits: number[]; k: number }> {
+/** Entries with several tasks at their threshold's high bits kept for the fused sign sum (TASKMERGE_TIES_CANDIDATES overrides). */
+function candidateCap(T: number): number {
+  const env = process.env.TASKMERGE_TIES_CANDIDATES;
+  return env !== undefined && env !== "" ? Math.max(0, Number(env) || 0) : Math.floor((32 << 20) / (4 * T));
+}
+
+/** Elected sign of one entry from its T task-vector values and the thresholds, as the native electedSign. */
+function entrySign(tau: Float32Array, bits: Uint32Array, thr: number[]): number {
+  let sum = 0;
+  for (let t = 0; t < thr.length; t++) if ((bits[t] & 0x7fffffff) >= thr[t]) sum += tau[t];
+  return Math.sign(sum);
+}
+
+/**
+ * Exact float32 bits of the k-th largest |τt| per task over a scope of n
+ * entries per task; with `withSigns`, the second pass also gathers the
+ * majority-sign sum for these thresholds (undefined when too many entries were
+ * ambiguous and a separate signs pass is needed).
+ */
+export async function selectThresholds(
+  ctx: MergeContext, scan: Scan, scan2: Scan, n: number, density: number, withSigns = false,
+): Promise<{ bits: number[]; k: number; signSum?: number }> {
   const T = ctx.experts.length;
   const k = Math.max(1, Math.floor(n * density));
-  if (n === 0) return { bits: new Array(T).fill(0), k: 0 };
+  if (n === 0) return { bits: new Array(T).fill(0), k: 0, signSum: 0 };
   const high = new Float64Array(T * HIGH_BINS);
   await scan((c) => runOp("magnitude_hist", { ...chunkArgs(ctx, c), level: 0, hist: high }).then(() => undefined));
   const p0 = await runOp("magnitude_pick", { hist: high, bins: HIGH_BINS, ks: new Array(T).fill(k) });
   const bins0 = p0.bin as number[];
   const low = new Float64Array(T * LOW_BINS);
-  await scan2((c) => runOp("magnitude_hist", { ...chunkArgs(ctx, c), level: 1, hist: low, prefix: bins0 }).then(() => undefined));
+  const signDiff = withSigns ? new Float64Array(T * LOW_BINS) : undefined;
+  const cap = candidateCap(T);
+  let signBase = 0;
+  let overflow = false;
+  const multi: Buffer[] = [];
+  let multiCount = 0;
+  await scan2(async (c) => {
+    const r = await runOp("magnitude_hist", {
+      ...chunkArgs(ctx, c), level: 1, hist: low, prefix: bins0, ...(signDiff && !overflow ? { signDiff, multiCap: cap - multiCount } : {}),
+    });
+    if (!signDiff || overflow) return;
+    if (r.overflow) overflow = true;
+    signBase += r.signBase as number;
+    const m = r.multi as Buffer;
+    if (!m.length) return;
+    // Own, aligned copy: the addon's buffer may sit at any offset.
+    multi.push(Buffer.from(m));
+    multiCount += m.length / (4 * T);
+  });
   const p1 = await runOp("magnitude_pick", { hist: low, bins: LOW_BINS, ks: p0.rank as number[] });
   const bins1 = p1.bin as number[];
-  return { bits: bins0.map((b, t) => b * LOW_BINS + bins1[t]), k };
+  const bits = bins0.map((b, t) => b * LOW_BINS + bins1[t]);
+  if (!signDiff || overflow) return { bits, k };
+  // Entries with one task inside its threshold's bin: kept where the low bits reach the threshold's.
+  let signSum = signBase;
+  for (let t = 0; t < T; t++) for (let l = bins1[t]; l < LOW_BINS; l++) signSum += signDiff[t * LOW_BINS + l];
+  for (const m of multi) {
+    const f = new Float32Array(new Uint8Array(m).buffer);
+    const u = new Uint32Array(f.buffer);
+    for (let e = 0; e < f.length; e += T) signSum += entrySign(f.subarray(e, e + T), u.subarray(e, e + T), bits);
+  }
+  return { bits, k, signSum };
 }
 
 /** Σ over the scope of the elected signs of the trimmed task vectors, and its sign. */
@@ -141,22 +191,34 @@ export function magnitudeArgs(bits: number[]): OpArgs {
   return { trim: "magnitude", thresholds: bits };
 }
 
-/** TIES thresholds and majority sign over all float keys (three streamed passes). */
+const fromSum = (signSum: number): 1 | -1 => (signSum < 0 ? -1 : 1);
+
+/**
+ * TIES thresholds and majority sign over all float keys: two streamed
+ * histogram passes, the second also summing the elected signs; a third pass
+ * only when that could not be resolved.
+ */
 export async function globalTiesTrim(ctx: MergeContext, density: number): Promise<TiesTrim> {
   const n = ctx.floatKeys.reduce((s, k) => s + ctx.base.get(k).numel, 0);
-  const { bits, k } = await selectThresholds(ctx, globalScan(ctx, "threshold 1/2"), globalScan(ctx, "threshold 2/2"), n, density);
-  const args = magnitudeArgs(bits);
-  const { majority, signSum } = await majoritySign(ctx, globalScan(ctx, "signs"), () => args);
-  return { thresholdBits: bits, majority, signSum, n, k };
+  const sel = await selectThresholds(ctx, globalScan(ctx, "threshold 1/2"), globalScan(ctx, "threshold 2/2"), n, density, true);
+  const args = magnitudeArgs(sel.bits);
+  const { majority, signSum, signPass } =
+    sel.signSum !== undefined
+      ? { majority: fromSum(sel.signSum), signSum: sel.signSum, signPass: "fused" as const }
+      : { ...(await majoritySign(ctx, globalScan(ctx, "signs"), () => args)), signPass: "separate" as const };
+  return { thresholdBits: sel.bits, majority, signSum, n, k: sel.k, signPass };
 }
 
 /** TIES thresholds and majority sign of one key. */
 export async function tensorTiesTrim(ctx: MergeContext, scan: KeyScan, density: number): Promise<TiesTrim> {
   const n = scan.numel;
-  const { bits, k } = await selectThresholds(ctx, scan.scan, scan.scan, n, density);
-  const args = magnitudeArgs(bits);
-  const { majority, signSum } = await majoritySign(ctx, scan.scan, () => args);
-  return { thresholdBits: bits, majority, signSum, n, k };
+  const sel = await selectThresholds(ctx, scan.scan, scan.scan, n, density, true);
+  const args = magnitudeArgs(sel.bits);
+  const { majority, signSum, signPass } =
+    sel.signSum !== undefined
+      ? { majority: fromSum(sel.signSum), signSum: sel.signSum, signPass: "fused" as const }
+      : { ...(await majoritySign(ctx, scan.scan, () => args)), signPass: "separate" as const };
+  return { thresholdBits: sel.bits, majority, signSum, n, k: sel.k, signPass };
 }
 
 /** The thresholds as floats by expert name, for reports. */
@@ -167,5 +229,6 @@ export function describeTrim(ctx: MergeContext, t: TiesTrim): Record<string, unk
     thresholds: Object.fromEntries(ctx.experts.map((e, i) => [e.name, bitsToFloat(t.thresholdBits[i])])),
     majoritySign: t.majority,
     signSum: t.signSum,
+    signPass: t.signPass,
   };
 }

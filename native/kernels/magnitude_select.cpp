@@ -8,6 +8,15 @@
 // Op "magnitude_hist": chunk arguments (base, experts, dtypes, n, offset),
 //   level 0|1, hist (T × 32768 or T × 65536 float64), prefix (level 1: the
 //   high bin per expert, −1 to skip the expert). Adds the chunk's counts.
+//   With signDiff (T × 65536 float64) and multiCap, the level-1 pass also
+//   gathers the TIES majority-sign reduction Σ sign(Σt τ̂t) for thresholds not
+//   yet known exactly (only their high 16 bits, the prefix): an entry whose
+//   |τt| all lie outside their prefix bins has a known elected sign (added to
+//   signBase); one with a single task u inside its bin contributes s_drop to
+//   signBase and s_keep − s_drop to signDiff[u][low 16 bits of |τu|], so the
+//   exact sum is signBase + Σu Σ_{l ≥ Lu} signDiff[u][l] once the low bits Lu
+//   are picked; entries with several tasks inside their bins are returned as
+//   multi (T float32 τ per entry, at most multiCap entries, else overflow = 1).
 // Op "magnitude_pick": hist, bins, ks (k per expert) → bin (per expert, the
 //   bin holding the k-th largest) and rank (its rank from the top inside the bin).
 #include <mutex>
@@ -20,7 +29,93 @@ namespace taskmerge {
 constexpr size_t kHighBins = 1u << 15;  // sign bit of |τ| is 0
 constexpr size_t kLowBins = 1u << 16;
 
-static void magnitudeHistOp(const OpArgs& a, OpResult&) {
+// Level-1 histogram plus the majority-sign reduction (see the top comment).
+static void fusedSigns(const OpArgs& a, const ElementwiseChunk& c, double* hist, const std::vector<int64_t>& prefix, OpResult& r) {
+  const size_t T = c.experts.size();
+  Bytes sd = a.buf("signDiff");
+  if (sd.size != T * kLowBins * sizeof(double)) throw Error("magnitude_hist: signDiff must hold T × 65536 float64");
+  double* signDiff = reinterpret_cast<double*>(sd.data);
+  const size_t cap = size_t(std::max(0.0, a.num("multiCap")));
+  for (size_t t = 0; t < T; t++)
+    if (prefix[t] < 0) throw Error("magnitude_hist: the sign reduction needs a prefix for every expert");
+  const size_t baseSize = dtypeSize(c.baseType);
+  const size_t blocks = (c.n + kBlockElems - 1) / kBlockElems;
+  std::mutex m;
+  int64_t signBase = 0;
+  std::vector<float> multi;
+  bool overflow = false;
+  parallelFor(blocks, 1, [&](size_t b0, size_t b1) {
+    std::vector<uint32_t> local(T * kLowBins, 0);
+    std::vector<int32_t> diff(T * kLowBins, 0);
+    std::vector<float> lmulti;
+    int64_t lbase = 0;
+    bool lover = false;
+    std::vector<float> base(kBlockElems), tau(T * kBlockElems);
+    for (size_t b = b0; b < b1; b++) {
+      size_t start = b * kBlockElems, len = std::min(kBlockElems, c.n - start);
+      toF32(c.base + start * baseSize, c.baseType, len, base.data());
+      checkFinite(base.data(), len, c.offset + start, "base", size_t(-1));
+      for (size_t t = 0; t < T; t++) {
+        float* x = tau.data() + t * kBlockElems;
+        toF32(c.experts[t] + start * dtypeSize(c.expertTypes[t]), c.expertTypes[t], len, x);
+        checkFinite(x, len, c.offset + start, "expert", t);
+        for (size_t i = 0; i < len; i++) x[i] -= base[i];
+        uint32_t* lt = local.data() + t * kLowBins;
+        const uint32_t want = uint32_t(prefix[t]);
+        for (size_t i = 0; i < len; i++) {
+          uint32_t u = absBits(x[i]);
+          if ((u >> 16) == want) lt[u & 0xffffu]++;
+        }
+      }
+      for (size_t i = 0; i < len; i++) {
+        // Sums in task order with dropped entries as 0, exactly as electedSign does.
+        double sum = 0;
+        size_t unc = T, nunc = 0;
+        for (size_t t = 0; t < T; t++) {
+          float v = tau[t * kBlockElems + i];
+          uint32_t h = absBits(v) >> 16;
+          if (h == uint32_t(prefix[t])) {
+            unc = t;
+            nunc++;
+          } else if (h > uint32_t(prefix[t])) {
+            sum += v;
+          }
+        }
+        if (nunc == 0) {
+          lbase += (sum > 0) - (sum < 0);
+        } else if (nunc == 1) {
+          double keep = 0;
+          for (size_t t = 0; t < T; t++) {
+            float v = tau[t * kBlockElems + i];
+            if (t == unc || (absBits(v) >> 16) > uint32_t(prefix[t])) keep += v;
+          }
+          int sDrop = (sum > 0) - (sum < 0), sKeep = (keep > 0) - (keep < 0);
+          lbase += sDrop;
+          diff[unc * kLowBins + (absBits(tau[unc * kBlockElems + i]) & 0xffffu)] += sKeep - sDrop;
+        } else if (lmulti.size() / T < cap) {
+          for (size_t t = 0; t < T; t++) lmulti.push_back(tau[t * kBlockElems + i]);
+        } else {
+          lover = true;
+        }
+      }
+    }
+    std::lock_guard<std::mutex> lock(m);
+    for (size_t j = 0; j < T * kLowBins; j++) {
+      if (local[j]) hist[j] += double(local[j]);
+      if (diff[j]) signDiff[j] += double(diff[j]);
+    }
+    signBase += lbase;
+    if (lover || multi.size() / T + lmulti.size() / T > cap) overflow = true;
+    else multi.insert(multi.end(), lmulti.begin(), lmulti.end());
+  });
+  r.nums["signBase"] = double(signBase);
+  r.nums["overflow"] = overflow ? 1 : 0;
+  auto& out = r.bufs["multi"];
+  out.resize(multi.size() * sizeof(float));
+  if (!multi.empty()) std::memcpy(out.data(), multi.data(), out.size());
+}
+
+static void magnitudeHistOp(const OpArgs& a, OpResult& r) {
   ElementwiseChunk c = parseChunk(a);
   const size_t T = c.experts.size();
   const int level = int(a.num("level"));
@@ -35,6 +130,7 @@ static void magnitudeHistOp(const OpArgs& a, OpResult&) {
     if (p.size() != T) throw Error("magnitude_hist: one prefix per expert");
     for (size_t t = 0; t < T; t++) prefix[t] = int64_t(p[t]);
   }
+  if (level == 1 && a.has("signDiff")) return fusedSigns(a, c, hist, prefix, r);
   const size_t baseSize = dtypeSize(c.baseType);
   const size_t blocks = (c.n + kBlockElems - 1) / kBlockElems;
   std::mutex m;
