@@ -147,6 +147,16 @@ describe("progress and reports", () => {
     // The method's details are the ones recorded beside the output.
     expect(rep.details).toEqual(JSON.parse(fs.readFileSync(path.join(out, "taskmerge.json"), "utf8")).details);
   });
+
+  test("--json carries the method's own report (TIES thresholds), as taskmerge.json does", async () => {
+    const out = path.join(dir, "json-ties");
+    const r = await runCli([...args.slice(0, -1), "ties", "--density", "0.3", "--json", "-q", "--out", out]);
+    expect(r.code).toBe(0);
+    const rep = JSON.parse(r.stdout);
+    expect(rep).toMatchObject({ method: "ties", params: { density: 0.3 } });
+    expect(JSON.stringify(rep.details)).toMatch(/threshold/i);
+    expect(rep.details).toEqual(JSON.parse(fs.readFileSync(path.join(out, "taskmerge.json"), "utf8")).details);
+  });
 });
 
 describe("--dry-run", () => {
