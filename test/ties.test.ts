@@ -140,6 +140,22 @@ describe("ties through the CLI", () => {
     expectMatches(out, zoo, ref.out, "BF16");
   });
 
+  test("ties and consensus_ties write the same bytes for any thread count and chunk size", async () => {
+    const zoo = makeZoo(tmpDir("ties-cli3-"), { T: 3, seed: 8 });
+    for (const method of [["ties"], ["ties", "--scope", "tensor"], ["consensus_ties"]]) {
+      const outs: Buffer[] = [];
+      for (const [chunk, threads] of [["5", "1"], ["1000000", "2"], ["40", "5"]]) {
+        const out = path.join(dir, `thr-${method.join("")}-${chunk}-${threads}.safetensors`);
+        const r = await runCli(["merge", "--base", zoo.base.path, ...experts(zoo).flatMap((e) => ["--expert", e]), "--method", ...method, "--out", out, "-q"], {
+          env: { TASKMERGE_CHUNK_ELEMS: chunk, TASKMERGE_THREADS: threads },
+        });
+        expect(r.code).toBe(0);
+        outs.push(fs.readFileSync(out));
+      }
+      for (const o of outs) expect(o.equals(outs[0])).toBe(true);
+    }
+  });
+
   test("bad parameters are usage errors", async () => {
     const zoo = makeZoo(tmpDir("ties-cli2-"), { T: 2 });
     const r = await runCli(["merge", "--base", zoo.base.path, "--expert", zoo.experts[0].path, "--method", "ties", "--density", "1.5", "--out", path.join(dir, "x.safetensors")]);
