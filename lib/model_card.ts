@@ -19,8 +19,9 @@ export interface MergeManifest {
 const DETAILS_IN_CARD = 4000;
 
 export function modelCard(m: MergeManifest, details: Record<string, unknown>, methodDescription?: string, outName?: string): string {
-  const front = YAML.stringify({ base_model: m.base, tags: ["merge", "taskmerge", m.method] }).trimEnd();
-  const lines: string[] = ["---", front, "---", "", `# ${outName ?? "Merged model"}`, ""];
+  // base_model must be a Hub id on the Hub; taskmerge only knows local paths, so it is left for the publisher.
+  const front = YAML.stringify({ tags: ["merge", "taskmerge", m.method] }).trimEnd();
+  const lines: string[] = ["---", "# base_model: <the base's Hugging Face Hub id>", front, "---", "", `# ${outName ?? "Merged model"}`, ""];
   lines.push(
     `This model was merged with taskmerge ${m.taskmerge} using the **${m.method}** method` +
       (methodDescription ? ` (${methodDescription}).` : "."),

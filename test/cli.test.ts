@@ -69,6 +69,8 @@ describe("help, version, exit codes", () => {
       [["merge", "--base", b, "--expert", e[0], "--method", "task_arithmetic", "--lambda", "abc", "--out", out], 2, /parameter 'lambda'/],
       [["merge", "--base", b, "--expert", e[0], "--method", "nope", "--out", out], 2, /unknown method 'nope'/],
       [["merge", "--base", b, "--expert", e[0], "--expert", e[1], "--stats", e[0], "--method", "average", "--out", out], 2, /--stats given 1 times for 2 experts/],
+      [["merge", "--base", b, "--expert", e[0], "--method", "average", "--out", e[0]], 2, /the output .*task0\.safetensors is also an input/],
+      [["merge", "--base", b, "--expert", e[0], "--method", "average", "--out", dir], 2, /the output .* contains an input \(.*base\.safetensors\)/],
       [["merge", "--base", path.join(dir, "missing.safetensors"), "--expert", e[0], "--method", "average", "--out", out], 1, /checkpoint not found.*missing\.safetensors/],
       [["merge", "--base", b, "--expert", e[0], "--method", "average", "--out", path.join(dir, "no", "such", "out.safetensors")], 1, /parent directory does not exist/],
     ];
@@ -238,7 +240,8 @@ describe("output directory", () => {
 
     const card = fs.readFileSync(path.join(out, "README.md"), "utf8");
     const front = YAML.parse(card.split("---\n")[1]);
-    expect(front).toEqual({ base_model: baseDir, tags: ["merge", "taskmerge", "task_arithmetic"] });
+    expect(front).toEqual({ tags: ["merge", "taskmerge", "task_arithmetic"] });
+    expect(card).toContain(`- Base: \`${baseDir}\``);
     expect(card).toContain(`merged with taskmerge ${VERSION} using the **task_arithmetic** method`);
     expect(card).toContain("| lambda | 0.25 |");
     expect(card).toContain(`| task0 | \`${path.join(dir, "task0")}\` | 1 | — |`);
