@@ -131,7 +131,12 @@ function fromNative(c: NativeConfig, file: string, abs: (p: string) => string, m
 function localPath(cfg: MergeConfig, key: string, p: string, abs: (p: string) => string): string {
   const full = abs(p);
   if (/^[\w.-]+\/[\w.-]+$/.test(p) && !fs.existsSync(full))
-    throw configError(cfg, key, `'${p}' is not a local checkpoint (${full} does not exist); if it is a Hugging Face Hub id, download it first (huggingface-cli download ${p} --local-dir DIR) and name DIR here`);
+    throw configError(
+      cfg,
+      key,
+      `'${p}' is not a local checkpoint (${full} does not exist); if it is a Hugging Face Hub id, ` +
+        `download it first (huggingface-cli download ${p} --local-dir DIR) and name DIR here`,
+    );
   return full;
 }
 
@@ -166,7 +171,10 @@ function fromMergekit(c: MergekitConfig, file: string, abs: (p: string) => strin
       throw configError(cfg, `models[${m.i}]`, "has no parameters.density while other models do; set it on every model or once in 'parameters'");
     }
     cfg.experts = models.map((m) => ({
-      path: localPath(cfg, `models[${m.i}].model`, m.model, abs), name: m.name, weight: m.parameters?.weight, stats: m.stats === undefined ? undefined : abs(m.stats),
+      path: localPath(cfg, `models[${m.i}].model`, m.model, abs),
+      name: m.name,
+      weight: m.parameters?.weight,
+      stats: m.stats === undefined ? undefined : abs(m.stats),
     }));
   }
   return cfg;
@@ -175,7 +183,6 @@ function fromMergekit(c: MergekitConfig, file: string, abs: (p: string) => strin
 /** mergekit method names with a taskmerge counterpart. */
 const MERGEKIT_NAMES: Record<string, string> = {
   linear: "mergekit's 'linear' with equal weights is taskmerge's 'average'; with weights that sum to 1, 'task_arithmetic' with lambda 1",
-  ties_sparsification: "use 'ties'",
 };
 
 /**
