@@ -92,6 +92,7 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
     const outTensors: OutTensor[] = tensors.map(({ key, dtype, shape }) => ({ key, dtype, shape }));
     const file = isFileOutput(path.resolve(o.out));
     const shards = file ? [outTensors] : planShards(outTensors, o.maxShardSize ?? DEFAULT_MAX_SHARD);
+    // Exact file sizes: the header runMerge writes (metadata {format: "pt"}) plus the data.
     const files = shards.map((s, i) => ({
       name: file ? path.basename(o.out) : shardFileName(i, shards.length),
       bytes: encodeHeader(s, { format: "pt" }).length + s.reduce((n, t) => n + tensorBytes(t), 0),
