@@ -129,6 +129,23 @@ describe("malformed configs: exit 2, one line naming file, key and line, nothing
     expect(r.stderr.trim()).toBe(`taskmerge: ${path.join(dir, "nope.yaml")}: cannot read the config file (no such file)`);
   });
 
+  test("mergekit-yaml style positionals: taskmerge merge CONFIG OUT; not together with --config/--out", async () => {
+    const file = config("positional.yaml", "base: base/\nexperts: [task0/, task1/]\nmethod: average\n");
+    const out = path.join(dir, "positional-out");
+    const ok = await runCli(["merge", file, out, "-q"]);
+    expect([ok.code, ok.stderr]).toEqual([0, ""]);
+    expect(manifest(out).method).toBe("average");
+    const twice = await runCli(["merge", file, "--config", file]);
+    expect(twice.code).toBe(2);
+    expect(twice.stderr.trim()).toBe(`taskmerge: two configs given (${file} and --config ${file}); give one`);
+    const outs = await runCli(["merge", file, out, "--out", out]);
+    expect(outs.code).toBe(2);
+    expect(outs.stderr).toMatch(/two outputs given/);
+    const extra = await runCli(["merge", file, out, "surplus"]);
+    expect(extra.code).toBe(2);
+    expect(extra.stderr).toMatch(/too many arguments/);
+  });
+
   test("a flag that overrides a bad value in the file makes it valid", async () => {
     const file = config("override-bad.yaml", "base: base/\nexperts: [task0/]\nmethod: frankenmerge\nout: o-fixed/\n");
     const r = await runCli(["merge", "--config", file, "--method", "average", "-q"]);

@@ -52,6 +52,7 @@ Examples:
   taskmerge merge --base base/ --expert a/ --stats a.stats.safetensors --expert b/ --stats b.stats.safetensors \\
                   --method lot --out merged/
   taskmerge merge --config merge.yaml                  # every option from the file
+  taskmerge merge merge.yaml merged/                   # the same, mergekit-yaml style
   taskmerge merge --config merge.yaml --lambda 0.5 --out other/   # flags override the file
   taskmerge merge --config merge.yaml --dry-run        # check inputs, print the plan, write nothing
   taskmerge merge --config merge.yaml --json -q | jq .details
@@ -78,6 +79,9 @@ export function registerMerge(program: Command): void {
   program
     .command("merge")
     .description("merge experts (fine-tuned checkpoints) into the base with a method")
+    .argument("[config]", "merge.yaml, as with --config (mergekit-yaml style: taskmerge merge merge.yaml out/)")
+    .argument("[out]", "output path, as with --out")
+    .allowExcessArguments(false)
     .option("--base <path>", "base (pre-trained) checkpoint")
     .option("--expert <path>", "fine-tuned checkpoint (repeat for each expert)", collect)
     .option("--stats <path>", "statistics file per expert, in --expert order (regmean, lot)", collect)
@@ -100,7 +104,10 @@ export function registerMerge(program: Command): void {
     .option("-q, --quiet", "no progress and no summary (errors still go to stderr)")
     .option("--json", "print the final report (or the --dry-run plan) as JSON on stdout")
     .addHelpText("after", EXAMPLES)
-    .action(async (flags: MergeFlags) => {
+    .action(async (configArg: string | undefined, outArg: string | undefined, flags: MergeFlags) => {
+      if (configArg && flags.config) throw new UsageError(`two configs given (${configArg} and --config ${flags.config}); give one`);
+      if (outArg && flags.out) throw new UsageError(`two outputs given (${outArg} and --out ${flags.out}); give one`);
+      flags = { ...flags, config: flags.config ?? configArg, out: flags.out ?? outArg };
       const cfg = flags.config ? await loadMergeConfig(flags.config) : undefined;
       const opts = combine(cfg, flags);
       if (flags.dryRun) {
