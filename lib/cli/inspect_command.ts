@@ -8,6 +8,7 @@ export function registerInspect(program: Command): void {
     .command("inspect")
     .description("list the tensors of a checkpoint (file, directory or sharded) with dtypes, shapes and sizes")
     .argument("<path>", "a .safetensors file or a checkpoint directory")
+    .allowExcessArguments(false)
     .option("--json", "print the report as JSON")
     .addHelpText("after", "\nExamples:\n  taskmerge inspect model.safetensors\n  taskmerge inspect ./llama-7b --json")
     .action(async (p: string, opts: { json?: boolean }) => {
