@@ -66,9 +66,22 @@ struct Trim {
       uint32_t th = thr[t];
       for (size_t i = 0; i < n; i++) dst[i] = absBits(tau[i]) >= th ? tau[i] : 0.0f;
     } else if (mode == Mode::Dare) {
+      // Two branch-free loops: the keep flags (scalar 64-bit hashing), then a
+      // select the compiler can vectorise; a 50% random branch would mispredict.
       const CounterRng& r = rng[t];
       const uint64_t bound = uniformBelowBound(density);
-      for (size_t i = 0; i < n; i++) dst[i] = r.bits53(index + i) < bound ? float(double(tau[i]) / density) : 0.0f;
+      thread_local std::vector<uint8_t> keep;
+      keep.resize(n);
+      for (size_t i = 0; i < n; i++) keep[i] = r.bits53(index + i) < bound;
+      const double d = density;
+      const uint8_t* k = keep.data();
+      for (size_t i = 0; i < n; i++) {
+        float q = float(double(tau[i]) / d);
+        uint32_t b;
+        std::memcpy(&b, &q, 4);
+        b &= 0u - uint32_t(k[i]);  // +0.0 where dropped
+        std::memcpy(dst + i, &b, 4);
+      }
     } else {
       std::memcpy(dst, tau, n * sizeof(float));
     }
@@ -98,19 +111,36 @@ inline int electedSign(const float* const* v, size_t T, size_t i) {
   return (s > 0) - (s < 0);
 }
 
-// Disjoint aggregate of entry i: the entries whose sign equals s (s = ±1),
-// summed, or averaged over their count (at least 1).
-inline double disjoint(const float* const* v, size_t T, size_t i, int s, bool mean) {
-  double acc = 0;
-  size_t cnt = 0;
+// The TIES aggregate of a block: agg[i] = the sum (or mean over their count,
+// at least 1) of the v[t][i] whose sign equals s_i, the elected sign
+// sign(Σt v[t][i]) (maj where it is 0). Sums run over t in order, in double.
+inline void tiesAggregate(const float* const* v, size_t T, size_t n, int maj, bool mean, double* agg) {
+  // All in double so every loop vectorises (selects become masks, no branches).
+  thread_local std::vector<double> sum, sgn, cnt;
+  sum.assign(n, 0.0);
+  sgn.resize(n);
+  cnt.assign(n, 0.0);
+  double* su = sum.data();
+  double* sg = sgn.data();
+  double* ct = cnt.data();
   for (size_t t = 0; t < T; t++) {
-    float x = v[t][i];
-    if (s > 0 ? x > 0 : x < 0) {
-      acc += x;
-      cnt++;
+    const float* x = v[t];
+    for (size_t i = 0; i < n; i++) su[i] += double(x[i]);
+  }
+  const double md = double(maj);
+  for (size_t i = 0; i < n; i++) sg[i] = su[i] > 0 ? 1.0 : (su[i] < 0 ? -1.0 : md);
+  for (size_t i = 0; i < n; i++) agg[i] = 0.0;
+  for (size_t t = 0; t < T; t++) {
+    const float* x = v[t];
+    for (size_t i = 0; i < n; i++) {
+      double xd = double(x[i]);
+      bool sel = xd * sg[i] > 0.0;  // exact: sg is ±1
+      agg[i] += sel ? xd : 0.0;
+      ct[i] += sel ? 1.0 : 0.0;
     }
   }
-  return mean && cnt > 1 ? acc / double(cnt) : acc;
+  if (mean)
+    for (size_t i = 0; i < n; i++) agg[i] = ct[i] > 1 ? agg[i] / ct[i] : agg[i];
 }
 
 // TALL mask bit: |τt| > λ · |τMTL − τt|, compared in double.

@@ -21,11 +21,13 @@ static void consensusOp(const OpArgs& a, OpResult&) {
   const float lf = float(lambda);
   forEachBlock(c, [&](Block& b) {
     const float* const* v = trim.block(b);
+    thread_local std::vector<double> agg;
+    agg.resize(b.n);
+    if (ties) tiesAggregate(v, b.T, b.n, maj, false, agg.data());
     for (size_t i = 0; i < b.n; i++) {
       double mtl;
       if (ties) {
-        int s = electedSign(v, b.T, i);
-        mtl = disjoint(v, b.T, i, s == 0 ? maj : s, false);
+        mtl = agg[i];
       } else {
         mtl = 0;
         for (size_t t = 0; t < b.T; t++) mtl += b.tau[t][i];

@@ -56,16 +56,15 @@ static void tallCompressOp(const OpArgs& a, OpResult&) {
   forEachBlock(c, [&](Block& b) {
     const float* const* v = trim.block(b);
     float* mtl = b.out;  // scratch: nothing is written from it (the op has no out)
-    for (size_t i = 0; i < b.n; i++) {
-      double s = 0;
-      if (ties) {
-        int e = electedSign(v, b.T, i);
-        s = disjoint(v, b.T, i, e == 0 ? maj : e, false);
-      } else {
-        for (size_t t = 0; t < b.T; t++) s += b.tau[t][i];
-      }
-      mtl[i] = float(s);
+    thread_local std::vector<double> agg;
+    agg.assign(b.n, 0.0);
+    if (ties) {
+      tiesAggregate(v, b.T, b.n, maj, false, agg.data());
+    } else {
+      for (size_t t = 0; t < b.T; t++)
+        for (size_t i = 0; i < b.n; i++) agg[i] += b.tau[t][i];
     }
+    for (size_t i = 0; i < b.n; i++) mtl[i] = float(agg[i]);
     const size_t local = b.index - c.offset;
     uint8_t* dst = tauOut.data + local * dtypeSize(tauType);
     fromF32(mtl, b.n, tauType, dst);

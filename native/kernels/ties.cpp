@@ -39,11 +39,10 @@ static void tiesMergeOp(const OpArgs& a, OpResult&) {
   const double lambda = a.num("lambda");
   forEachBlock(c, [&](Block& b) {
     const float* const* v = trim.block(b);
-    for (size_t i = 0; i < b.n; i++) {
-      int s = electedSign(v, b.T, i);
-      if (s == 0) s = maj;
-      b.out[i] = float(double(b.base[i]) + lambda * disjoint(v, b.T, i, s, mean));
-    }
+    thread_local std::vector<double> agg;
+    agg.resize(b.n);
+    tiesAggregate(v, b.T, b.n, maj, mean, agg.data());
+    for (size_t i = 0; i < b.n; i++) b.out[i] = float(double(b.base[i]) + lambda * agg[i]);
   });
 }
 
