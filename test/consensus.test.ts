@@ -59,6 +59,15 @@ describe("consensus", () => {
     }
   });
 
+  test("a single expert", async () => {
+    const one = { ...zoo, experts: [zoo.experts[2]] };
+    for (const [name, kind] of [["consensus_ta", "sum"], ["consensus_ties", "ties"]] as const) {
+      const out = path.join(dir, `single-${name}.safetensors`);
+      await merge({ base: zoo.base.path, experts: [zoo.experts[2].path], method: { name, k: 1, lambda: 0.5 }, out });
+      expectMatches(out, one, consensusRef(zoo.base.floats, [zoo.experts[2].floats], keys, { kind, k: 1, tallLambda: 0.4, lambda: 0.5 }), "F32");
+    }
+  });
+
   test("chunked and whole-tensor runs agree", async () => {
     const { runMerge } = await import("../lib/engine/merge");
     const outs = [];
