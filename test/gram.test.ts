@@ -91,15 +91,18 @@ test("calls issued without awaiting are queued: same result as sequential", asyn
 test("bad input: clear errors, and a rejected chunk leaves the statistics unchanged", async () => {
   const acc = new GramAccumulator();
   await acc.add("m", rows(4, 3, 1), 3);
-  expect(() => acc.add("m", rows(4, 4, 1), 4)).toThrow(/width 4 differs from the earlier 3/);
-  expect(() => acc.add("m", new Float32Array(7), 3)).toThrow(/not a whole number of rows/);
-  expect(() => acc.addNorm("m", new Float32Array(3), 3)).toThrow(/already accumulated as a linear module/);
-  expect(() => acc.add("m", [1, 2, 3] as unknown as Float32Array, 3)).toThrow(/Float32Array/);
-  expect(() => acc.add("", new Float32Array(3), 3)).toThrow(/module name/);
+  await expect(acc.add("m", rows(4, 4, 1), 4)).rejects.toThrow(/width 4 differs from the earlier 3/);
+  await expect(acc.add("m", new Float32Array(7), 3)).rejects.toThrow(/not a whole number of rows/);
+  await expect(acc.addNorm("m", new Float32Array(3), 3)).rejects.toThrow(/already accumulated as a linear module/);
+  await expect(acc.add("m", [1, 2, 3] as unknown as Float32Array, 3)).rejects.toThrow(/Float32Array/);
+  await expect(acc.add("", new Float32Array(3), 3)).rejects.toThrow(/module name/);
   const bad = rows(5, 3, 2);
   bad[7] = NaN;
   await expect(acc.add("m", bad, 3)).rejects.toThrow(/input row 2 holds a non-finite value/);
   expect(acc.count("m")).toBe(4);
+  const bad2 = new Float64Array(3).fill(Infinity);
+  await expect(acc.add("n", bad2, 3)).rejects.toThrow(/non-finite/);
+  expect(acc.modules()).toEqual(["m"]);
   const dir = tmpDir("tm-gram-");
   await acc.save(path.join(dir, "s.safetensors"));
   const G = values(readSafetensors(path.join(dir, "s.safetensors"))["m.input_gram"]);

@@ -43,8 +43,14 @@ export class GramAccumulator {
 
   /** Adds rows (k rows of `width` values, row-major) of the input of linear module `module`. */
   add(module: string, rows: Rows, width: number): Promise<void> {
-    const m = this.module(module, "linear", rows, width);
+    let m: ModuleAcc;
+    try {
+      m = this.module(module, "linear", rows, width);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     return this.enqueue(async () => {
+      if (!this.acc.has(module)) this.acc.set(module, m); // dropped after an earlier failed first chunk
       await runOp("gram_accumulate", { linalg: process.env.TASKMERGE_LINALG, rows, rowsDtype: dtypeOf(rows), width, gram: m.main, sum: m.sum });
       m.count += rows.length / width;
     }, module);
@@ -52,8 +58,14 @@ export class GramAccumulator {
 
   /** Adds normalised inputs x̂ (before the affine step) of normalisation module `module`. */
   addNorm(module: string, xhat: Rows, width: number): Promise<void> {
-    const m = this.module(module, "norm", xhat, width);
+    let m: ModuleAcc;
+    try {
+      m = this.module(module, "norm", xhat, width);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     return this.enqueue(async () => {
+      if (!this.acc.has(module)) this.acc.set(module, m);
       await runOp("norm_accumulate", { rows: xhat, rowsDtype: dtypeOf(xhat), width, sqsum: m.main, sum: m.sum });
       m.count += xhat.length / width;
     }, module);
@@ -112,7 +124,8 @@ export class GramAccumulator {
 
   private module(name: string, kind: "linear" | "norm", rows: Rows, width: number): ModuleAcc {
     if (typeof name !== "string" || !name) throw new UsageError("module name must be a non-empty string");
-    if (!(rows instanceof Float32Array || rows instanceof Float64Array))
+    const tag = Object.prototype.toString.call(rows); // realm-independent typed-array check
+    if (tag !== "[object Float32Array]" && tag !== "[object Float64Array]")
       throw new UsageError(`${name}: rows must be a Float32Array or Float64Array`);
     if (!Number.isInteger(width) || width <= 0) throw new UsageError(`${name}: width must be a positive integer (got ${width})`);
     if (rows.length % width !== 0)
@@ -130,6 +143,8 @@ export class GramAccumulator {
 
   private enqueue(job: () => Promise<void>, module: string): Promise<void> {
     const p = this.queue.then(job).catch((e: unknown) => {
+      // A module whose every chunk was rejected must not be saved as empty statistics.
+      if (this.acc.get(module)?.count === 0) this.acc.delete(module);
       throw e instanceof Error && !(e instanceof TaskmergeError) ? new TaskmergeError(`${module}: ${e.message}`) : e;
     });
     this.queue = p.catch(() => undefined);
@@ -138,5 +153,5 @@ export class GramAccumulator {
 }
 
 function dtypeOf(rows: Rows): "F32" | "F64" {
-  return rows instanceof Float64Array ? "F64" : "F32";
+  return Object.prototype.toString.call(rows) === "[object Float64Array]" ? "F64" : "F32";
 }

@@ -34,7 +34,9 @@ void accumulateGramProducts(size_t out, size_t in, const uint8_t* base, DType ba
       for (size_t j = 0; j < in; j++) T[r * in + j] -= b[j];
     }
   });
-  constexpr size_t RB = 256;
+  // Gram rows converted per step: the whole Gram up to 32 Mi values (256 MB), so
+  // the product is one large gemm; bigger Grams go in blocks of that size.
+  const size_t RB = std::max<size_t>(256, std::min(in, (size_t(1) << 25) / std::max<size_t>(in, 1)));
   std::vector<double> G(std::min(RB, in) * in);
   const double off = tf.scale * tf.alpha;
   for (size_t i0 = 0; i0 < in; i0 += RB) {

@@ -23,7 +23,7 @@ struct GramTransform {
 
 // Adds G̃ to A [in,in] and T G̃ᵀ to BT [out,in], where T = expert − base
 // ([out,in], file dtypes) and G the [in,in] Gram in its file dtype. The Gram is
-// converted in row blocks, so no second in×in float64 copy exists. Throws
+// converted to float64 in row blocks of at most 256 MB (all of it when it fits). Throws
 // taskmerge::Error naming `what` when the Gram holds a non-finite value.
 void accumulateGramProducts(size_t out, size_t in, const uint8_t* base, DType baseType, const uint8_t* expert,
                             DType expertType, const uint8_t* gram, DType gramType, GramTransform tf, double* A,
