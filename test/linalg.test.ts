@@ -5,6 +5,8 @@
  */
 import { rng } from "./helpers/fixtures";
 import { f64, gaussJordanSolve, gram, linalgBackends, matmul, pinvSolve, transpose } from "./reference/linalg";
+import { lotLinearTask } from "./reference/lot";
+import { encode, quantize } from "./helpers/floatref";
 
 function randn(n: number, seed: number, scale = 1): Float64Array {
   const r = rng(seed);
@@ -137,5 +139,42 @@ describe.each(linalgBackends())("linalg on $name", ({ run }) => {
     const A = Float64Array.of(1, 0, 0, NaN);
     await expect(run("linalg_solve", { n: 2, nrhs: 1, A, B: Float64Array.of(1, 1) })).rejects.toThrow(/non-finite/);
     await expect(run("linalg_eigh", { n: 2, A })).rejects.toThrow(/non-finite/);
+  });
+
+  test("kernels on this backend: Gram accumulation, LOT accumulate + solve (F32 weights, BF16 output), drift", async () => {
+    const out = 9, n = 7, T = 3, k = 12;
+    const X = Array.from({ length: T }, (_, t) => quantize(randn(k * n, 40 + t), "F32"));
+    const grams = X.map((x) => gram(x, k, n));
+    // gram_accumulate from float32 rows, in two chunks
+    const G = new Float64Array(n * n), sum = new Float64Array(n);
+    for (const part of [X[0].subarray(0, 5 * n), X[0].subarray(5 * n)])
+      await run("gram_accumulate", { rows: encode(part, "F32"), rowsDtype: "F32", width: n, gram: G, sum });
+    expect(maxAbsDiff(G, grams[0]) / maxAbs(grams[0])).toBeLessThan(1e-14);
+    // LOT accumulate + solve
+    const w0 = quantize(randn(out * n, 50), "F32");
+    const ws = Array.from({ length: T }, (_, t) => quantize(w0.map((v, i) => v + 0.1 * randn(out * n, 60 + t)[i]), "F32"));
+    const A = Buffer.alloc(n * n * 8), BT = Buffer.alloc(out * n * 8);
+    for (let t = 0; t < T; t++)
+      await run("gram_products_accumulate", {
+        out, in: n, base: encode(w0, "F32"), baseDtype: "F32", expert: encode(ws[t], "F32"), expertDtype: "F32",
+        gram: encode(grams[t], "F64"), gramDtype: "F64", A, BT,
+      });
+    const result = Buffer.alloc(out * n * 2);
+    const r = await run("gram_solve", { out, in: n, A, BT, solver: "auto", ridge: 1e-6, base: encode(w0, "F32"), baseDtype: "F32", lambda: 1, result, resultDtype: "BF16" });
+    expect(r.eigh).toBe(0);
+    const tstar = lotLinearTask(grams, ws.map((w) => w.map((v, i) => v - w0[i])), out, n, { kind: "ridge", eps: 1e-6 });
+    const ref = quantize(w0.map((v, i) => v + tstar[i]), "BF16");
+    expect(result.equals(encode(ref, "BF16"))).toBe(true); // rounded to nearest even, like the reference
+    // drift of the base against expert 0
+    const d = await run("drift_linear", {
+      out, in: n, merged: encode(w0, "F32"), mergedDtype: "F32", expert: encode(ws[0], "F32"), expertDtype: "F32",
+      base: encode(w0, "F32"), baseDtype: "F32", gram: encode(grams[0], "F64"), gramDtype: "F64",
+    });
+    const D = w0.map((v, i) => v - ws[0][i]);
+    const DGDt = matmul(matmul(D, grams[0], out, n, n), transpose(D, out, n), out, n, out);
+    let tr = 0;
+    for (let i = 0; i < out; i++) tr += DGDt[i * out + i];
+    expect(Math.abs(d.drift - tr) / tr).toBeLessThan(1e-12);
+    expect(d.baseDrift).toBe(d.drift);
   });
 });
