@@ -253,7 +253,7 @@ bool cholesky(size_t n, double* A, size_t lda) {
 }
 
 void choleskySolveRows(size_t n, const double* L, size_t lda, size_t nrhs, double* B, size_t ldb) {
-  constexpr size_t NB = 128;
+  constexpr size_t NB = 64;  // the in-block substitutions are scalar: keep them a small share
   auto l = [&](size_t i, size_t j) { return L[i * lda + j]; };
   // Forward: Y Lᵀ = B, block column by block column.
   for (size_t j0 = 0; j0 < n; j0 += NB) {
@@ -275,13 +275,18 @@ void choleskySolveRows(size_t n, const double* L, size_t lda, size_t nrhs, doubl
   for (size_t bi = nblocks; bi-- > 0;) {
     size_t j0 = bi * NB, jb = std::min(NB, n - j0), j1 = j0 + jb;
     if (j1 < n) gemm(false, false, nrhs, jb, n - j1, -1.0, B + j1, ldb, L + j1 * lda + j0, lda, 1.0, B + j0, ldb);
+    // The diagonal block transposed, so the substitution reads contiguous rows.
+    std::vector<double> Lt(jb * jb);
+    for (size_t i = 0; i < jb; i++)
+      for (size_t j = 0; j <= i; j++) Lt[j * jb + i] = l(j0 + i, j0 + j);
     parallelFor(nrhs, 16, [&](size_t r0, size_t r1) {
       for (size_t r = r0; r < r1; r++) {
-        double* x = B + r * ldb;
-        for (size_t j = j1; j-- > j0;) {
+        double* x = B + r * ldb + j0;
+        for (size_t j = jb; j-- > 0;) {
+          const double* lt = &Lt[j * jb];
           double s = x[j];
-          for (size_t i = j + 1; i < j1; i++) s -= x[i] * l(i, j);
-          x[j] = s / l(j, j);
+          for (size_t i = j + 1; i < jb; i++) s -= x[i] * lt[i];
+          x[j] = s / lt[j];
         }
       }
     });
