@@ -152,6 +152,17 @@ describe("bad statistics", () => {
     expect(fs.existsSync(out)).toBe(false);
   });
 
+  test("a negative Σx̂² of a norm scale: error names the statistics file and key", async () => {
+    const bad = path.join(s.dir, "neg.stats.safetensors");
+    const v = Float64Array.from(s.stats[1].norms["blocks.0.norm1"]);
+    v[2] = -1;
+    writeStats(bad, { ...s.stats[1], norms: { "blocks.0.norm1": v } });
+    const err = await merge({ base: s.zoo.base.path, experts: [experts(s)[0], { ...experts(s)[1], stats: bad }], method: "lot", out: path.join(s.dir, "v.safetensors") }).catch((e) => e);
+    expect(err.message).toMatch(/negative or non-finite/);
+    expect(err.message).toContain(bad);
+    expect(err.message).toContain("blocks.0.norm1.norm_sq_sum");
+  });
+
   test("no statistics files at all is an error", async () => {
     const err = await merge({ base: s.zoo.base.path, experts: experts(s).map((e) => e.path), method: "lot", out: path.join(s.dir, "w.safetensors") }).catch((e) => e);
     expect(err.message).toMatch(/lot needs a statistics file per expert/);

@@ -8,7 +8,7 @@
 import { mergeElementwise } from "../engine/stream";
 import type { MergeContext, MergeMethod } from "./types";
 import { paramStats, requireStatsFiles } from "../stats/keys";
-import { solveLinear } from "../stats/closed_form";
+import { solveLinear, statsError } from "../stats/closed_form";
 
 interface LotDetails {
   linear: number;
@@ -57,6 +57,10 @@ export const lot: MergeMethod = {
       d.norm++;
       return mergeElementwise(ctx, key, sink, "lot_norm", {
         scales, scaleDtypes: ps.scales.map((s) => s.info.dtype), total: ctx.base.get(key).numel, lambda,
+      }).catch((e) => {
+        // "statistics of expert N" names the statistics file, not the checkpoint.
+        const m = /statistics of expert (\d+)/.exec(String((e as { message?: unknown })?.message));
+        throw m ? statsError(e, ps.scales[Number(m[1])]) : e;
       });
     }
     d.mean++;

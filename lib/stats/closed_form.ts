@@ -28,7 +28,7 @@ export interface LinearSolveResult {
 }
 
 /** Wraps a native error about statistics with the statistics file and key. */
-function statsError(e: unknown, s: StatTensor): unknown {
+export function statsError(e: unknown, s: StatTensor): unknown {
   // Duck-typed: native errors may come from another realm (e.g. under jest).
   const msg = (e as { message?: unknown })?.message;
   if (e instanceof TaskmergeError || typeof msg !== "string" || !/statistics/.test(msg)) return e;
