@@ -4,6 +4,7 @@
  * T* = Bᵀ A⁺ and the result θ0 + λ T*. Memory: A (in²), Bᵀ (out·in) in
  * float64, plus one expert's weight and Gram at a time.
  */
+import { constants as bufferConstants } from "buffer";
 import { runOp } from "../native";
 import { TaskmergeError, throwIfAborted } from "../errors";
 import type { MergeContext, TensorSink } from "../methods/types";
@@ -37,6 +38,10 @@ export function statsError(e: unknown, s: StatTensor): unknown {
 
 export async function solveLinear(ctx: MergeContext, key: string, sink: TensorSink, o: LinearSolveOptions): Promise<LinearSolveResult> {
   const { out, in: n } = o;
+  // A and Bᵀ are Node buffers (float64): each must fit one buffer.
+  const biggest = Math.max(n * n, out * n) * 8;
+  if (biggest > bufferConstants.MAX_LENGTH)
+    throw new TaskmergeError(`layer [${out}, ${n}] needs a ${(biggest / 2 ** 30).toFixed(1)} GiB float64 buffer, above this Node's ${(bufferConstants.MAX_LENGTH / 2 ** 30).toFixed(0)} GiB limit`, undefined, key);
   const A = Buffer.alloc(n * n * 8);
   const BT = Buffer.alloc(out * n * 8);
   const baseInfo = ctx.base.get(key);
