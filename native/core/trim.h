@@ -8,6 +8,7 @@
 //   trim: "dare", density, seed, key      τ̂ = τ/density where u(seed,key,t,i) < density,
 //                                          else 0                          (DARE)
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -115,32 +116,26 @@ inline int electedSign(const float* const* v, size_t T, size_t i) {
 // at least 1) of the v[t][i] whose sign equals s_i, the elected sign
 // sign(Σt v[t][i]) (maj where it is 0). Sums run over t in order, in double.
 inline void tiesAggregate(const float* const* v, size_t T, size_t n, int maj, bool mean, double* agg) {
-  // All in double so every loop vectorises (selects become masks, no branches).
-  thread_local std::vector<double> sum, sgn, cnt;
-  sum.assign(n, 0.0);
-  sgn.resize(n);
-  cnt.assign(n, 0.0);
-  double* su = sum.data();
-  double* sg = sgn.data();
-  double* ct = cnt.data();
-  for (size_t t = 0; t < T; t++) {
-    const float* x = v[t];
-    for (size_t i = 0; i < n; i++) su[i] += double(x[i]);
-  }
-  const double md = double(maj);
-  for (size_t i = 0; i < n; i++) sg[i] = su[i] > 0 ? 1.0 : (su[i] < 0 ? -1.0 : md);
-  for (size_t i = 0; i < n; i++) agg[i] = 0.0;
-  for (size_t t = 0; t < T; t++) {
-    const float* x = v[t];
-    for (size_t i = 0; i < n; i++) {
-      double xd = double(x[i]);
-      bool sel = xd * sg[i] > 0.0;  // exact: sg is ±1
-      agg[i] += sel ? xd : 0.0;
-      ct[i] += sel ? 1.0 : 0.0;
+  // Branch-free, as signs are data-random: with sg = ±1, the entries agreeing
+  // with sg are those with p = x·sg > 0, and their sum is sg · Σ max(p, 0)
+  // (negation is exact and rounding symmetric, so this equals summing the
+  // selected x in task order); + 0.0 turns the −0 of an empty sum into +0.
+  for (size_t i = 0; i < n; i++) {
+    double s = 0;
+    for (size_t t = 0; t < T; t++) s += double(v[t][i]);
+    int e = (s > 0) - (s < 0);
+    e = e ? e : maj;
+    const double sg = e;
+    double acc = 0;
+    unsigned cnt = 0;
+    for (size_t t = 0; t < T; t++) {
+      double p = double(v[t][i]) * sg;
+      acc += std::max(p, 0.0);
+      cnt += p > 0.0;
     }
+    const double sum = acc * sg + 0.0;
+    agg[i] = mean ? sum / std::max(double(cnt), 1.0) : sum;  // dividing by 1 changes nothing
   }
-  if (mean)
-    for (size_t i = 0; i < n; i++) agg[i] = ct[i] > 1 ? agg[i] / ct[i] : agg[i];
 }
 
 // TALL mask bit: |τt| > λ · |τMTL − τt|, compared in double.
