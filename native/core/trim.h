@@ -64,8 +64,14 @@ struct Trim {
   // dst[0..n) = τ̂ of task t for the elements at tensor indices index..index+n.
   void apply(size_t t, const float* tau, size_t n, size_t index, float* dst) const {
     if (mode == Mode::Magnitude) {
-      uint32_t th = thr[t];
-      for (size_t i = 0; i < n; i++) dst[i] = absBits(tau[i]) >= th ? tau[i] : 0.0f;
+      // Bit masks, not a branch: which entries pass is data-random.
+      const uint32_t th = thr[t];
+      for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        std::memcpy(&u, tau + i, 4);
+        u &= 0u - uint32_t((u & 0x7fffffffu) >= th);
+        std::memcpy(dst + i, &u, 4);
+      }
     } else if (mode == Mode::Dare) {
       // Two branch-free loops: the keep flags (scalar 64-bit hashing), then a
       // select the compiler can vectorise; a 50% random branch would mispredict.
@@ -120,11 +126,14 @@ inline void tiesAggregate(const float* const* v, size_t T, size_t n, int maj, bo
   // with sg are those with p = x·sg > 0, and their sum is sg · Σ max(p, 0)
   // (negation is exact and rounding symmetric, so this equals summing the
   // selected x in task order); + 0.0 turns the −0 of an empty sum into +0.
+  thread_local std::vector<double> denominators;
+  denominators.resize(n);
+  double* den = denominators.data();
   for (size_t i = 0; i < n; i++) {
     double s = 0;
     for (size_t t = 0; t < T; t++) s += double(v[t][i]);
     int e = (s > 0) - (s < 0);
-    e = e ? e : maj;
+    e += maj * (e == 0);
     const double sg = e;
     double acc = 0;
     unsigned cnt = 0;
@@ -133,9 +142,11 @@ inline void tiesAggregate(const float* const* v, size_t T, size_t n, int maj, bo
       acc += std::max(p, 0.0);
       cnt += p > 0.0;
     }
-    const double sum = acc * sg + 0.0;
-    agg[i] = mean ? sum / std::max(double(cnt), 1.0) : sum;  // dividing by 1 changes nothing
+    agg[i] = acc * sg + 0.0;
+    den[i] = double(cnt + (cnt == 0));  // 1 for no entries: dividing by 1 changes nothing
   }
+  if (mean)  // a separate loop so the divisions vectorise
+    for (size_t i = 0; i < n; i++) agg[i] /= den[i];
 }
 
 // TALL mask bit: |τt| > λ · |τMTL − τt|, compared in double.

@@ -29,6 +29,9 @@ namespace taskmerge {
 constexpr size_t kHighBins = 1u << 15;  // sign bit of |τ| is 0
 constexpr size_t kLowBins = 1u << 16;
 
+// One range per thread: each range zeroes and merges its own T × bins counts.
+static size_t histGrain(size_t blocks) { return (blocks + threadCount() - 1) / threadCount(); }
+
 // Level-1 histogram plus the majority-sign reduction (see the top comment).
 static void fusedSigns(const OpArgs& a, const ElementwiseChunk& c, double* hist, const std::vector<int64_t>& prefix, OpResult& r) {
   const size_t T = c.experts.size();
@@ -44,7 +47,7 @@ static void fusedSigns(const OpArgs& a, const ElementwiseChunk& c, double* hist,
   int64_t signBase = 0;
   std::vector<float> multi;
   bool overflow = false;
-  parallelFor(blocks, 1, [&](size_t b0, size_t b1) {
+  parallelFor(blocks, histGrain(blocks), [&](size_t b0, size_t b1) {
     std::vector<uint32_t> local(T * kLowBins, 0);
     std::vector<int32_t> diff(T * kLowBins, 0);
     std::vector<float> lmulti;
@@ -68,27 +71,23 @@ static void fusedSigns(const OpArgs& a, const ElementwiseChunk& c, double* hist,
         }
       }
       for (size_t i = 0; i < len; i++) {
-        // Sums in task order with dropped entries as 0, exactly as electedSign does.
-        double sum = 0;
-        size_t unc = T, nunc = 0;
+        // Sums in task order with dropped entries as 0, exactly as electedSign
+        // does; sum drops and keep keeps the tasks inside their bins. Branch-free
+        // (v·0 = ±0 leaves a sum unchanged): the conditions are data-random.
+        double sum = 0, keep = 0;
+        size_t unc = 0, nunc = 0;
         for (size_t t = 0; t < T; t++) {
           float v = tau[t * kBlockElems + i];
-          uint32_t h = absBits(v) >> 16;
-          if (h == uint32_t(prefix[t])) {
-            unc = t;
-            nunc++;
-          } else if (h > uint32_t(prefix[t])) {
-            sum += v;
-          }
+          uint32_t h = absBits(v) >> 16, p = uint32_t(prefix[t]);
+          bool in = h == p, above = h > p;
+          sum += double(v) * double(above);
+          keep += double(v) * double(above | in);
+          nunc += in;
+          unc = in ? t : unc;
         }
         if (nunc == 0) {
           lbase += (sum > 0) - (sum < 0);
         } else if (nunc == 1) {
-          double keep = 0;
-          for (size_t t = 0; t < T; t++) {
-            float v = tau[t * kBlockElems + i];
-            if (t == unc || (absBits(v) >> 16) > uint32_t(prefix[t])) keep += v;
-          }
           int sDrop = (sum > 0) - (sum < 0), sKeep = (keep > 0) - (keep < 0);
           lbase += sDrop;
           diff[unc * kLowBins + (absBits(tau[unc * kBlockElems + i]) & 0xffffu)] += sKeep - sDrop;
@@ -134,7 +133,7 @@ static void magnitudeHistOp(const OpArgs& a, OpResult& r) {
   const size_t baseSize = dtypeSize(c.baseType);
   const size_t blocks = (c.n + kBlockElems - 1) / kBlockElems;
   std::mutex m;
-  parallelFor(blocks, 1, [&](size_t b0, size_t b1) {
+  parallelFor(blocks, histGrain(blocks), [&](size_t b0, size_t b1) {
     // Range-local 32-bit counts, added to the shared float64 counts once.
     std::vector<uint32_t> local(T * bins, 0);
     std::vector<float> base(kBlockElems), tau(kBlockElems);
