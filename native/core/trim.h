@@ -149,6 +149,18 @@ inline void tiesAggregate(const float* const* v, size_t T, size_t n, int maj, bo
     for (size_t i = 0; i < n; i++) agg[i] /= den[i];
 }
 
+// c ? a : b through bit masks: for data-random conditions a branch would mispredict.
+inline float selectBits(bool c, float a, float b) {
+  uint32_t ua, ub;
+  std::memcpy(&ua, &a, 4);
+  std::memcpy(&ub, &b, 4);
+  const uint32_t m = 0u - uint32_t(c);
+  const uint32_t r = (ua & m) | (ub & ~m);
+  float f;
+  std::memcpy(&f, &r, 4);
+  return f;
+}
+
 // TALL mask bit: |τt| > λ · |τMTL − τt|, compared in double.
 inline bool tallBit(float tau, float mtl, double lambda) {
   return std::fabs(double(tau)) > lambda * std::fabs(double(mtl) - double(tau));

@@ -35,15 +35,14 @@ static void consensusOp(const OpArgs& a, OpResult&) {
       const float mtlF = float(mtl);
       size_t count = 0;
       for (size_t t = 0; t < b.T; t++) count += tallBit(b.tau[t][i], mtlF, tallLambda);
-      if (double(count) < k) {
-        b.out[i] = b.base[i];
-      } else if (ties) {
-        b.out[i] = float(double(b.base[i]) + lambda * mtl);
+      float merged;
+      if (ties) {
+        merged = float(double(b.base[i]) + lambda * mtl);
       } else {
-        float o = b.base[i];
-        for (size_t t = 0; t < b.T; t++) o += lf * b.tau[t][i];
-        b.out[i] = o;
+        merged = b.base[i];
+        for (size_t t = 0; t < b.T; t++) merged += lf * b.tau[t][i];
       }
+      b.out[i] = selectBits(double(count) >= k, merged, b.base[i]);
     }
   });
 }

@@ -111,13 +111,13 @@ static void tallApplyOp(const OpArgs& a, OpResult&) {
       checkFinite(mtl.data(), len, offset + start, "tau", size_t(-1));
       if (fromMask) {
         const uint8_t* m = mask.data + start / 8;
-        for (size_t i = 0; i < len; i++) o[i] = (m[i >> 3] >> (7 - (i & 7))) & 1 ? th0[i] + mtl[i] : th0[i];
+        for (size_t i = 0; i < len; i++) o[i] = selectBits((m[i >> 3] >> (7 - (i & 7))) & 1, th0[i] + mtl[i], th0[i]);
       } else {
         toF32(expert.data + start * dtypeSize(et), et, len, x.data());
         checkFinite(x.data(), len, offset + start, "expert", 0);
         for (size_t i = 0; i < len; i++) {
           float ti = x[i] - th0[i];
-          o[i] = tallBit(ti, mtl[i], lambda) ? th0[i] + mtl[i] : th0[i];
+          o[i] = selectBits(tallBit(ti, mtl[i], lambda), th0[i] + mtl[i], th0[i]);
         }
       }
       fromF32(o.data(), len, ot, out.data + start * dtypeSize(ot));
