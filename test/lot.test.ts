@@ -186,6 +186,21 @@ describe("bad statistics", () => {
   });
 });
 
+test("an abort during a LOT merge leaves no output", async () => {
+  const s = setup(3, 20);
+  const out = path.join(s.dir, "aborted.safetensors");
+  const ac = new AbortController();
+  let events = 0;
+  const err = await merge({
+    base: s.zoo.base.path, experts: experts(s), method: "lot", out, signal: ac.signal,
+    onProgress: () => {
+      if (++events === 3) ac.abort();
+    },
+  }).catch((e) => e);
+  expect(err?.name).toBe("AbortError");
+  expect(fs.readdirSync(s.dir).filter((f) => f.includes("aborted"))).toEqual([]);
+});
+
 const gyp = process.env.TASKMERGE_GYP_ADDON;
 (gyp ? test : test.skip)("the node-gyp addon (built-in linear algebra) gives the same LOT merge through the CLI", async () => {
   const s = setup(2, 4);
