@@ -138,3 +138,23 @@ test("statistics saved by GramAccumulator drive a LOT merge that matches the ref
   await merge({ base: zoo.base.path, experts: files.map((stats, t) => ({ path: path.join(dir, `task${t}.safetensors`), stats })), method: "lot", out });
   expectClose(out, zoo, keys, lotReference(keys, zoo.base, zoo.experts, stats, { solve: { kind: "ridge", eps: 1e-6 } }), 1e-9);
 });
+
+test("load() resumes from a saved file: same bytes as accumulating in one run", async () => {
+  const n = 9;
+  const dir = tmpDir("tm-gram-");
+  const parts = [rows(30, n, 70), rows(45, n, 71)];
+  const once = new GramAccumulator();
+  for (const p of parts) await once.add("m", p, n);
+  await once.addNorm("ln", parts[0], n);
+  await once.save(path.join(dir, "once.safetensors"));
+  const first = new GramAccumulator();
+  await first.add("m", parts[0], n);
+  await first.addNorm("ln", parts[0], n);
+  await first.save(path.join(dir, "first.safetensors"));
+  const resumed = await GramAccumulator.load(path.join(dir, "first.safetensors"));
+  expect(resumed.count("m")).toBe(30);
+  await resumed.add("m", parts[1], n);
+  await resumed.save(path.join(dir, "resumed.safetensors"));
+  expect(fs.readFileSync(path.join(dir, "resumed.safetensors")).equals(fs.readFileSync(path.join(dir, "once.safetensors")))).toBe(true);
+  await expect(GramAccumulator.load(path.join(dir, "nope.safetensors"))).rejects.toThrow(/nope/);
+});

@@ -18,6 +18,7 @@ import { randomBytes } from "crypto";
 import { runOp } from "../native";
 import { TaskmergeError, UsageError } from "../errors";
 import { SafetensorsWriter, OutTensor } from "../safetensors/writer";
+import { SafetensorsFile } from "../safetensors/file";
 import { VERSION } from "../version";
 
 type Rows = Float32Array | Float64Array;
@@ -69,6 +70,45 @@ export class GramAccumulator {
       await runOp("norm_accumulate", { rows: xhat, rowsDtype: dtypeOf(xhat), width, sqsum: m.main, sum: m.sum });
       m.count += xhat.length / width;
     }, module);
+  }
+
+  /**
+   * An accumulator holding the statistics of an existing file (F32 or F64), to
+   * continue accumulating, e.g. over a dataset processed in several runs.
+   */
+  static async load(file: string): Promise<GramAccumulator> {
+    const acc = new GramAccumulator();
+    const f = await SafetensorsFile.open(file);
+    try {
+      const read = async (key: string, n: number): Promise<Float64Array> => {
+        const t = f.tensor(key);
+        if (!t) throw new TaskmergeError("missing statistics tensor", file, key);
+        if ((t.dtype !== "F32" && t.dtype !== "F64") || t.numel !== n)
+          throw new TaskmergeError(`expected F32 or F64 with ${n} values, found ${t.dtype} [${t.shape.join(", ")}]`, file, key);
+        const b = await f.read(key);
+        const out = new Float64Array(n);
+        for (let i = 0; i < n; i++) out[i] = t.dtype === "F64" ? b.readDoubleLE(8 * i) : b.readFloatLE(4 * i);
+        if (!out.every(Number.isFinite)) throw new TaskmergeError("statistics hold a non-finite value", file, key);
+        return out;
+      };
+      for (const t of f.tensors) {
+        const m = /^(.*)\.(input_gram|norm_sq_sum)$/.exec(t.key);
+        if (!m) continue;
+        const [, name, kind] = m;
+        const linear = kind === "input_gram";
+        const width = t.shape[t.shape.length - 1] ?? 0;
+        if (linear ? t.shape.length !== 2 || t.shape[0] !== width : t.shape.length !== 1)
+          throw new TaskmergeError(`unexpected shape [${t.shape.join(", ")}]`, file, t.key);
+        const main = await read(t.key, linear ? width * width : width);
+        const sumKey = `${name}.${linear ? "input_sum" : "norm_sum"}`;
+        const sum = f.tensor(sumKey) ? await read(sumKey, width) : new Float64Array(width);
+        const [count] = await read(`${name}.input_count`, 1);
+        acc.acc.set(name, { kind: linear ? "linear" : "norm", width, main, sum, count });
+      }
+    } finally {
+      await f.close();
+    }
+    return acc;
   }
 
   /** Modules seen so far, in first-seen order. */
