@@ -8,8 +8,8 @@
 import * as fs from "fs";
 import * as path from "path";
 import { merge } from "../lib";
-import { readSafetensors, runCli, values } from "./helpers/fixtures";
-import { expectClose, experts, FLOAT_KEYS, lotReference, relErr, setup, storedStats, writeStats } from "./reference/lot";
+import { KeySpec, makeZoo, readSafetensors, runCli, tmpDir, values } from "./helpers/fixtures";
+import { expectClose, experts, FLOAT_KEYS, lotReference, makeStats, relErr, setup, storedStats, writeAllStats, writeStats } from "./reference/lot";
 
 /** Runs the merge with the built-in linear algebra forced, or the default. */
 async function withLinalg<T>(builtin: boolean, fn: () => Promise<T>): Promise<T> {
@@ -184,6 +184,27 @@ describe("bad statistics", () => {
     const r = await runCli(["merge", "--base", s.zoo.base.path, ...experts(s).flatMap((e) => ["--expert", e.path, "--stats", e.stats]), "--method", "lot", `--${flag}`, v, "--out", path.join(s.dir, "u.safetensors")]);
     expect(r.code).toBe(2);
   });
+});
+
+test("deterministic: the same bytes run to run, and with one thread (built-in path) as with several", async () => {
+  const dir = tmpDir("tm-lot-det-");
+  // Wide enough for the blocked, threaded paths (gemm, Cholesky panels, eigh rotations).
+  const keys: KeySpec[] = [{ name: "l.weight", shape: [96, 160], dtype: "F32" }, { name: "l.bias", shape: [96], dtype: "F32" }];
+  const zoo = makeZoo(dir, { T: 2, keys, seed: 5, scale: 0.05 });
+  const files = writeAllStats(dir, makeStats(keys, 2, 120, 5)); // 240 rows ≥ 160: full rank
+  const ex = files.map((stats, t) => ({ path: path.join(dir, `task${t}.safetensors`), stats }));
+  for (const solver of ["auto", "eigh"]) {
+    const outs = ["a", "b"].map((x) => path.join(dir, `${solver}-${x}.safetensors`));
+    for (const out of outs) await merge({ base: zoo.base.path, experts: ex, method: { name: "lot", solver }, out });
+    expect(fs.readFileSync(outs[0]).equals(fs.readFileSync(outs[1]))).toBe(true);
+    const many = path.join(dir, `${solver}-many.safetensors`), one = path.join(dir, `${solver}-one.safetensors`);
+    for (const [out, threads] of [[many, "2"], [one, "1"]]) {
+      const r = await runCli(["merge", "--base", zoo.base.path, ...ex.flatMap((e) => ["--expert", e.path, "--stats", e.stats]), "--method", "lot",
+        "--solver", solver, "-q", "--out", out], { env: { TASKMERGE_LINALG: "builtin", TASKMERGE_THREADS: threads } });
+      expect(r.code).toBe(0);
+    }
+    expect(fs.readFileSync(many).equals(fs.readFileSync(one))).toBe(true);
+  }
 });
 
 test("an abort during a LOT merge leaves no output", async () => {

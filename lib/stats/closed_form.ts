@@ -47,10 +47,15 @@ export async function solveLinear(ctx: MergeContext, key: string, sink: TensorSi
   const baseInfo = ctx.base.get(key);
   const base = await ctx.base.read(key);
   ctx.progress.bytes(base.length, key);
+  // Expert t+1's weight and Gram are read while expert t's products are computed.
+  const load = (t: number) => Promise.all([ctx.experts[t].checkpoint.read(key), o.grams[t].file.read(o.grams[t].info.key)]);
+  let next: Promise<[Buffer, Buffer]> | undefined = load(0);
   for (const [t, e] of ctx.experts.entries()) {
-    throwIfAborted(ctx.signal);
     const g = o.grams[t];
-    const [w, gram] = await Promise.all([e.checkpoint.read(key), g.file.read(g.info.key)]);
+    const [w, gram]: [Buffer, Buffer] = await next!;
+    next = t + 1 < ctx.experts.length ? load(t + 1) : undefined;
+    next?.catch(() => undefined); // surfaced when awaited
+    throwIfAborted(ctx.signal);
     ctx.progress.bytes(w.length, key);
     await runOp("gram_products_accumulate", {
       linalg: process.env.TASKMERGE_LINALG,
