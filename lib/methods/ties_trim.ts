@@ -113,10 +113,14 @@ export function globalScan(ctx: MergeContext, phase: string): Scan {
   };
 }
 
-/** Entries with several tasks at their threshold's high bits kept for the fused sign sum (TASKMERGE_TIES_CANDIDATES overrides). */
+/**
+ * Entries with several tasks at their threshold's high bits kept for the
+ * fused sign sum. TASKMERGE_TIES_CANDIDATES overrides it (a test knob; −1
+ * turns the fused sum off).
+ */
 function candidateCap(T: number): number {
   const env = process.env.TASKMERGE_TIES_CANDIDATES;
-  return env !== undefined && env !== "" ? Math.max(0, Number(env) || 0) : Math.floor((32 << 20) / (4 * T));
+  return env !== undefined && env !== "" ? Number(env) || 0 : Math.floor((32 << 20) / (4 * T));
 }
 
 /** Elected sign of one entry from its T task-vector values and the thresholds, as the native electedSign. */
@@ -143,8 +147,8 @@ export async function selectThresholds(
   const p0 = await runOp("magnitude_pick", { hist: high, bins: HIGH_BINS, ks: new Array(T).fill(k) });
   const bins0 = p0.bin as number[];
   const low = new Float64Array(T * LOW_BINS);
-  const signDiff = withSigns ? new Float64Array(T * LOW_BINS) : undefined;
   const cap = candidateCap(T);
+  const signDiff = withSigns && cap >= 0 ? new Float64Array(T * LOW_BINS) : undefined;
   let signBase = 0;
   let overflow = false;
   const multi: Buffer[] = [];
@@ -209,9 +213,19 @@ export async function globalTiesTrim(ctx: MergeContext, density: number): Promis
   return { thresholdBits: sel.bits, majority, signSum, n, k: sel.k, signPass };
 }
 
+/** Keys up to this size that fit in one chunk are selected in memory (one op instead of three histogram passes). */
+const SMALL_KEY = 1 << 16;
+
 /** TIES thresholds and majority sign of one key. */
 export async function tensorTiesTrim(ctx: MergeContext, scan: KeyScan, density: number): Promise<TiesTrim> {
   const n = scan.numel;
+  if (n > 0 && n <= SMALL_KEY && n <= ctx.chunkElems && candidateCap(ctx.experts.length) >= 0) {
+    const k = Math.max(1, Math.floor(n * density));
+    let r: Record<string, unknown> = {};
+    await scan.scan(async (c) => void (r = await runOp("magnitude_small", { ...chunkArgs(ctx, c), k })));
+    const signSum = r.signSum as number;
+    return { thresholdBits: r.thresholds as number[], majority: fromSum(signSum), signSum, n, k, signPass: "fused" };
+  }
   const sel = await selectThresholds(ctx, scan.scan, scan.scan, n, density, true);
   const args = magnitudeArgs(sel.bits);
   const { majority, signSum, signPass } =

@@ -19,6 +19,8 @@
 //   multi (T float32 τ per entry, at most multiCap entries, else overflow = 1).
 // Op "magnitude_pick": hist, bins, ks (k per expert) → bin (per expert, the
 //   bin holding the k-th largest) and rank (its rank from the top inside the bin).
+#include <algorithm>
+#include <functional>
 #include <mutex>
 
 #include "../core/elementwise.h"
@@ -185,7 +187,43 @@ static void magnitudePickOp(const OpArgs& a, OpResult& r) {
   }
 }
 
+// Op "magnitude_small": a whole small tensor in one chunk + k → thresholds
+// (float32 bits of the k-th largest |τt| per expert, by selection in memory)
+// and signSum (the majority-sign reduction with those thresholds): the two
+// histogram passes and the sign pass at once, without T × 65536 histograms.
+static void magnitudeSmallOp(const OpArgs& a, OpResult& r) {
+  ElementwiseChunk c = parseChunk(a);
+  const size_t T = c.experts.size(), n = c.n;
+  const double kd = a.num("k");
+  if (c.offset != 0 || n == 0 || !(kd >= 1 && kd <= double(n))) throw Error("magnitude_small: needs a whole tensor and 1 ≤ k ≤ n");
+  const size_t k = size_t(kd);
+  std::vector<float> base(n), tau(T * n);
+  toF32(c.base, c.baseType, n, base.data());
+  checkFinite(base.data(), n, 0, "base", size_t(-1));
+  std::vector<uint32_t> bits(n);
+  auto& thr = r.numLists["thresholds"];
+  for (size_t t = 0; t < T; t++) {
+    float* x = tau.data() + t * n;
+    toF32(c.experts[t], c.expertTypes[t], n, x);
+    checkFinite(x, n, 0, "expert", t);
+    for (size_t i = 0; i < n; i++) bits[i] = absBits(x[i] -= base[i]);
+    std::nth_element(bits.begin(), bits.begin() + (k - 1), bits.end(), std::greater<uint32_t>());
+    thr.push_back(double(bits[k - 1]));
+  }
+  int64_t signSum = 0;
+  for (size_t i = 0; i < n; i++) {
+    double s = 0;
+    for (size_t t = 0; t < T; t++) {
+      float v = tau[t * n + i];
+      if (absBits(v) >= uint32_t(thr[t])) s += v;
+    }
+    signSum += (s > 0) - (s < 0);
+  }
+  r.nums["signSum"] = double(signSum);
+}
+
 TM_REGISTER_OP("magnitude_hist", magnitudeHistOp);
+TM_REGISTER_OP("magnitude_small", magnitudeSmallOp);
 TM_REGISTER_OP("magnitude_pick", magnitudePickOp);
 
 }  // namespace taskmerge
