@@ -302,7 +302,7 @@ void eigh(size_t n, double* A, size_t lda, double* w) {
   for (size_t i = 0; i < n * n; i += 1)
     if (!std::isfinite(A[(i / n) * lda + i % n])) throw Error("eigh: matrix has non-finite entries");
   auto V = [&](size_t r, size_t c) -> double& { return A[c * lda + r]; };  // V(r,c) of EISPACK
-  std::vector<double> d(n), e(n);
+  std::vector<double> d(n), e(n), scatter;
   // --- tred2: Householder reduction to tridiagonal form.
   for (size_t j = 0; j < n; j++) d[j] = V(n - 1, j);
   for (size_t i = n - 1; i > 0; i--) {
@@ -326,18 +326,29 @@ void eigh(size_t n, double* A, size_t lda, double* w) {
       e[i] = scale * g;
       h -= f * g;
       d[i - 1] = f - g;
-      for (size_t j = 0; j < i; j++) e[j] = 0.0;
-      for (size_t j = 0; j < i; j++) {
-        f = d[j];
-        V(j, i) = f;
-        g = e[j] + V(j, j) * f;
-        double* col = &V(0, j);  // V(k, j) = col[k]
-        for (size_t k = j + 1; k <= i - 1; k++) {
-          g += col[k] * d[k];
-          e[k] += col[k] * f;
+      // e = A d over the lower triangle (EISPACK's gather + scatter loop). Rows go
+      // in fixed chunks, each scattering into its own buffer; the buffers are
+      // summed in chunk order, so the result does not depend on the threads.
+      for (size_t j = 0; j < i; j++) V(j, i) = d[j];
+      constexpr size_t CH = 64;
+      size_t chunks = (i + CH - 1) / CH;
+      scatter.assign(chunks * i, 0.0);
+      parallelFor(chunks, 1, [&](size_t c0, size_t c1) {
+        for (size_t c = c0; c < c1; c++) {
+          double* sc = &scatter[c * i];
+          for (size_t j = c * CH; j < std::min(i, (c + 1) * CH); j++) {
+            const double* col = &V(0, j);  // V(k, j) = col[k]
+            double fj = d[j], gj = col[j] * fj;
+            for (size_t k = j + 1; k < i; k++) {
+              gj += col[k] * d[k];
+              sc[k] += col[k] * fj;
+            }
+            e[j] = gj;
+          }
         }
-        e[j] = g;
-      }
+      });
+      for (size_t c = 0; c < chunks; c++)
+        for (size_t k = c * CH; k < i; k++) e[k] += scatter[c * i + k];
       f = 0.0;
       for (size_t j = 0; j < i; j++) {
         e[j] /= h;
@@ -345,11 +356,15 @@ void eigh(size_t n, double* A, size_t lda, double* w) {
       }
       double hh = f / (h + h);
       for (size_t j = 0; j < i; j++) e[j] -= hh * d[j];
+      // Rank-2 update A -= d eᵀ + e dᵀ (lower triangle), rows independent.
+      parallelFor(i, 32, [&](size_t j0, size_t j1) {
+        for (size_t j = j0; j < j1; j++) {
+          double fj = d[j], gj = e[j];
+          double* col = &V(0, j);
+          for (size_t k = j; k < i; k++) col[k] -= (fj * e[k] + gj * d[k]);
+        }
+      });
       for (size_t j = 0; j < i; j++) {
-        f = d[j];
-        g = e[j];
-        double* col = &V(0, j);
-        for (size_t k = j; k <= i - 1; k++) col[k] -= (f * e[k] + g * d[k]);
         d[j] = V(i - 1, j);
         V(i, j) = 0.0;
       }
