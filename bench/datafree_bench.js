@@ -4,8 +4,9 @@
  * merges) and of `taskmerge compress` on a base + N experts, next to the time
  * to read the same inputs once, measured alternately in the same run with the
  * inputs' page cache dropped before every measurement (dd iflag=nocache).
- * Peak RSS comes from /usr/bin/time. Global TIES streams the inputs 4 times
- * (two exact-threshold histogram passes, the majority-sign pass, the merge).
+ * Peak RSS comes from /usr/bin/time. Global TIES streams the inputs 3 times
+ * (two exact-threshold histogram passes, the second also summing the elected
+ * signs for the majority sign, then the merge).
  *
  *   node bench/synthetic.js --dir /work/benchdata/vit4 --experts 4 --shape vit
  *   node bench/datafree_bench.js --dir /work/benchdata/vit4 --experts 4 --repeats 3
