@@ -81,7 +81,7 @@ export function paramStats(key: string, shape: number[], experts: StatsExpert[])
 
 /** Machine epsilon of a statistics dtype: sets the pseudo-inverse cut-off. */
 export function dtypeEps(dtype: string): number {
-  return dtype === "F64" ? 2 ** -52 : dtype === "F32" ? 2 ** -23 : 2 ** -10;
+  return ({ F64: 2 ** -52, F32: 2 ** -23, F16: 2 ** -10, BF16: 2 ** -7 } as Record<string, number>)[dtype] ?? 2 ** -7;
 }
 
 /** Methods that need statistics need a file for every expert. */
