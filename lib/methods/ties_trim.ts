@@ -30,7 +30,7 @@ export interface TiesTrim {
 }
 
 export type ChunkFn = (c: Chunk) => Promise<void>;
-/** Runs fn over every chunk of a scope; `report` says whether the pass counts towards progress. */
+/** Runs fn over every chunk of a scope (one key, or all float keys). */
 export type Scan = (fn: ChunkFn) => Promise<void>;
 
 function silent(ctx: MergeContext): MergeContext {
