@@ -32,6 +32,15 @@ describe("ties", () => {
     });
   }
 
+  test("global scope reads the float tensors 3 times, tensor scope once when keys fit in a chunk", async () => {
+    const floatBytes = [zoo.base, ...zoo.experts].reduce((s, m) => s + keys.reduce((a, k) => a + m.raw[k].data.length, 0), 0);
+    const otherBytes = Object.keys(zoo.base.raw).filter((k) => !keys.includes(k)).reduce((a, k) => a + zoo.base.raw[k].data.length, 0);
+    const g = await merge({ base: zoo.base.path, experts: experts(zoo), method: "ties", out: path.join(dir, "reads-g.safetensors") });
+    expect(g.bytesRead).toBe(3 * floatBytes + otherBytes);
+    const t = await merge({ base: zoo.base.path, experts: experts(zoo), method: { name: "ties", scope: "tensor" }, out: path.join(dir, "reads-t.safetensors") });
+    expect(t.bytesRead).toBe(floatBytes + otherBytes);
+  });
+
   test("merge_func sum is the disjoint sum", async () => {
     const out = path.join(dir, "sum.safetensors");
     await merge({ base: zoo.base.path, experts: experts(zoo), method: { name: "ties", merge_func: "sum", lambda: 0.4 }, out });

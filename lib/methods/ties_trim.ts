@@ -33,8 +33,18 @@ export type ChunkFn = (c: Chunk) => Promise<void>;
 /** Runs fn over every chunk of a scope (one key, or all float keys). */
 export type Scan = (fn: ChunkFn) => Promise<void>;
 
+/** Progress of a pre-pass: counts the bytes read towards the run's total, not towards the phase. */
+class ReadCounter extends ProgressTracker {
+  constructor(private readonly parent: ProgressTracker) {
+    super();
+  }
+  override bytes(n: number): void {
+    this.parent.bytesRead += n;
+  }
+}
+
 function silent(ctx: MergeContext): MergeContext {
-  return { ...ctx, progress: new ProgressTracker() };
+  return { ...ctx, progress: new ReadCounter(ctx.progress) };
 }
 
 export function bitsToFloat(bits: number): number {
@@ -78,7 +88,12 @@ export class KeyScan {
     const c = await this.readSingle(fresh ? this.ctx : silent(this.ctx));
     this.cached = undefined;
     if (!c) return;
-    if (!fresh) this.ctx.progress.bytes(c.base.length + c.experts.reduce((s, b) => s + b.length, 0), this.key);
+    if (!fresh) {
+      // Progress of this pass; the bytes were counted as read by the pre-pass that read them.
+      const n = c.base.length + c.experts.reduce((s, b) => s + b.length, 0);
+      this.ctx.progress.bytes(n, this.key);
+      this.ctx.progress.bytesRead -= n;
+    }
     await fn(c);
   }
 }
