@@ -6,7 +6,7 @@
  * bench/torch_peer.py (PyTorch, load everything then compute) on the same files.
  *
  *   npm run bench:speed -- [--gb 2 | --gb 0.9,2] [--experts 8] [--sets llm,vit] [--dir DATA] [--methods a,b]
- *                          [--no-peer] [--keep-data]
+ *                          [--no-peer] [--keep-data] [--append]
  *
  * Page cache: before every timed run (floor included) the input files are evicted from the
  * page cache with posix_fadvise(POSIX_FADV_DONTNEED) after fsync, so every run starts cold.
@@ -158,11 +158,15 @@ function markdown(res) {
     `Command: \`${res.command}\`. Each merge is one child process of the CLI (\`taskmerge merge ... --quiet\`, default parameters) or of ` +
       "`bench/torch_peer.py` (PyTorch " + res.torch + ", CPU, loads every checkpoint then computes; TIES/DARE over one flattened [T, N] matrix as research code does). " +
       "Wall time includes process start and writing the output; peak RSS from `/usr/bin/time -v`. Before every run, the floor included, the input files are evicted " +
-      "from the page cache (fsync + posix_fadvise DONTNEED), so every run reads cold. Read-once floor: one process reading every input file once, sequentially, 16 MiB at a time.",
+      "from this machine's page cache (fsync + posix_fadvise DONTNEED, checked with fincore), so every run starts with the same cold guest cache; " +
+      "the virtual disk's host may still cache, which is why the floor can exceed the raw disk speed. " +
+      "Read-once floor: one process reading every input file once, 16 MiB at a time, sequentially and all files at once; the faster counts. " +
+      "Other agents shared the 2 CPUs during these runs, so times carry noise of tens of percent.",
     "",
   );
   for (const set of res.sets) {
     L.push(`### ${set.set.startsWith("llm") ? `LLM-shaped (Llama-like, bf16), ${set.files - 1} experts` : `ViT-B/32-shaped (CLIP visual, bf16), ${set.files - 1} experts`}: ${(set.bytes / 1e9).toFixed(2)} GB of inputs`, "");
+    if (set.command !== res.command) L.push(`Measured by \`${set.command}\` at ${set.date}.`, "");
     L.push(
       `Read-once floor: ${set.floor.wall.toFixed(2)} s (${(set.bytes / 1e9 / set.floor.wall).toFixed(2)} GB/s; sequential ${set.floor.sequential.toFixed(2)} s, ` +
         `all files at once ${set.floor.parallel.toFixed(2)} s; the faster is the floor).`,
@@ -204,9 +208,15 @@ function main() {
     date: new Date().toISOString().slice(0, 16).replace("T", " ") + " UTC", cpus: os.cpus().length, memTotal: os.totalmem(),
     version: tm.VERSION, torch, addon: addon || "native CPU addon", command: `node bench/speed.js ${process.argv.slice(2).join(" ")}`.trim(), sets: [],
   };
+  const prev = path.join(OUT, "speed.json");
+  if (flag("append") && fs.existsSync(prev)) {
+    // keep the sets of an earlier run (e.g. the ViT set) and add this run's
+    const old = JSON.parse(fs.readFileSync(prev, "utf8"));
+    res.sets = old.sets.map((x) => ({ ...x, command: x.command ?? old.command, date: x.date ?? old.date }));
+  }
   for (const [name, gb] of SETS.flatMap((n) => (n === "llm" ? GBS.map((g) => [n, g]) : [[n]]))) {
     const set = makeSet(name, gb);
-    res.sets.push(runSet(set));
+    res.sets.push({ ...runSet(set), command: res.command, date: res.date });
     fs.writeFileSync(path.join(OUT, "speed.json"), JSON.stringify(res, null, 1));
     fs.writeFileSync(path.join(OUT, "speed.md"), markdown(res));
     if (!flag("keep-data") && !arg("dir")) fs.rmSync(set.dir, { recursive: true, force: true });
