@@ -174,6 +174,17 @@ describe("ties through the CLI", () => {
     }
   });
 
+  test("per-expert weights are refused, not ignored, by the unweighted methods", async () => {
+    const zoo = makeZoo(tmpDir("ties-w-"), { T: 2 });
+    for (const name of ["ties", "dare_ties", "consensus_ta", "consensus_ties"]) {
+      const out = path.join(dir, `w-${name}.safetensors`);
+      await expect(merge({ base: zoo.base.path, experts: [{ path: zoo.experts[0].path, weight: 2 }, zoo.experts[1].path], method: name, out })).rejects.toThrow(
+        new RegExp(`method '${name}' takes no per-expert weight \\(expert 'task0' has weight 2\\)`),
+      );
+      expect(fs.existsSync(out)).toBe(false);
+    }
+  });
+
   test("bad parameters are usage errors", async () => {
     const zoo = makeZoo(tmpDir("ties-cli2-"), { T: 2 });
     const r = await runCli(["merge", "--base", zoo.base.path, "--expert", zoo.experts[0].path, "--method", "ties", "--density", "1.5", "--out", path.join(dir, "x.safetensors")]);

@@ -8,7 +8,7 @@
 import { mergeElementwise } from "../engine/stream";
 import type { MergeMethod, ParamSpec } from "./types";
 import { KeyScan, magnitudeArgs, mergeWith } from "./ties_trim";
-import { prepareTrim, trimFor } from "./ties";
+import { prepareTrim, rejectWeights, trimFor } from "./ties";
 
 const common = (lambda: number): ParamSpec[] => [
   { name: "k", type: "integer", default: 2, min: 0, description: "minimum number of tasks whose mask selects an entry" },
@@ -20,6 +20,9 @@ export const consensusTa: MergeMethod = {
   name: "consensus_ta",
   description: "Consensus merging over task arithmetic: keep entries selected by at least k TALL masks",
   params: common(0.3),
+  async prepare(ctx) {
+    rejectWeights(ctx, "consensus_ta");
+  },
   mergeTensor(ctx, key, sink) {
     const p = ctx.params;
     return mergeElementwise(ctx, key, sink, "consensus", { kind: "sum", k: p.k as number, tallLambda: p.tall_lambda as number, lambda: p.lambda as number });
@@ -34,7 +37,7 @@ export const consensusTies: MergeMethod = {
     { name: "density", type: "number", default: 0.2, min: 0, max: 1, description: "TIES fraction of |τt| kept per task" },
     { name: "scope", type: "string", default: "global", choices: ["global", "tensor"], description: "TIES top-k scope" },
   ],
-  prepare: prepareTrim,
+  prepare: (ctx) => prepareTrim(ctx, "consensus_ties"),
   async mergeTensor(ctx, key, sink) {
     const p = ctx.params;
     const scan = new KeyScan(ctx, key);

@@ -10,6 +10,7 @@ import { UsageError } from "../errors";
 import { mergeElementwise } from "../engine/stream";
 import type { MergeContext, MergeMethod, ParamSpec } from "./types";
 import { KeyScan, majoritySign, mergeWith, OpArgs } from "./ties_trim";
+import { rejectWeights } from "./ties";
 
 const PARAMS: readonly ParamSpec[] = [
   { name: "density", type: "number", default: 0.5, min: 0, max: 1, description: "probability of keeping an entry" },
@@ -37,6 +38,9 @@ export const dareTies: MergeMethod = {
   name: "dare_ties",
   description: "DARE random drop and rescale, then TIES sign election and disjoint mean",
   params: PARAMS,
+  async prepare(ctx) {
+    rejectWeights(ctx, "dare_ties");
+  },
   async mergeTensor(ctx, key, sink) {
     const args = dareArgs(ctx, key);
     const scan = new KeyScan(ctx, key);

@@ -6,6 +6,7 @@
  * Scope "global" finds the thresholds over all float keys in prepare()
  * (streamed histogram passes); scope "tensor" per key.
  */
+import { UsageError } from "../errors";
 import type { MergeContext, MergeMethod } from "./types";
 import { describeTrim, globalTiesTrim, KeyScan, magnitudeArgs, mergeWith, tensorTiesTrim, TiesTrim } from "./ties_trim";
 
@@ -21,8 +22,19 @@ export async function trimFor(ctx: MergeContext, scan: KeyScan, report: string):
   return t;
 }
 
+/**
+ * Methods whose definition has no per-expert weight refuse weights other than 1
+ * rather than ignore them (mergekit's weighted TIES is not this definition).
+ */
+export function rejectWeights(ctx: MergeContext, method: string): void {
+  const weighted = ctx.experts.find((e) => e.weight !== 1);
+  if (weighted)
+    throw new UsageError(`method '${method}' takes no per-expert weight (expert '${weighted.name}' has weight ${weighted.weight}); use task_arithmetic or dare_linear for weighted sums`);
+}
+
 /** prepare() of the TIES-family methods: global thresholds and majority sign when scope is global. */
-export async function prepareTrim(ctx: MergeContext): Promise<void> {
+export async function prepareTrim(ctx: MergeContext, method: string): Promise<void> {
+  rejectWeights(ctx, method);
   ctx.details.scope = ctx.params.scope;
   if (ctx.params.scope !== "global") return;
   const t = await globalTiesTrim(ctx, ctx.params.density as number);
@@ -39,7 +51,7 @@ export const ties: MergeMethod = {
     { name: "lambda", type: "number", default: 1.0, description: "scale of the merged task vector" },
     { name: "merge_func", type: "string", default: "mean", choices: ["mean", "sum"], description: "disjoint mean (TIES) or disjoint sum" },
   ],
-  prepare: prepareTrim,
+  prepare: (ctx) => prepareTrim(ctx, "ties"),
   async mergeTensor(ctx, key, sink) {
     const scan = new KeyScan(ctx, key);
     const t = await trimFor(ctx, scan, "tensors");
