@@ -2,6 +2,7 @@
 //  "gram_accumulate": gram += Σ x xᵀ (SYRK), sum += Σ x over the rows of a chunk.
 //  "norm_accumulate": sqsum += Σ x̂², sum += Σ x̂ per feature.
 #include <cmath>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,7 @@ static Rows parseRows(const OpArgs& a) {
 static double* f64(const OpArgs& a, const std::string& k, size_t n) {
   Bytes b = a.buf(k);
   if (b.size != n * 8) throw Error(k + ": expected " + std::to_string(n) + " float64 values");
+  if (reinterpret_cast<uintptr_t>(b.data) % alignof(double)) throw Error(k + ": float64 buffer is not 8-byte aligned");
   return reinterpret_cast<double*>(b.data);
 }
 

@@ -2,7 +2,9 @@
 //  "gram_products_accumulate": A += G̃t, BT += Tt G̃tᵀ for one expert's linear weight.
 //  "gram_solve": T* = BT A⁺ (rows), writes θ0 + λ T* in the output dtype.
 //  "lot_norm": per normalisation scale, T*[d] = Σt st[d] τt[d] / Σt st[d].
+#include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -21,32 +23,39 @@ static Bytes sized(const OpArgs& a, const std::string& k, size_t n, DType t) {
   return b;
 }
 
+// The float64 accumulators are used in place: they must be 8-byte aligned.
+static double* f64Buf(const OpArgs& a, const std::string& k, size_t n) {
+  Bytes b = sized(a, k, n, DType::F64);
+  if (reinterpret_cast<uintptr_t>(b.data) % alignof(double)) throw Error(k + ": float64 buffer is not 8-byte aligned");
+  return reinterpret_cast<double*>(b.data);
+}
+
 static void gramProductsAccumulateOp(const OpArgs& a, OpResult&) {
   linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
   size_t out = size_t(a.num("out")), in = size_t(a.num("in"));
   DType bt = parseDType(a.str("baseDtype")), et = parseDType(a.str("expertDtype")), gt = parseDType(a.str("gramDtype"));
   Bytes base = sized(a, "base", out * in, bt), expert = sized(a, "expert", out * in, et);
   Bytes gram = sized(a, "gram", in * in, gt);
-  Bytes A = sized(a, "A", in * in, DType::F64), BT = sized(a, "BT", out * in, DType::F64);
+  double* A = f64Buf(a, "A", in * in);
+  double* BT = f64Buf(a, "BT", out * in);
   linalg::GramTransform tf{a.num("scale", 1.0), a.num("alpha", 1.0)};
-  linalg::accumulateGramProducts(out, in, base.data, bt, expert.data, et, gram.data, gt, tf,
-                                 reinterpret_cast<double*>(A.data), reinterpret_cast<double*>(BT.data),
+  linalg::accumulateGramProducts(out, in, base.data, bt, expert.data, et, gram.data, gt, tf, A, BT,
                                  a.str("what", "gram"));
 }
 
 static void gramSolveOp(const OpArgs& a, OpResult& r) {
   linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
   size_t out = size_t(a.num("out")), in = size_t(a.num("in"));
-  Bytes A = sized(a, "A", in * in, DType::F64), BT = sized(a, "BT", out * in, DType::F64);
+  double* A = f64Buf(a, "A", in * in);
+  double* X = f64Buf(a, "BT", out * in);  // solved in place
   DType bt = parseDType(a.str("baseDtype")), ot = parseDType(a.str("resultDtype"));
   Bytes base = sized(a, "base", out * in, bt), res = sized(a, "result", out * in, ot);
-  double* X = reinterpret_cast<double*>(BT.data);
-  auto info = linalg::solvePsdRows(in, reinterpret_cast<double*>(A.data), out, X,
+  auto info = linalg::solvePsdRows(in, A, out, X,
                                    linalg::parseSolver(a.str("solver", "auto")), a.num("ridge", 0.0),
                                    a.num("rcond", 0.0));
   double lambda = a.num("lambda", 1.0);
   size_t bs = dtypeSize(bt), os = dtypeSize(ot);
-  bool bad = false;
+  std::atomic<bool> bad{false};
   parallelFor(out, 16, [&](size_t r0, size_t r1) {
     std::vector<double> row(in);
     for (size_t i = r0; i < r1; i++) {

@@ -3,6 +3,7 @@
 // Inputs are float64 buffers; results come back as new float64 buffers, and
 // "seconds" is the time spent in the linear algebra call itself.
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -16,6 +17,7 @@ namespace taskmerge {
 static const double* in64(const OpArgs& a, const std::string& k, size_t n) {
   Bytes b = a.buf(k);
   if (b.size != n * 8) throw Error(k + ": expected " + std::to_string(n) + " float64 values");
+  if (reinterpret_cast<uintptr_t>(b.data) % alignof(double)) throw Error(k + ": float64 buffer is not 8-byte aligned");
   return reinterpret_cast<const double*>(b.data);
 }
 

@@ -1,6 +1,7 @@
 #include "solve.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -41,7 +42,7 @@ void accumulateGramProducts(size_t out, size_t in, const uint8_t* base, DType ba
   const double off = tf.scale * tf.alpha;
   for (size_t i0 = 0; i0 < in; i0 += RB) {
     size_t rb = std::min(RB, in - i0);
-    bool bad = false;
+    std::atomic<bool> bad{false};
     parallelFor(rb, 8, [&](size_t a, size_t b) {
       bool localBad = false;
       for (size_t i = a; i < b; i++) {
@@ -56,7 +57,7 @@ void accumulateGramProducts(size_t out, size_t in, const uint8_t* base, DType ba
         double* arow = A + (i0 + i) * in;
         for (size_t j = 0; j < in; j++) arow[j] += g[j];
       }
-      if (localBad) bad = true;  // benign race: any writer sets true
+      if (localBad) bad = true;
     });
     if (bad) throw Error(what + ": statistics hold a non-finite value (NaN or infinity)");
     // BT[:, i0:i0+rb] += T · G[i0:i0+rb, :]ᵀ  (= (G Tᵀ)ᵀ for those columns)
