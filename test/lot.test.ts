@@ -207,6 +207,22 @@ test("deterministic: the same bytes run to run, and with one thread (built-in pa
   }
 });
 
+test("MultiheadAttention-style keys: in_proj_weight uses the statistics of 'in_proj'", async () => {
+  const dir = tmpDir("tm-lot-mha-");
+  const keys: KeySpec[] = [
+    { name: "attn.in_proj_weight", shape: [12, 4], dtype: "F64" },
+    { name: "attn.in_proj_bias", shape: [12], dtype: "F64" },
+    { name: "attn.out_proj.weight", shape: [4, 4], dtype: "F64" },
+  ];
+  const zoo = makeZoo(dir, { T: 2, keys, seed: 8, scale: 0.05 });
+  const stats = makeStats([{ name: "attn.in_proj.weight", shape: [12, 4], dtype: "F64" }, { name: "attn.out_proj.weight", shape: [4, 4], dtype: "F64" }], 2, 9, 8);
+  const files = writeAllStats(dir, stats);
+  const out = path.join(dir, "out.safetensors");
+  const report = await merge({ base: zoo.base.path, experts: files.map((st, t) => ({ path: path.join(dir, `task${t}.safetensors`), stats: st })), method: "lot", out });
+  expect(report.details.lot).toMatchObject({ linear: 2, mean: 1 });
+  expectClose(out, zoo, keys, lotReference(keys, zoo.base, zoo.experts, stats, { solve: { kind: "ridge", eps: 1e-6 } }), 1e-10);
+});
+
 test("an abort during a LOT merge leaves no output", async () => {
   const s = setup(3, 20);
   const out = path.join(s.dir, "aborted.safetensors");

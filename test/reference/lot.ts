@@ -144,7 +144,8 @@ export function lotReference(keys: KeySpec[], base: Model, experts: Model[], sta
     if (!(k.dtype.startsWith("F") || k.dtype === "BF16")) continue;
     const w0 = base.floats[k.name];
     const taus = experts.map((e) => e.floats[k.name].map((v, i) => v - w0[i]));
-    const prefix = k.name.endsWith(".weight") ? k.name.slice(0, -".weight".length) : "";
+    // `M.weight`, or `M_weight` as in MultiheadAttention's in_proj_weight.
+    const prefix = /[._]weight$/.test(k.name) ? k.name.slice(0, -".weight".length) : "";
     const grams = stats.map((s) => s?.grams[prefix]);
     const norms = stats.map((s) => s?.norms[prefix]);
     let tstar: Float64Array;
