@@ -164,6 +164,32 @@ describe("compress and extract", () => {
     await expect(compress({ base: zoo.base.path, experts: experts(zoo), out: path.join(dir, "occupied") })).rejects.toThrow(/not a bundle/);
   });
 
+  test("sharded checkpoints in, a sharded directory out", async () => {
+    const sz = makeZoo(tmpDir("tall-sharded-"), { T: 2, layout: "sharded", dtype: "BF16", seed: 5 });
+    const out = path.join(dir, "sharded-bundle");
+    const report = await compress({ base: sz.base.path, experts: sz.experts.map((e) => e.path), out, tallLambda: [0.3, 0.6] });
+    // Bytes of the experts: their safetensors files (shards).
+    const shardBytes = (d: string) => fs.readdirSync(d).filter((f) => f.endsWith(".safetensors")).reduce((a, f) => a + fs.statSync(path.join(d, f)).size, 0);
+    expect(report.bytesExperts).toBe(sz.experts.reduce((s, e) => s + shardBytes(e.path), 0));
+    const x = path.join(dir, "sharded-x");
+    await extract({ bundle: out, task: "task1", base: sz.base.path, out: x, maxShardSize: 600 });
+    expect(fs.existsSync(path.join(x, "model.safetensors.index.json"))).toBe(true);
+    const got = readSafetensors(x);
+    const tau = readSafetensors(path.join(out, "tau.safetensors"));
+    const masks = readSafetensors(path.join(out, "masks.safetensors"));
+    const ref = compressRef(sz.base.floats, sz.experts.map((e) => e.floats), Object.keys(sz.base.floats), { kind: "sum", lambdas: [0.3, 0.6] });
+    for (const k of Object.keys(sz.base.floats)) {
+      expect(got[k].dtype).toBe("BF16");
+      expect(masks[`task1::${k}`].data.equals(packbits(ref.masks[1][k]))).toBe(true);
+      const m = unpackbits(masks[`task1::${k}`].data, ref.tau[k].length);
+      const tv = values(tau[k]);
+      // θ0 + τMTL in float32, then rounded to bf16 (the output dtype).
+      const want = sz.base.floats[k].map((b, i) => (m[i] ? f32(b + tv[i]) : b));
+      const g = values(got[k]);
+      want.forEach((w, i) => expect(Math.abs(g[i] - w)).toBeLessThanOrEqual(Math.abs(w) * 2 ** -8));
+    }
+  });
+
   describe("bad bundles", () => {
     const good = path.join(dir, "good");
     const copy = (name: string) => {
