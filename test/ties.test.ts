@@ -97,6 +97,22 @@ describe("ties", () => {
     }
   });
 
+  test("an abort during the threshold passes leaves no output", async () => {
+    const out = path.join(dir, "aborted.safetensors");
+    const ac = new AbortController();
+    const phases: string[] = [];
+    const p = merge({
+      base: zoo.base.path, experts: experts(zoo), method: "ties", out, signal: ac.signal,
+      onProgress: (pr) => {
+        if (!phases.includes(pr.phase)) phases.push(pr.phase);
+        if (pr.phase === "threshold 2/2") ac.abort();
+      },
+    });
+    await expect(p).rejects.toThrow(/abort/i);
+    expect(phases).toEqual(["threshold 1/2", "threshold 2/2"]);
+    expect(fs.readdirSync(dir).filter((f) => f.includes("aborted"))).toEqual([]);
+  });
+
   test("a single expert keeps its top entries", async () => {
     const out = path.join(dir, "single.safetensors");
     await merge({ base: zoo.base.path, experts: [zoo.experts[1].path], method: { name: "ties", density: 0.1 }, out });
