@@ -4,7 +4,7 @@
  * a lower summed-over-tasks drift on any linear layer (or norm scale).
  */
 import * as path from "path";
-import { drift, merge, DriftReport } from "../lib";
+import { drift, merge, DriftReport, Progress } from "../lib";
 import { readSafetensors, runCli, values } from "./helpers/fixtures";
 import { experts, setup, Setup } from "./reference/lot";
 import { matmul, transpose } from "./reference/linalg";
@@ -51,9 +51,14 @@ test.each([
   }
 });
 
-test("drift values match the definition; base drift is tr(Tt Gt Ttᵀ); totals add up", async () => {
+test("drift values match the definition; base drift is tr(Tt Gt Ttᵀ); totals add up; progress is reported", async () => {
   const s = setup(2, 10, { seed: 12 });
   const r = await mergeAndMeasure(s, { name: "task_arithmetic", lambda: 0.5 }, "ta");
+  const seen: Progress[] = [];
+  await drift({ base: s.zoo.base.path, merged: path.join(s.dir, "ta.safetensors"), experts: experts(s), onProgress: (p) => seen.push({ ...p }) });
+  const last = seen[seen.length - 1];
+  expect(last).toMatchObject({ phase: "drift", tensorsDone: 4, tensorsTotal: 4 });
+  expect(last.bytesDone).toBe(last.bytesTotal);
   const merged = readSafetensors(path.join(s.dir, "ta.safetensors"));
   for (const l of r.layers) {
     const W = values(merged[l.key]);
@@ -93,9 +98,12 @@ describe("CLI", () => {
   });
 
   test("prints a table with per-task columns and total/base/ratio rows; --json is the API report", async () => {
-    const r = await runCli(args());
+    const r = await runCli([...args(), "-q"]);
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
+    const loud = await runCli(args());
+    expect(loud.stdout).toBe(r.stdout);
+    expect(loud.stderr).toMatch(/drift/); // progress lines on a non-terminal stderr
     const lines = r.stdout.split("\n");
     expect(lines[0]).toMatch(/^layer\s+kind\s+task0\s+task1\s+total$/);
     expect(lines.some((l) => /^blocks\.0\.mlp\.fc2\.weight\s+linear\s/.test(l))).toBe(true);

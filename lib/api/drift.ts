@@ -14,6 +14,7 @@ import { TaskmergeError, UsageError, throwIfAborted } from "../errors";
 import { checkCompatible } from "../engine/validate";
 import { paramStats, requireStatsFiles } from "../stats/keys";
 import { ExpertSpec, normalizeExperts } from "./merge";
+import { Progress, ProgressTracker } from "../engine/progress";
 
 export interface DriftOptions {
   base: string;
@@ -23,7 +24,7 @@ export interface DriftOptions {
   experts: (string | ExpertSpec)[];
   /** Statistics files in expert order, as an alternative to ExpertSpec.stats. */
   stats?: string[];
-  onProgress?: (p: { key: string; done: number; total: number }) => void;
+  onProgress?: (p: Progress) => void;
   signal?: AbortSignal;
 }
 
@@ -82,10 +83,16 @@ export async function drift(opts: DriftOptions): Promise<DriftReport> {
     const classified = keys.map((k) => ({ key: k, ps: paramStats(k, base.get(k).shape, experts) }));
     const measured = classified.filter((c) => c.ps.kind === "linear" || c.ps.kind === "norm");
     const layers: DriftLayer[] = [];
-    for (const [i, { key, ps }] of measured.entries()) {
+    const progress = new ProgressTracker(opts.onProgress);
+    const statBytes = (ps: (typeof measured)[number]["ps"]) =>
+      ps.kind === "linear" ? ps.grams.reduce((a, g) => a + g.info.nbytes, 0) : ps.kind === "norm" ? ps.scales.reduce((a, g) => a + g.info.nbytes, 0) : 0;
+    progress.phase("drift", measured.length, measured.reduce((a, { key, ps }) =>
+      a + base.get(key).nbytes + merged.get(key).nbytes + experts.reduce((b, e) => b + e.checkpoint.get(key).nbytes, 0) + statBytes(ps), 0));
+    for (const { key, ps } of measured) {
       throwIfAborted(opts.signal);
       const info = base.get(key);
       const [w0, w] = await Promise.all([base.read(key), merged.read(key)]);
+      progress.bytes(w0.length + w.length, key);
       const drift: number[] = [];
       const baseDrift: number[] = [];
       for (const [t, e] of experts.entries()) {
@@ -98,6 +105,7 @@ export async function drift(opts: DriftOptions): Promise<DriftReport> {
         const st = ps.kind === "linear" ? ps.grams[t] : ps.kind === "norm" ? ps.scales[t] : undefined;
         if (!st) throw new Error("unreachable");
         const stat = await st.file.read(st.info.key);
+        progress.bytes(wt.length + stat.length, key);
         try {
           r = ps.kind === "linear"
             ? await runOp("drift_linear", { ...common, out: info.shape[0], in: info.shape[1], gram: stat, gramDtype: st.info.dtype })
@@ -111,7 +119,7 @@ export async function drift(opts: DriftOptions): Promise<DriftReport> {
       }
       const sum = (a: number[]) => a.reduce((s, x) => s + x, 0);
       layers.push({ key, kind: ps.kind as "linear" | "norm", drift, baseDrift, total: sum(drift), baseTotal: sum(baseDrift) });
-      opts.onProgress?.({ key, done: i + 1, total: measured.length });
+      progress.tensorDone(key);
     }
     const totals = experts.map((e, t) => {
       const d = layers.reduce((s, l) => s + l.drift[t], 0);

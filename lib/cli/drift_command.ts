@@ -3,6 +3,7 @@ import type { Command } from "commander";
 import { drift, DriftReport } from "../api/drift";
 import { UsageError } from "../errors";
 import { withSignals } from "./signals";
+import { createProgressView } from "./progress";
 
 interface DriftFlags {
   base?: string;
@@ -10,6 +11,7 @@ interface DriftFlags {
   stats?: string[];
   merged?: string;
   json?: boolean;
+  quiet?: boolean;
 }
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -23,6 +25,7 @@ export function registerDrift(program: Command): void {
     .option("--stats <path>", "statistics file per expert, in --expert order", collect)
     .option("--merged <path>", "the merged checkpoint to measure")
     .option("--json", "print the report as JSON")
+    .option("-q, --quiet", "no progress output")
     .addHelpText(
       "after",
       `
@@ -40,7 +43,10 @@ Example:
       if (!f.stats?.length) throw new UsageError("--stats is required, one per expert");
       if (f.stats.length !== f.expert.length)
         throw new UsageError(`--stats given ${f.stats.length} times for ${f.expert.length} experts; give one per expert, in order`);
-      const report = await withSignals((signal) => drift({ base: f.base!, merged: f.merged!, experts: f.expert!, stats: f.stats, signal }));
+      const view = createProgressView({ quiet: f.quiet });
+      const report = await withSignals((signal) =>
+        drift({ base: f.base!, merged: f.merged!, experts: f.expert!, stats: f.stats, signal, onProgress: (p) => view.update(p) }),
+      ).finally(() => view.stop());
       if (f.json) process.stdout.write(JSON.stringify(report, jsonNumbers, 2) + "\n");
       else process.stdout.write(formatDrift(report));
     });
