@@ -79,9 +79,9 @@ struct Trim {
       const uint64_t bound = uniformBelowBound(density);
       thread_local std::vector<uint8_t> keep;
       keep.resize(n);
-      for (size_t i = 0; i < n; i++) keep[i] = r.bits53(index + i) < bound;
+      uint8_t* k = keep.data();  // a plain pointer: no thread-local lookup per element
+      for (size_t i = 0; i < n; i++) k[i] = r.bits53(index + i) < bound;
       const double d = density;
-      const uint8_t* k = keep.data();
       for (size_t i = 0; i < n; i++) {
         float q = float(double(tau[i]) / d);
         uint32_t b;

@@ -21,9 +21,10 @@ static void consensusOp(const OpArgs& a, OpResult&) {
   const float lf = float(lambda);
   forEachBlock(c, [&](Block& b) {
     const float* const* v = trim.block(b);
-    thread_local std::vector<double> agg;
-    agg.resize(b.n);
-    if (ties) tiesAggregate(v, b.T, b.n, maj, false, agg.data());
+    thread_local std::vector<double> aggBuf;
+    aggBuf.resize(b.n);
+    double* agg = aggBuf.data();  // a plain pointer: no thread-local lookup per element
+    if (ties) tiesAggregate(v, b.T, b.n, maj, false, agg);
     for (size_t i = 0; i < b.n; i++) {
       double mtl;
       if (ties) {

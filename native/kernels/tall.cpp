@@ -56,10 +56,11 @@ static void tallCompressOp(const OpArgs& a, OpResult&) {
   forEachBlock(c, [&](Block& b) {
     const float* const* v = trim.block(b);
     float* mtl = b.out;  // scratch: nothing is written from it (the op has no out)
-    thread_local std::vector<double> agg;
-    agg.assign(b.n, 0.0);
+    thread_local std::vector<double> aggBuf;
+    aggBuf.assign(b.n, 0.0);
+    double* agg = aggBuf.data();  // a plain pointer: no thread-local lookup per element
     if (ties) {
-      tiesAggregate(v, b.T, b.n, maj, false, agg.data());
+      tiesAggregate(v, b.T, b.n, maj, false, agg);
     } else {
       for (size_t t = 0; t < b.T; t++)
         for (size_t i = 0; i < b.n; i++) agg[i] += b.tau[t][i];

@@ -39,9 +39,10 @@ static void tiesMergeOp(const OpArgs& a, OpResult&) {
   const double lambda = a.num("lambda");
   forEachBlock(c, [&](Block& b) {
     const float* const* v = trim.block(b);
-    thread_local std::vector<double> agg;
-    agg.resize(b.n);
-    tiesAggregate(v, b.T, b.n, maj, mean, agg.data());
+    thread_local std::vector<double> aggBuf;
+    aggBuf.resize(b.n);
+    double* agg = aggBuf.data();  // a plain pointer: no thread-local lookup per element
+    tiesAggregate(v, b.T, b.n, maj, mean, agg);
     for (size_t i = 0; i < b.n; i++) b.out[i] = float(double(b.base[i]) + lambda * agg[i]);
   });
 }
