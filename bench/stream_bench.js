@@ -1,15 +1,16 @@
 #!/usr/bin/env node
 /**
- * Data-free methods benchmark: wall time of global TIES (and other data-free
- * merges) and of `taskmerge compress` on a base + N experts, next to the time
+ * Streaming methods benchmark: wall time of each streamed CLI run (average,
+ * task_arithmetic, TIES, DARE, consensus merges and `taskmerge compress`) on a
+ * base + N experts, next to the time
  * to read the same inputs once, measured alternately in the same run with the
  * inputs' page cache dropped before every measurement (dd iflag=nocache).
  * Peak RSS comes from /usr/bin/time. Global TIES streams the inputs 3 times
  * (two exact-threshold histogram passes, the second also summing the elected
  * signs for the majority sign, then the merge).
  *
- *   node bench/synthetic.js --dir /work/benchdata/vit4 --experts 4 --shape vit
- *   node bench/datafree_bench.js --dir /work/benchdata/vit4 --experts 4 --repeats 3
+ *   node bench/synthetic.js --dir /work/benchdata/llm8x2g --experts 8 --gb 2
+ *   node bench/stream_bench.js --dir /work/benchdata/llm8x2g --experts 8 --repeats 3
  *
  * --runs "merge ties --density 0.2;compress;compress --tau ties" picks the runs;
  * TASKMERGE_CLI / TASKMERGE_ADDON select another build (default dist/, build/).
@@ -25,12 +26,13 @@ const arg = (name, def) => {
   return i >= 0 ? process.argv[i + 1] : def;
 };
 
-const dir = arg("dir", "/work/benchdata/vit4");
-const experts = Number(arg("experts", "4"));
+const dir = arg("dir", "/work/benchdata/llm8x2g");
+const experts = Number(arg("experts", "8"));
 const repeats = Number(arg("repeats", "3"));
-const runsArg = arg("runs", "merge ties --density 0.2;merge ties --density 0.2 --scope tensor;merge dare_ties;merge consensus_ta;compress;compress --tau ties");
+const runsArg = arg("runs", "merge average;merge task_arithmetic;merge ties --density 0.2;merge ties --density 0.2 --scope tensor;merge dare_ties;merge consensus_ta;compress;compress --tau ties");
 const runs = runsArg.split(";").map((s) => s.trim()).filter(Boolean);
 const outDir = arg("out-dir", dir);
+const report = arg("report", path.join(root, "bench", "out", "stream_bench.md"));
 const cli = process.env.TASKMERGE_CLI ?? path.join(root, "dist", "cli", "main.js");
 const addonPath = process.env.TASKMERGE_ADDON ?? path.join(root, "build", "Release", "taskmerge.node");
 
@@ -102,7 +104,7 @@ async function main() {
     for (let i = 0; i < repeats; i++) {
       evict(inputs);
       floors.push(await readOnce());
-      const out = path.join(outDir, `bench-datafree-${process.pid}${words[0] === "merge" ? ".safetensors" : ""}`);
+      const out = path.join(outDir, `bench-stream-${process.pid}${words[0] === "merge" ? ".safetensors" : ""}`);
       evict(inputs);
       times.push(await runCli(words, out));
       fs.rmSync(out, { recursive: true, force: true });
@@ -121,6 +123,8 @@ async function main() {
     "|---|---|---|---|---|---|---|",
     ...rows.map((x) => `| ${x.run} | ${x.wall.toFixed(2)} | ${x.floor.toFixed(2)} | ${(x.wall / x.floor).toFixed(2)} | ${gb(x.rss)} | ${x.all.map((s) => s.toFixed(2)).join(", ")} | ${x.extra} |`),
   ];
+  fs.mkdirSync(path.dirname(report), { recursive: true });
+  fs.writeFileSync(report, lines.join("\n") + "\n");
   console.log(lines.join("\n"));
 }
 
