@@ -6,7 +6,7 @@
  * bench/torch_peer.py (PyTorch, load everything then compute) on the same files.
  *
  *   npm run bench:speed -- [--gb 2 | --gb 0.9,2] [--experts 8] [--sets llm,vit] [--dir DATA] [--methods a,b]
- *                          [--no-peer] [--keep-data] [--append]
+ *                          [--no-peer] [--keep-data] [--append] [--render]
  *
  * Page cache: before every timed run (floor included) the input files are evicted from the
  * page cache with posix_fadvise(POSIX_FADV_DONTNEED) after fsync, so every run starts cold.
@@ -74,7 +74,7 @@ function makeSet(name, gb) {
   const base = path.join(dir, "base.safetensors");
   const experts = Array.from({ length: EXPERTS }, (_, t) => path.join(dir, `expert_${t}.safetensors`));
   let stats = null;
-  if (name === "vit" && tm.listMethods().some((m) => m.needsStats)) {
+  if (name === "vit" && tm.listMethods().some((m) => m.needsStats && (!ONLY || ONLY.includes(m.name)))) {
     stats = experts.map((e) => e.replace(/\.safetensors$/, ".stats.safetensors"));
     const s = spawnSync(PY, [path.join(__dirname, "synthetic_stats.py"), "--base", base, ...stats.flatMap((p) => ["--out", p])], { stdio: "inherit" });
     if (s.status !== 0) throw new Error("synthetic_stats.py failed");
@@ -172,7 +172,7 @@ function markdown(res) {
         `all files at once ${set.floor.parallel.toFixed(2)} s; the faster is the floor).`,
       "",
     );
-    L.push("| method | taskmerge s | × floor | taskmerge peak RSS MiB | PyTorch s | PyTorch peak RSS MiB | PyTorch / taskmerge time | PyTorch / taskmerge memory | max abs diff (bf16 elements differing) |");
+    L.push("| method | taskmerge s | × floor | taskmerge peak RSS MiB | PyTorch s | PyTorch peak RSS MiB | PyTorch / taskmerge time | PyTorch / taskmerge memory | max abs diff vs PyTorch (elements differing) |");
     L.push("|---|---:|---:|---:|---:|---:|---:|---:|---|");
     for (const r of set.rows) {
       if (r.skipped) {
@@ -183,7 +183,8 @@ function markdown(res) {
       const ok = t && !t.error;
       const pok = p && !p.error;
       const peerCell = p ? (p.error ? `failed (${p.error})` : s(p.wall)) : r.peerSkipped ? `not run: ${r.peerSkipped}` : "–";
-      const diff = r.diff ? (r.diff.error ? r.diff.error : `${r.diff.max_abs_diff.toPrecision(3)} (${r.diff.differing} of ${r.diff.elements})`) : "–";
+      const ulp = r.diff && r.diff.max_ulp !== undefined ? `, max ${r.diff.max_ulp} ulp` : "";
+      const diff = r.diff ? (r.diff.error ? r.diff.error : `${r.diff.max_abs_diff.toPrecision(3)} (${r.diff.differing} of ${r.diff.elements}${ulp})`) : "–";
       L.push(
         `| ${r.method} | ${ok ? s(t.wall) : `failed (${t.error})`} | ${ok ? (t.wall / set.floor.wall).toFixed(2) : "–"} | ${ok ? mib(t.rss) : "–"} | ${peerCell} | ${pok ? mib(p.rss) : "–"} | ${ok && pok ? (p.wall / t.wall).toFixed(2) : "–"} | ${ok && pok ? (p.rss / t.rss).toFixed(1) : "–"} | ${diff} |`,
       );
@@ -195,6 +196,11 @@ function markdown(res) {
 
 function main() {
   fs.mkdirSync(OUT, { recursive: true });
+  if (flag("render")) {
+    // rewrite speed.md from speed.json (no runs)
+    fs.writeFileSync(path.join(OUT, "speed.md"), markdown(JSON.parse(fs.readFileSync(path.join(OUT, "speed.json"), "utf8"))));
+    return log(`wrote ${path.join(OUT, "speed.md")}`);
+  }
   const torch = spawnSync(PY, ["-c", "import torch; print(torch.__version__)"], { encoding: "utf8" }).stdout.trim() || "not available";
   let addon = "";
   try {

@@ -129,7 +129,7 @@ def compare(a, b):
     ha, hb = _header(a), _header(b)
     if set(ha) != set(hb):
         raise SystemExit("compare: different keys: %s" % sorted(set(ha) ^ set(hb))[:5])
-    worst, differ, total = 0.0, 0, 0
+    worst, differ, total, ulps = 0.0, 0, 0, 0
     for k in ha:
         x, y = _read(a, ha, k), _read(b, hb, k)
         if x.shape != y.shape:
@@ -138,10 +138,24 @@ def compare(a, b):
             d = (x.double() - y.double()).abs()
             worst = max(worst, float(d.max()) if d.numel() else 0.0)
             differ += int((d > 0).sum())
+            if x.dtype == y.dtype and d.numel():
+                ulps = max(ulps, _ulp_distance(x, y))
         else:
             differ += int((x != y).sum())
         total += x.numel()
-    return {"max_abs_diff": worst, "differing": differ, "elements": total}
+    return {"max_abs_diff": worst, "max_ulp": ulps, "differing": differ, "elements": total}
+
+
+_INT = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32, torch.float64: torch.int64}
+
+
+def _ulp_distance(x, y):
+    """Largest distance in units in the last place of the tensors' own dtype."""
+    def ordered(t):
+        v = t.contiguous().view(_INT[t.dtype]).long()
+        sign = torch.iinfo(_INT[t.dtype]).min
+        return torch.where(v < 0, -(v - sign), v)  # sign-magnitude -> monotonic integers
+    return int((ordered(x) - ordered(y)).abs().max())
 
 
 def _header(path):
