@@ -182,7 +182,7 @@ function markdown(r, zoo) {
       `one expert per task fine-tuned from it (${zoo.sizes.ft_samples} examples, head frozen). Tasks: ${r.tasks.join(", ")}. ` +
       `Hyper-parameters chosen by mean validation accuracy (first ${r.valLimit || "all"} validation examples per task, held out from training); ` +
       `test: ${r.testLimit ? `first ${r.testLimit}` : `all ${zoo.sizes.test}`} test images per task. Statistics (regmean, lot): ${zoo.sizes.stats_samples} training examples per task. ` +
-      `Lambda grid: ${r.lambdas.join(", ")}. Run time ${r.seconds.toFixed(0)} s.`,
+      `Lambda grid: ${r.lambdas.join(", ")}. Run time ${r.seconds.toFixed(0)} s; the zoo itself (\`npm run bench:zoo\`, seed ${zoo.seed}, ${zoo.threads} torch thread) took ${Math.round(zoo.seconds)} s.`,
   );
   lines.push("");
   lines.push("Absolute test accuracy (%):");
