@@ -6,6 +6,8 @@
 import { runOp, OpArg } from "../native";
 import { throwIfAborted } from "../errors";
 import type { MergeContext, TensorSink } from "../methods/types";
+import type { Checkpoint } from "../checkpoint";
+import { chunkPool } from "./buffer_pool";
 
 export interface Chunk {
   key: string;
@@ -16,12 +18,27 @@ export interface Chunk {
   experts: Buffer[];
 }
 
+/** Reads n elements of key into a pooled buffer (returned to the pool if the read fails). */
+async function readPooled(ck: Checkpoint, key: string, offset: number, n: number): Promise<Buffer> {
+  const t = ck.get(key);
+  const into = chunkPool.acquire(t.numel ? (t.nbytes / t.numel) * n : 0);
+  try {
+    return await ck.read(key, offset, n, into);
+  } catch (e) {
+    chunkPool.release(into);
+    throw e;
+  }
+}
+
 async function readChunk(ctx: MergeContext, key: string, offset: number, n: number): Promise<Chunk> {
-  const [base, ...experts] = await Promise.all([
-    ctx.base.read(key, offset, n),
-    ...ctx.experts.map((e) => e.checkpoint.read(key, offset, n)),
-  ]);
+  const reads = [ctx.base, ...ctx.experts.map((e) => e.checkpoint)].map((ck) => readPooled(ck, key, offset, n));
+  const [base, ...experts] = await Promise.all(reads);
   return { key, offset, n, base, experts };
+}
+
+/** Hands a chunk's input buffers back for reuse: only for callers that keep no reference to it. */
+export function releaseChunk(c: Chunk): void {
+  chunkPool.release(c.base, ...c.experts);
 }
 
 /**
@@ -109,10 +126,15 @@ export async function mergeElementwise(
   let pendingWrite: Promise<void> = Promise.resolve();
   try {
     await forEachChunk(ctx, key, async (c) => {
-      const out = Buffer.allocUnsafe(outBytes(ctx, key, c.n));
-      await runOp(op, { ...args, ...chunkArgs(ctx, c, out) });
+      const out = chunkPool.acquire(outBytes(ctx, key, c.n));
+      try {
+        await runOp(op, { ...args, ...chunkArgs(ctx, c, out) });
+      } finally {
+        releaseChunk(c);
+      }
       await pendingWrite;
-      pendingWrite = sink(out);
+      // The writer is done with `out` once the write resolves.
+      pendingWrite = sink(out).then(() => chunkPool.release(out));
       pendingWrite.catch(() => undefined); // surfaced by the next await
     });
   } finally {
