@@ -114,7 +114,8 @@ export function outBytes(ctx: MergeContext, key: string, n: number): number {
 
 /**
  * Runs a native elementwise op over every chunk of `key` and streams its
- * output to `sink`; `args` are the method's own op arguments.
+ * output to `sink`; `args` are the method's own op arguments. `chunks` yields
+ * the chunks (default: streamed from disk); they are recycled after the op.
  */
 export async function mergeElementwise(
   ctx: MergeContext,
@@ -122,10 +123,11 @@ export async function mergeElementwise(
   sink: TensorSink,
   op: string,
   args: Record<string, OpArg | undefined>,
+  chunks: (fn: (c: Chunk) => Promise<void>) => Promise<void> = (fn) => forEachChunk(ctx, key, fn),
 ): Promise<void> {
   let pendingWrite: Promise<void> = Promise.resolve();
   try {
-    await forEachChunk(ctx, key, async (c) => {
+    await chunks(async (c) => {
       const out = chunkPool.acquire(outBytes(ctx, key, c.n));
       try {
         await runOp(op, { ...args, ...chunkArgs(ctx, c, out) });

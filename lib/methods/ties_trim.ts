@@ -5,7 +5,7 @@
  * keys (scope "global"), with memory bounded by a chunk and two histograms.
  */
 import { runOp, OpArg } from "../native";
-import { forEachChunk, chunkArgs, outBytes, Chunk } from "../engine/stream";
+import { forEachChunk, chunkArgs, Chunk, mergeElementwise, releaseChunk } from "../engine/stream";
 import { ProgressTracker } from "../engine/progress";
 import { throwIfAborted } from "../errors";
 import type { MergeContext, TensorSink } from "./types";
@@ -99,19 +99,8 @@ export class KeyScan {
 }
 
 /** Streams the merged tensor of `scan.key` through a native elementwise op to `sink`, writing while computing. */
-export async function mergeWith(ctx: MergeContext, scan: KeyScan, sink: TensorSink, op: string, args: OpArgs): Promise<void> {
-  let pendingWrite: Promise<void> = Promise.resolve();
-  try {
-    await scan.final(async (c) => {
-      const out = Buffer.allocUnsafe(outBytes(ctx, c.key, c.n));
-      await runOp(op, { ...args, ...chunkArgs(ctx, c, out) });
-      await pendingWrite;
-      pendingWrite = sink(out);
-      pendingWrite.catch(() => undefined); // surfaced by the next await
-    });
-  } finally {
-    await pendingWrite;
-  }
+export function mergeWith(ctx: MergeContext, scan: KeyScan, sink: TensorSink, op: string, args: OpArgs): Promise<void> {
+  return mergeElementwise(ctx, scan.key, sink, op, args, (fn) => scan.final(fn));
 }
 
 /** All float keys in order, as one scope; progress under `phase`. */
@@ -122,7 +111,11 @@ export function globalScan(ctx: MergeContext, phase: string): Scan {
     ctx.progress.phase(phase, keys.length, bytes);
     for (const key of keys) {
       throwIfAborted(ctx.signal);
-      await forEachChunk(ctx, key, fn);
+      // Pre-pass callbacks keep no reference to a chunk: its buffers are recycled.
+      await forEachChunk(ctx, key, async (c) => {
+        await fn(c);
+        releaseChunk(c);
+      });
       ctx.progress.tensorDone(key);
     }
   };
