@@ -126,27 +126,36 @@ inline void tiesAggregate(const float* const* v, size_t T, size_t n, int maj, bo
   // with sg are those with p = x·sg > 0, and their sum is sg · Σ max(p, 0)
   // (negation is exact and rounding symmetric, so this equals summing the
   // selected x in task order); + 0.0 turns the −0 of an empty sum into +0.
-  thread_local std::vector<double> denominators;
-  denominators.resize(n);
-  double* den = denominators.data();
-  for (size_t i = 0; i < n; i++) {
-    double s = 0;
-    for (size_t t = 0; t < T; t++) s += double(v[t][i]);
-    int e = (s > 0) - (s < 0);
-    e += maj * (e == 0);
-    const double sg = e;
-    double acc = 0;
-    unsigned cnt = 0;
-    for (size_t t = 0; t < T; t++) {
-      double p = double(v[t][i]) * sg;
-      acc += std::max(p, 0.0);
-      cnt += p > 0.0;
-    }
-    agg[i] = acc * sg + 0.0;
-    den[i] = double(cnt + (cnt == 0));  // 1 for no entries: dividing by 1 changes nothing
+  // Loops run task-major over contiguous entries so they vectorise; each
+  // entry's sums still run over t in order, so the bits do not change.
+  thread_local std::vector<double> scratch;
+  scratch.resize(3 * n);
+  double* sg = scratch.data();  // plain pointers: no thread-local lookup per element
+  double* acc = sg + n;
+  double* cnt = acc + n;
+  for (size_t i = 0; i < n; i++) sg[i] = 0;
+  for (size_t t = 0; t < T; t++) {
+    const float* x = v[t];
+    for (size_t i = 0; i < n; i++) sg[i] += double(x[i]);
   }
-  if (mean)  // a separate loop so the divisions vectorise
-    for (size_t i = 0; i < n; i++) agg[i] /= den[i];
+  for (size_t i = 0; i < n; i++) {
+    const double s = sg[i];
+    const double e = double((s > 0) - (s < 0));
+    sg[i] = e + double(maj) * double(e == 0);
+    acc[i] = 0;
+    cnt[i] = 0;
+  }
+  for (size_t t = 0; t < T; t++) {
+    const float* x = v[t];
+    for (size_t i = 0; i < n; i++) {
+      const double p = double(x[i]) * sg[i];
+      acc[i] += std::max(p, 0.0);
+      cnt[i] += double(p > 0.0);
+    }
+  }
+  for (size_t i = 0; i < n; i++) agg[i] = acc[i] * sg[i] + 0.0;
+  if (mean)  // no entries: dividing by 1 changes nothing
+    for (size_t i = 0; i < n; i++) agg[i] /= cnt[i] + double(cnt[i] == 0);
 }
 
 // c ? a : b through bit masks: for data-random conditions a branch would mispredict.

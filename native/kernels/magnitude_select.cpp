@@ -56,6 +56,8 @@ static void fusedSigns(const OpArgs& a, const ElementwiseChunk& c, double* hist,
     int64_t lbase = 0;
     bool lover = false;
     std::vector<float> base(kBlockElems), tau(T * kBlockElems);
+    std::vector<double> sumA(kBlockElems), keepA(kBlockElems);
+    std::vector<uint32_t> nuncA(kBlockElems), uncA(kBlockElems);
     for (size_t b = b0; b < b1; b++) {
       size_t start = b * kBlockElems, len = std::min(kBlockElems, c.n - start);
       toF32(c.base + start * baseSize, c.baseType, len, base.data());
@@ -72,24 +74,34 @@ static void fusedSigns(const OpArgs& a, const ElementwiseChunk& c, double* hist,
           if ((u >> 16) == want) lt[u & 0xffffu]++;
         }
       }
-      for (size_t i = 0; i < len; i++) {
-        // Sums in task order with dropped entries as 0, exactly as electedSign
-        // does; sum drops and keep keeps the tasks inside their bins. Branch-free
-        // (v·0 = ±0 leaves a sum unchanged): the conditions are data-random.
-        double sum = 0, keep = 0;
-        size_t unc = 0, nunc = 0;
-        for (size_t t = 0; t < T; t++) {
-          float v = tau[t * kBlockElems + i];
-          uint32_t h = absBits(v) >> 16, p = uint32_t(prefix[t]);
-          bool in = h == p, above = h > p;
-          sum += double(v) * double(above);
-          keep += double(v) * double(above | in);
-          nunc += in;
-          unc = in ? t : unc;
+      // Sums in task order with dropped entries as 0, exactly as electedSign
+      // does; sum drops and keep keeps the tasks inside their bins. Branch-free
+      // (v·0 = ±0 leaves a sum unchanged): the conditions are data-random.
+      // Task-major loops over contiguous entries, so they vectorise.
+      for (size_t i = 0; i < len; i++) sumA[i] = keepA[i] = 0, nuncA[i] = uncA[i] = 0;
+      for (size_t t = 0; t < T; t++) {
+        const float* x = tau.data() + t * kBlockElems;
+        const uint32_t p = uint32_t(prefix[t]);
+        for (size_t i = 0; i < len; i++) {
+          uint32_t h = absBits(x[i]) >> 16;
+          uint32_t in = h == p, above = h > p;
+          sumA[i] += double(x[i]) * double(above);
+          keepA[i] += double(x[i]) * double(above | in);
+          nuncA[i] += in;
+          uncA[i] = in ? uint32_t(t) : uncA[i];
         }
-        if (nunc == 0) {
-          lbase += (sum > 0) - (sum < 0);
-        } else if (nunc == 1) {
+      }
+      // Entries with every task outside its bin: their elected sign is known.
+      for (size_t i = 0; i < len; i++) {
+        const double sum = sumA[i];
+        lbase += int64_t(nuncA[i] == 0) * ((sum > 0) - (sum < 0));
+      }
+      for (size_t i = 0; i < len; i++) {
+        const uint32_t nunc = nuncA[i];
+        if (nunc == 0) continue;
+        const double sum = sumA[i], keep = keepA[i];
+        const size_t unc = uncA[i];
+        if (nunc == 1) {
           int sDrop = (sum > 0) - (sum < 0), sKeep = (keep > 0) - (keep < 0);
           lbase += sDrop;
           diff[unc * kLowBins + (absBits(tau[unc * kBlockElems + i]) & 0xffffu)] += sKeep - sDrop;
