@@ -1,8 +1,9 @@
 /**
  * `npm run example`: generates a small base model and three fine-tuned
  * experts (a two-layer MLP with a LayerNorm and an integer buffer) under
- * ./example-out, merges them with Task Arithmetic through the CLI, and
- * inspects the result.
+ * ./example-out, merges them with Task Arithmetic and TIES through the CLI,
+ * inspects a result, and compresses the experts into a TALL-mask bundle from
+ * which one expert is rebuilt.
  */
 import * as path from "path";
 import { promises as fsp } from "fs";
@@ -68,9 +69,14 @@ async function main(): Promise<void> {
     if (r.status !== 0) process.exit(r.status ?? 1);
   };
   const rel = (p: string) => path.relative(process.cwd(), path.join(root, p));
-  run(["merge", "--base", rel("base"), "--expert", rel("math"), "--expert", rel("code"), "--expert", rel("chat"),
-    "--method", "task_arithmetic", "--lambda", "0.4", "--dtype", "bf16", "--out", rel("merged")]);
+  const experts = ["math", "code", "chat"].flatMap((e) => ["--expert", rel(e)]);
+  run(["merge", "--base", rel("base"), ...experts, "--method", "task_arithmetic", "--lambda", "0.4", "--dtype", "bf16", "--out", rel("merged")]);
   run(["inspect", rel("merged")]);
+  // TIES with an exact global top-20% trim per task.
+  run(["merge", "--base", rel("base"), ...experts, "--method", "ties", "--density", "0.2", "--out", rel("merged-ties.safetensors")]);
+  // TALL masks: one shared vector and one bit per parameter per task, then one expert rebuilt from it.
+  run(["compress", "--base", rel("base"), ...experts, "--tall-lambda", "0.4", "--out", rel("bundle")]);
+  run(["extract", "--bundle", rel("bundle"), "--task", "math", "--base", rel("base"), "--out", rel("math-rebuilt.safetensors")]);
 }
 
 main().catch((e) => {

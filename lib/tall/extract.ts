@@ -7,7 +7,7 @@ import { DEFAULT_CHUNK_ELEMS } from "../engine/merge";
 import { Progress, ProgressTracker } from "../engine/progress";
 import { TaskmergeError, throwIfAborted } from "../errors";
 import { VERSION } from "../version";
-import { checkBase, openBundle } from "./bundle";
+import { checkBase, maskKey, openBundle } from "./bundle";
 import { reconstruct } from "./reconstruct";
 
 export interface ExtractEngineOptions {
@@ -53,7 +53,12 @@ export async function runExtract(o: ExtractEngineOptions): Promise<ExtractReport
     });
     const out = output;
     const progress = new ProgressTracker(o.onProgress);
-    progress.phase("extract", plan.length, b.totalBytes + bundle.tau.size + bundle.masks.size / bundle.manifest.tasks.length);
+    // The tensor bytes reconstruct() reads: base, τMTL and this task's masks.
+    const toRead = b.keys().reduce((sum, k) => {
+      if (!isFloatDType(b.get(k).dtype)) return sum + b.get(k).nbytes;
+      return sum + b.get(k).nbytes + (bundle.tau.tensor(k)?.nbytes ?? 0) + (bundle.masks.tensor(maskKey(task.name, k))?.nbytes ?? 0);
+    }, 0);
+    progress.phase("extract", plan.length, toRead);
     const bytesWritten = await reconstruct({
       base: b, tau: bundle.tau, source: { masks: bundle.masks, task: task.name }, outDtype, chunkElems: o.chunkElems ?? DEFAULT_CHUNK_ELEMS,
       write: (k, d) => out.write(k, d), progress, signal: o.signal,
