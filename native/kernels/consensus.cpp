@@ -18,7 +18,6 @@ static void consensusOp(const OpArgs& a, OpResult&) {
   const int maj = majorityArg(a);
   const double tallLambda = a.num("tallLambda"), lambda = a.num("lambda");
   const double k = a.num("k");
-  const float lf = float(lambda);
   forEachBlock(c, [&](Block& b) {
     const float* const* v = trim.block(b);
     thread_local std::vector<double> aggBuf;
@@ -40,8 +39,10 @@ static void consensusOp(const OpArgs& a, OpResult&) {
       if (ties) {
         merged = float(double(b.base[i]) + lambda * mtl);
       } else {
-        merged = b.base[i];
-        for (size_t t = 0; t < b.T; t++) merged += lf * b.tau[t][i];
+        // As task_arithmetic with ct = λ: the sum in double, θ0 added once.
+        double acc = 0;
+        for (size_t t = 0; t < b.T; t++) acc += lambda * double(b.tau[t][i]);
+        merged = float(double(b.base[i]) + acc);
       }
       b.out[i] = selectBits(double(count) >= k, merged, b.base[i]);
     }
