@@ -4,6 +4,7 @@
 // are set get θ0 + λ τMTL, the others θ0. The kept entries are computed with
 // exactly the operations of task_arithmetic (kind sum) or ties_merge with
 // merge "sum" (kind ties), so k = 0 reproduces those bit for bit.
+#include "../core/linear_combine.h"
 #include "../core/trim.h"
 
 namespace taskmerge {
@@ -18,12 +19,21 @@ static void consensusOp(const OpArgs& a, OpResult&) {
   const int maj = majorityArg(a);
   const double tallLambda = a.num("tallLambda"), lambda = a.num("lambda");
   const double k = a.num("k");
+  const std::vector<double> lam(c.experts.size(), lambda);
   forEachBlock(c, [&](Block& b) {
     const float* const* v = trim.block(b);
     thread_local std::vector<double> aggBuf;
     aggBuf.resize(b.n);
     double* agg = aggBuf.data();  // a plain pointer: no thread-local lookup per element
     if (ties) tiesAggregate(v, b.T, b.n, maj, false, agg);
+    thread_local std::vector<float> sumBuf;
+    float* summed = nullptr;
+    if (!ties) {
+      // Exactly task_arithmetic's operations with ct = λ.
+      sumBuf.resize(b.n);
+      summed = sumBuf.data();
+      linearCombine(b.base, b.tau, lam.data(), b.T, b.n, summed);
+    }
     for (size_t i = 0; i < b.n; i++) {
       double mtl;
       if (ties) {
@@ -39,10 +49,7 @@ static void consensusOp(const OpArgs& a, OpResult&) {
       if (ties) {
         merged = float(double(b.base[i]) + lambda * mtl);
       } else {
-        // As task_arithmetic with ct = λ: the sum in double, θ0 added once.
-        double acc = 0;
-        for (size_t t = 0; t < b.T; t++) acc += lambda * double(b.tau[t][i]);
-        merged = float(double(b.base[i]) + acc);
+        merged = summed[i];
       }
       b.out[i] = selectBits(double(count) >= k, merged, b.base[i]);
     }

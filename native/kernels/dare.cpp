@@ -2,6 +2,7 @@
 // (random drop with probability 1 − density, survivors rescaled by 1/density;
 // see core/trim.h). Accumulates like task_arithmetic, so density 1 gives the
 // same bits as task arithmetic with the same coefficients.
+#include "../core/linear_combine.h"
 #include "../core/trim.h"
 
 namespace taskmerge {
@@ -12,16 +13,7 @@ static void dareLinearOp(const OpArgs& a, OpResult&) {
   Trim trim = Trim::parse(a, c.experts.size());
   const auto& coeffs = a.numList("coeffs");
   if (coeffs.size() != c.experts.size()) throw Error("dare_linear: one coefficient per expert");
-  std::vector<float> w(coeffs.begin(), coeffs.end());
-  forEachBlock(c, [&](Block& b) {
-    const float* const* v = trim.block(b);
-    for (size_t i = 0; i < b.n; i++) b.out[i] = b.base[i];
-    for (size_t t = 0; t < b.T; t++) {
-      const float* x = v[t];
-      float wt = w[t];
-      for (size_t i = 0; i < b.n; i++) b.out[i] += wt * x[i];
-    }
-  });
+  forEachBlock(c, [&](Block& b) { linearCombine(b.base, trim.block(b), coeffs.data(), b.T, b.n, b.out); });
 }
 
 TM_REGISTER_OP("dare_linear", dareLinearOp);
