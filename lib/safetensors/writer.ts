@@ -106,7 +106,8 @@ export class SafetensorsWriter {
   }
 }
 
-async function writeAll(fh: fsp.FileHandle, data: Uint8Array, pos: number, file: string): Promise<void> {
+/** Writes all of data at pos, looping over short writes; a full disk is a clear error. */
+export async function writeAll(fh: fsp.FileHandle, data: Uint8Array, pos: number, file: string): Promise<void> {
   let done = 0;
   try {
     while (done < data.length) {

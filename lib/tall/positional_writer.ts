@@ -5,7 +5,7 @@
  * cannot simply append. Lives under a temporary name until finish().
  */
 import { promises as fsp } from "fs";
-import { encodeHeader, OutTensor, tensorBytes } from "../safetensors/writer";
+import { encodeHeader, OutTensor, tensorBytes, writeAll } from "../safetensors/writer";
 import { TaskmergeError } from "../errors";
 
 export class PositionalWriter {
@@ -27,7 +27,7 @@ export class PositionalWriter {
     const header = encodeHeader(tensors, metadata);
     const fh = await fsp.open(tmpPath, "wx");
     try {
-      await writeAt(fh, header, 0, tmpPath);
+      await writeAll(fh, header, 0, tmpPath);
     } catch (e) {
       await fh.close();
       await fsp.rm(tmpPath, { force: true });
@@ -40,7 +40,7 @@ export class PositionalWriter {
   async write(key: string, at: number, data: Uint8Array): Promise<void> {
     const o = this.offsets.get(key);
     if (!o || at < 0 || at + data.length > o.bytes) throw new TaskmergeError(`internal: write of ${data.length} bytes at ${at} out of range`, this.finalPath, key);
-    await writeAt(this.fh, data, o.start + at, this.finalPath);
+    await writeAll(this.fh, data, o.start + at, this.finalPath);
     this.written += data.length;
   }
 
@@ -54,18 +54,5 @@ export class PositionalWriter {
   async close(): Promise<void> {
     await this.fh.close().catch(() => undefined);
     await fsp.rm(this.tmpPath, { force: true });
-  }
-}
-
-async function writeAt(fh: fsp.FileHandle, data: Uint8Array, pos: number, file: string): Promise<void> {
-  let done = 0;
-  try {
-    while (done < data.length) {
-      const { bytesWritten } = await fh.write(data, done, data.length - done, pos + done);
-      done += bytesWritten;
-    }
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new TaskmergeError(`write failed: ${code === "ENOSPC" ? "disk full" : code ?? (e as Error).message}`, file);
   }
 }
