@@ -157,4 +157,25 @@ describe("progress and abort", () => {
     expect(await exited).toBe("SIGKILL");
     expect(fs.existsSync(out)).toBe(false);
   });
+
+  test("a write that fails midway (file size limit, as a full disk) is one error line and leaves nothing", async () => {
+    const dir = tmpDir();
+    const keys: KeySpec[] = [{ name: "a.weight", shape: [64, 64], dtype: "F32" }, { name: "b.weight", shape: [64, 64], dtype: "F32" }];
+    const base = genTensors(keys, 1);
+    saveModel(base, path.join(dir, "base.safetensors"), "file");
+    const e = saveModel(genTensors(keys, 2, base), path.join(dir, "e.safetensors"), "file");
+    const outDir = path.join(dir, "out");
+    fs.mkdirSync(outDir);
+    const out = path.join(outDir, "o.safetensors");
+    // 8 KB limit: the 32 KB output fails part-way with EFBIG (Node ignores SIGXFSZ).
+    const cmd = `ulimit -f 8; exec "${process.execPath}" "${CLI}" merge --base "${base.path}" --expert "${e}" --method average --out "${out}" --quiet`;
+    const child = spawn("bash", ["-c", cmd]);
+    let stderr = "";
+    child.stderr.on("data", (d) => (stderr += d));
+    const code = await new Promise<number | null>((resolve) => child.on("close", (c) => resolve(c)));
+    expect(code).toBe(1);
+    expect(stderr.trim().split("\n")).toHaveLength(1);
+    expect(stderr).toMatch(/write failed: file size limit exceeded/);
+    expect(fs.readdirSync(outDir)).toEqual([]);
+  });
 });

@@ -116,7 +116,7 @@ export async function writeAll(fh: fsp.FileHandle, data: Uint8Array, pos: number
     }
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    const why = code === "ENOSPC" ? "disk full" : code ?? (e as Error).message;
+    const why = code === "ENOSPC" ? "disk full" : code === "EFBIG" ? "file size limit exceeded (EFBIG)" : code ?? (e as Error).message;
     throw new TaskmergeError(`write failed: ${why}`, file);
   }
 }
