@@ -5,24 +5,18 @@
  */
 import * as path from "path";
 import { Checkpoint } from "../checkpoint";
-import { SafetensorsFile } from "../safetensors/file";
 import { FloatDType, isFloatDType } from "../safetensors/dtypes";
 import { OutTensor } from "../safetensors/writer";
 import { Output } from "../output";
 import { AbortError, TaskmergeError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
 import type { Expert, MergeContext, Params } from "../methods/types";
-import { checkCompatible } from "./validate";
+import { openInputs, Inputs, ResolvedExpert } from "./inputs";
 import { modelCard } from "../model_card";
 import { Progress, ProgressTracker } from "./progress";
 import { VERSION } from "../version";
 
-export interface ResolvedExpert {
-  path: string;
-  name: string;
-  weight: number;
-  stats?: string;
-}
+export type { ResolvedExpert } from "./inputs";
 
 export interface EngineOptions {
   base: string;
@@ -57,18 +51,11 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
   if (!o.experts.length) throw new TaskmergeError("no experts given");
   throwIfAborted(o.signal);
 
-  const opened: { close(): Promise<void> }[] = [];
-  const track = <T extends { close(): Promise<void> }>(x: T): T => (opened.push(x), x);
+  let inputs: Inputs | undefined;
   let output: Output | undefined;
   try {
-    const base = track(await Checkpoint.open(o.base));
-    const experts: Expert[] = [];
-    for (const e of o.experts) {
-      const checkpoint = track(await Checkpoint.open(e.path));
-      const stats = e.stats && method.needsStats ? track(await SafetensorsFile.open(e.stats)) : undefined;
-      experts.push({ name: e.name, checkpoint, weight: e.weight, stats });
-    }
-    checkCompatible(base, experts.map((e) => e.checkpoint));
+    inputs = await openInputs(o.base, o.experts, !!method.needsStats);
+    const { base, experts } = inputs;
 
     const keys = base.keys();
     const isFloat = (k: string) => isFloatDType(base.get(k).dtype);
@@ -127,7 +114,7 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
     await output?.abort().catch(() => undefined);
     throw e;
   } finally {
-    await Promise.all(opened.map((x) => x.close().catch(() => undefined)));
+    await inputs?.close();
   }
 }
 

@@ -12,7 +12,7 @@ import { checkOutputPath, DEFAULT_MAX_SHARD, isFileOutput, listOtherFiles, planS
 import { TaskmergeError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
 import type { Params } from "../methods/types";
-import { checkCompatible } from "./validate";
+import { openInputs } from "./inputs";
 import { paramStats, requireStatsFiles, statsPrefix } from "../stats/keys";
 import { DEFAULT_CHUNK_ELEMS, EngineOptions } from "./merge";
 
@@ -62,17 +62,10 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
   const params = resolveParams(method, o.params);
   if (!o.experts.length) throw new TaskmergeError("no experts given");
   throwIfAborted(o.signal);
-  const opened: { close(): Promise<void> }[] = [];
-  const track = <T extends { close(): Promise<void> }>(x: T): T => (opened.push(x), x);
+  const inputs = await openInputs(o.base, o.experts, !!method.needsStats);
   try {
-    const base = track(await Checkpoint.open(o.base));
-    const experts: { spec: EngineOptions["experts"][number]; ck: Checkpoint; stats?: SafetensorsFile }[] = [];
-    for (const e of o.experts) {
-      const ck = track(await Checkpoint.open(e.path));
-      const stats = e.stats && method.needsStats ? track(await SafetensorsFile.open(e.stats)) : undefined;
-      experts.push({ spec: e, ck, stats });
-    }
-    checkCompatible(base, experts.map((e) => e.ck));
+    const { base } = inputs;
+    const experts = inputs.experts.map((e, i) => ({ spec: o.experts[i], ck: e.checkpoint, stats: e.stats }));
     await checkOutputPath(o.out);
     const warnings: string[] = [];
     let statistics: StatsCoverage | undefined;
@@ -135,7 +128,7 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
       warnings,
     };
   } finally {
-    await Promise.all(opened.map((x) => x.close().catch(() => undefined)));
+    await inputs.close();
   }
 }
 

@@ -51,16 +51,8 @@ export class SafetensorsWriter {
   }
 
   static async create(finalPath: string, tmpPath: string, tensors: OutTensor[], metadata?: Record<string, string>) {
-    const header = encodeHeader(tensors, metadata);
-    const fh = await fsp.open(tmpPath, "wx");
-    try {
-      await writeAll(fh, header, 0, tmpPath);
-    } catch (e) {
-      await fh.close();
-      await fsp.rm(tmpPath, { force: true });
-      throw e;
-    }
-    return new SafetensorsWriter(finalPath, tmpPath, fh, tensors, header.length);
+    const { fh, headerSize } = await createWithHeader(tmpPath, tensors, metadata);
+    return new SafetensorsWriter(finalPath, tmpPath, fh, tensors, headerSize);
   }
 
   /** The tensor expecting data next (empty tensors need none), or undefined when all are written. */
@@ -104,6 +96,22 @@ export class SafetensorsWriter {
     await this.fh.close().catch(() => undefined);
     await fsp.rm(this.tmpPath, { force: true });
   }
+}
+
+/** Creates tmpPath (which must not exist) and writes the header; the data follows it. */
+export async function createWithHeader(
+  tmpPath: string, tensors: OutTensor[], metadata?: Record<string, string>,
+): Promise<{ fh: fsp.FileHandle; headerSize: number }> {
+  const header = encodeHeader(tensors, metadata);
+  const fh = await fsp.open(tmpPath, "wx");
+  try {
+    await writeAll(fh, header, 0, tmpPath);
+  } catch (e) {
+    await fh.close();
+    await fsp.rm(tmpPath, { force: true });
+    throw e;
+  }
+  return { fh, headerSize: header.length };
 }
 
 /** Writes all of data at pos, looping over short writes; a full disk is a clear error. */

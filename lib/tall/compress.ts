@@ -10,13 +10,13 @@ import { promises as fsp } from "fs";
 import * as path from "path";
 import { randomBytes } from "crypto";
 import { runOp } from "../native";
-import { Checkpoint } from "../checkpoint";
 import { SafetensorsFile } from "../safetensors/file";
 import { SafetensorsWriter, OutTensor } from "../safetensors/writer";
 import { DTYPE_SIZE, FloatDType, isFloatDType } from "../safetensors/dtypes";
 import { chunkArgs, forEachChunk } from "../engine/stream";
-import { checkCompatible } from "../engine/validate";
-import { DEFAULT_CHUNK_ELEMS, ResolvedExpert } from "../engine/merge";
+import { openInputs } from "../engine/inputs";
+import { DEFAULT_CHUNK_ELEMS } from "../engine/merge";
+import type { ResolvedExpert } from "../engine/inputs";
 import { Progress, ProgressTracker } from "../engine/progress";
 import { TaskmergeError, throwIfAborted } from "../errors";
 import { VERSION } from "../version";
@@ -73,10 +73,9 @@ export async function runCompress(o: CompressEngineOptions): Promise<CompressRep
   const track = <T extends { close(): Promise<void> }>(x: T): T => (opened.push(x), x);
   let tmp: string | undefined;
   try {
-    const base = track(await Checkpoint.open(o.base));
-    const experts: Expert[] = [];
-    for (const e of o.experts) experts.push({ name: e.name, checkpoint: track(await Checkpoint.open(e.path)), weight: 1 });
-    checkCompatible(base, experts.map((e) => e.checkpoint));
+    // Per-expert weights do not apply to TALL masks.
+    const inputs = track(await openInputs(o.base, o.experts.map((e) => ({ ...e, weight: 1, stats: undefined })), false));
+    const { base, experts } = inputs;
     const floatKeys = base.keys().filter((k) => isFloatDType(base.get(k).dtype));
     const tauDtype = (k: string): FloatDType => o.dtype ?? (base.get(k).dtype as FloatDType);
     const progress = new ProgressTracker(o.onProgress);

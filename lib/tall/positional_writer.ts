@@ -5,7 +5,7 @@
  * cannot simply append. Lives under a temporary name until finish().
  */
 import { promises as fsp } from "fs";
-import { encodeHeader, OutTensor, tensorBytes, writeAll } from "../safetensors/writer";
+import { createWithHeader, OutTensor, tensorBytes, writeAll } from "../safetensors/writer";
 import { TaskmergeError } from "../errors";
 
 export class PositionalWriter {
@@ -24,16 +24,8 @@ export class PositionalWriter {
   }
 
   static async create(finalPath: string, tmpPath: string, tensors: OutTensor[], metadata?: Record<string, string>): Promise<PositionalWriter> {
-    const header = encodeHeader(tensors, metadata);
-    const fh = await fsp.open(tmpPath, "wx");
-    try {
-      await writeAll(fh, header, 0, tmpPath);
-    } catch (e) {
-      await fh.close();
-      await fsp.rm(tmpPath, { force: true });
-      throw e;
-    }
-    return new PositionalWriter(finalPath, tmpPath, fh, tensors, header.length);
+    const { fh, headerSize } = await createWithHeader(tmpPath, tensors, metadata);
+    return new PositionalWriter(finalPath, tmpPath, fh, tensors, headerSize);
   }
 
   /** Writes `data` into tensor `key` at byte `at` of its data. */

@@ -1,0 +1,45 @@
+/**
+ * Opening a merge's inputs: the base, every expert and, when the method reads
+ * them, the experts' statistics files; then the key/shape check. Shared by the
+ * merge, the dry-run plan and compress, so they accept and refuse the same inputs.
+ */
+import { Checkpoint } from "../checkpoint";
+import { SafetensorsFile } from "../safetensors/file";
+import type { Expert } from "../methods/types";
+import { checkCompatible } from "./validate";
+
+export interface ResolvedExpert {
+  path: string;
+  name: string;
+  weight: number;
+  stats?: string;
+}
+
+export interface Inputs {
+  base: Checkpoint;
+  experts: Expert[];
+  /** Closes every file opened here; safe to call more than once. */
+  close(): Promise<void>;
+}
+
+export async function openInputs(base: string, experts: ResolvedExpert[], withStats: boolean): Promise<Inputs> {
+  const opened: { close(): Promise<void> }[] = [];
+  const track = <T extends { close(): Promise<void> }>(x: T): T => (opened.push(x), x);
+  const close = async () => {
+    await Promise.all(opened.splice(0).map((x) => x.close().catch(() => undefined)));
+  };
+  try {
+    const b = track(await Checkpoint.open(base));
+    const list: Expert[] = [];
+    for (const e of experts) {
+      const checkpoint = track(await Checkpoint.open(e.path));
+      const stats = e.stats && withStats ? track(await SafetensorsFile.open(e.stats)) : undefined;
+      list.push({ name: e.name, checkpoint, weight: e.weight, stats });
+    }
+    checkCompatible(b, list.map((e) => e.checkpoint));
+    return { base: b, experts: list, close };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
