@@ -18,12 +18,8 @@
 const path = require("path");
 const os = require("os");
 const { runOp, nativeInfo } = require(path.join(process.env.TASKMERGE_DIST || path.join(__dirname, "..", "dist"), "native"));
+const { arg, flag } = require("./common");
 
-function arg(name, def) {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : def;
-}
-const flag = (name) => process.argv.includes(`--${name}`);
 
 const linalg = flag("builtin") ? "builtin" : undefined;
 const solver = arg("solver", "auto");

@@ -18,12 +18,9 @@ const ROOT = path.join(__dirname, "..");
 const DIST = path.resolve(process.env.TASKMERGE_DIST || path.join(ROOT, "dist"));
 const PY = process.env.PYTHON || "/usr/bin/python3";
 const tm = require(path.join(DIST, "index.js"));
+const { arg } = require("./common");
 const CLI = path.join(DIST, "cli", "main.js");
 
-function arg(name, def) {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : def;
-}
 const ZOO = path.resolve(arg("zoo", path.join(ROOT, "bench", "zoo", "out")));
 const OUT = path.resolve(arg("out", path.join(ROOT, "bench", "out")));
 const VAL_LIMIT = Number(arg("val-limit", "1000")); // val examples per task for the grid search

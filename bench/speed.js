@@ -16,6 +16,7 @@ const fs = require("fs");
 const os = require("os");
 const path = require("path");
 const { spawnSync } = require("child_process");
+const { arg, flag, evict, timed, readOnceFloor } = require("./common");
 
 const ROOT = path.join(__dirname, "..");
 const DIST = path.resolve(process.env.TASKMERGE_DIST || path.join(ROOT, "dist"));
@@ -23,11 +24,6 @@ const PY = process.env.PYTHON || "/usr/bin/python3";
 const CLI = path.join(DIST, "cli", "main.js");
 const tm = require(path.join(DIST, "index.js"));
 
-function arg(name, def) {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : def;
-}
-const flag = (name) => process.argv.includes(`--${name}`);
 const OUT = path.resolve(arg("out", path.join(ROOT, "bench", "out")));
 const DATA = path.resolve(arg("dir", path.join(OUT, "speed-data")));
 const GBS = arg("gb", "2").split(",").map(Number); // LLM-shaped sizes, GB per checkpoint
@@ -39,26 +35,6 @@ const COMPARE = new Set(["average", "task_arithmetic", "ties"]); // deterministi
 
 const log = (m) => console.log(`[speed ${new Date().toISOString().slice(11, 19)}] ${m}`);
 const fileSize = (f) => fs.statSync(f).size;
-
-/** Runs argv under /usr/bin/time -v; returns wall seconds, peak RSS bytes, stdout. */
-function timed(argv, env = {}) {
-  const t0 = process.hrtime.bigint();
-  const r = spawnSync("/usr/bin/time", ["-v", ...argv], { encoding: "utf8", env: { ...process.env, ...env }, maxBuffer: 64 << 20 });
-  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
-  const rss = /Maximum resident set size \(kbytes\): (\d+)/.exec(r.stderr);
-  if (r.status !== 0) {
-    const why = r.stderr.split("\n").filter((l) => l.trim() && !/^\t/.test(l)).slice(-2).join(" ");
-    return { error: `exit ${r.status}: ${why || "killed"}`, wall, rss: rss ? Number(rss[1]) * 1024 : 0 };
-  }
-  return { wall, rss: Number(rss[1]) * 1024, stdout: r.stdout };
-}
-
-/** Evict files from the page cache so the next run reads them from disk. */
-function evict(files) {
-  const code = "import os,sys\nfor p in sys.argv[1:]:\n fd=os.open(p,os.O_RDONLY)\n os.fsync(fd)\n os.posix_fadvise(fd,0,0,os.POSIX_FADV_DONTNEED)\n os.close(fd)";
-  const r = spawnSync(PY, ["-c", code, ...files]);
-  if (r.status !== 0) throw new Error(`page-cache eviction failed: ${r.stderr}`);
-}
 
 function memAvailable() {
   const m = /MemAvailable:\s+(\d+) kB/.exec(fs.readFileSync("/proc/meminfo", "utf8"));
@@ -82,20 +58,6 @@ function makeSet(name, gb) {
   return { name: name === "llm" ? `llm-${gb}GB` : name, dir, base, experts, stats, bytes: [base, ...experts].reduce((a, f) => a + fileSize(f), 0) };
 }
 
-/** Read-once floor: every input file read once, 16 MiB at a time, one file after another
- *  and all files at once (taskmerge reads its inputs in parallel); the faster counts. */
-function floor(set) {
-  const seq = `const fs=require("fs");const b=Buffer.allocUnsafe(16<<20);for(const f of process.argv.slice(1)){const fd=fs.openSync(f,"r");while(fs.readSync(fd,b,0,b.length,null)>0);fs.closeSync(fd);}`;
-  const par = `const fs=require("fs").promises;Promise.all(process.argv.slice(1).map(async(f)=>{const h=await fs.open(f,"r");const b=Buffer.allocUnsafe(16<<20);while((await h.read(b,0,b.length,null)).bytesRead>0);await h.close();}));`;
-  const files = [set.base, ...set.experts];
-  evict(files);
-  const sequential = timed([process.execPath, "-e", seq, ...files]);
-  evict(files);
-  const parallel = timed([process.execPath, "-e", par, ...files], { UV_THREADPOOL_SIZE: "16" });
-  const best = parallel.wall < sequential.wall ? parallel : sequential;
-  return { wall: best.wall, rss: best.rss, sequential: sequential.wall, parallel: parallel.wall };
-}
-
 function compare(a, b) {
   const r = spawnSync(PY, [path.join(__dirname, "torch_peer.py"), "--compare", a, b], { encoding: "utf8" });
   return r.status === 0 ? JSON.parse(r.stdout) : { error: r.stderr.trim().split("\n").at(-1) };
@@ -111,7 +73,7 @@ function peerNeed(set, method) {
 function runSet(set) {
   const work = path.join(OUT, "speed-work");
   fs.mkdirSync(work, { recursive: true });
-  const fl = floor(set);
+  const fl = readOnceFloor([set.base, ...set.experts]);
   log(`${set.name}: ${(set.bytes / 1e9).toFixed(2)} GB of inputs, read-once floor ${fl.wall.toFixed(2)} s`);
   const rows = [];
   const methods = tm.listMethods().filter((m) => !ONLY || ONLY.includes(m.name));
@@ -158,10 +120,9 @@ function markdown(res) {
     `Command: \`${res.command}\`. Each merge is one child process of the CLI (\`taskmerge merge ... --quiet\`, default parameters) or of ` +
       "`bench/torch_peer.py` (PyTorch " + res.torch + ", CPU, loads every checkpoint then computes; TIES/DARE over one flattened [T, N] matrix as research code does). " +
       "Wall time includes process start and writing the output; peak RSS from `/usr/bin/time -v`. Before every run, the floor included, the input files are evicted " +
-      "from this machine's page cache (fsync + posix_fadvise DONTNEED, checked with fincore), so every run starts with the same cold guest cache; " +
+      "from this machine's page cache (fsync, then dd iflag=nocache: posix_fadvise DONTNEED), so every run starts with the same cold guest cache; " +
       "the virtual disk's host may still cache, which is why the floor can exceed the raw disk speed. " +
-      "Read-once floor: one process reading every input file once, 16 MiB at a time, sequentially and all files at once; the faster counts. " +
-      "Other agents shared the 2 CPUs during these runs, so times carry noise of tens of percent.",
+      "Read-once floor: one process reading every input file once, 16 MiB at a time, sequentially and all files at once; the faster counts.",
     "",
   );
   for (const set of res.sets) {

@@ -2,9 +2,9 @@
 /**
  * Streaming methods benchmark: wall time of each streamed CLI run (average,
  * task_arithmetic, TIES, DARE, consensus merges and `taskmerge compress`) on a
- * base + N experts, next to the time
- * to read the same inputs once, measured alternately in the same run with the
- * inputs' page cache dropped before every measurement (dd iflag=nocache).
+ * base + N experts, next to the read-once floor of bench/common.js (every
+ * input read once, cold), measured alternately in the same run with the
+ * inputs' page cache dropped before every measurement.
  * Peak RSS comes from /usr/bin/time. Global TIES streams the inputs 3 times
  * (two exact-threshold histogram passes, the second also summing the elected
  * signs for the majority sign, then the merge).
@@ -18,13 +18,9 @@
 const fs = require("fs");
 const os = require("os");
 const path = require("path");
-const { spawn, spawnSync } = require("child_process");
+const { arg, median, evict, timed, readOnceFloor } = require("./common");
 
 const root = path.join(__dirname, "..");
-const arg = (name, def) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : def;
-};
 
 const dir = arg("dir", "/work/benchdata/llm8x2g");
 const experts = Number(arg("experts", "8"));
@@ -40,58 +36,17 @@ const inputs = [path.join(dir, "base.safetensors"), ...Array.from({ length: expe
 for (const f of inputs) if (!fs.existsSync(f)) throw new Error(`${f} is missing: generate it with bench/synthetic.js`);
 const inputBytes = inputs.reduce((s, f) => s + fs.statSync(f).size, 0);
 
-function evict(files) {
-  for (const f of files) spawnSync("dd", [`if=${f}`, "iflag=nocache", "count=0", "status=none"]);
-}
-
-/** The floor: every input read once, all files concurrently, 8 MB reads. */
-async function readOnce() {
-  const t0 = process.hrtime.bigint();
-  await Promise.all(
-    inputs.map(async (f) => {
-      const fh = await fs.promises.open(f, "r");
-      const buf = Buffer.allocUnsafe(8 << 20);
-      try {
-        for (let pos = 0; ; ) {
-          const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
-          if (!bytesRead) break;
-          pos += bytesRead;
-        }
-      } finally {
-        await fh.close();
-      }
-    }),
-  );
-  return Number(process.hrtime.bigint() - t0) / 1e9;
-}
-
-/** One CLI run under /usr/bin/time: wall seconds, peak RSS bytes and stdout. */
+/** One CLI run under /usr/bin/time: wall seconds, peak RSS bytes and its --json report. */
 function runCli(words, out) {
   const [command, ...rest] = words;
-  const args = ["-f", "TASKMERGE_MAXRSS_KB=%M", process.execPath, cli, command, "--base", inputs[0]];
-  for (const e of inputs.slice(1)) args.push("--expert", e);
-  if (command === "merge") args.push("--method");
-  args.push(...rest, "--out", out, "--json");
-  return new Promise((resolve, reject) => {
-    const t0 = process.hrtime.bigint();
-    const child = spawn("/usr/bin/time", args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, TASKMERGE_ADDON: addonPath } });
-    let err = "";
-    let stdout = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (err += d));
-    child.on("close", (code) => {
-      const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-      const m = /TASKMERGE_MAXRSS_KB=(\d+)/.exec(err);
-      if (code !== 0 || !m) return reject(new Error(`${words.join(" ")} failed (${code}): ${err}`));
-      resolve({ seconds, rss: Number(m[1]) * 1024, report: JSON.parse(stdout) });
-    });
-  });
+  const argv = [process.execPath, cli, command, "--base", inputs[0], ...inputs.slice(1).flatMap((e) => ["--expert", e])];
+  if (command === "merge") argv.push("--method");
+  argv.push(...rest, "--out", out, "--json");
+  const r = timed(argv, { TASKMERGE_ADDON: addonPath });
+  if (r.error) throw new Error(`${words.join(" ")} failed: ${r.error}`);
+  return { seconds: r.wall, rss: r.rss, report: JSON.parse(r.stdout) };
 }
 
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const gb = (b) => (b / 1e9).toFixed(2);
 
 async function main() {
@@ -102,11 +57,10 @@ async function main() {
     const floors = [];
     const times = [];
     for (let i = 0; i < repeats; i++) {
-      evict(inputs);
-      floors.push(await readOnce());
+      floors.push(readOnceFloor(inputs).wall);
       const out = path.join(outDir, `bench-stream-${process.pid}${words[0] === "merge" ? ".safetensors" : ""}`);
       evict(inputs);
-      times.push(await runCli(words, out));
+      times.push(runCli(words, out));
       fs.rmSync(out, { recursive: true, force: true });
       console.error(`${r}: run ${i + 1}: ${times[i].seconds.toFixed(2)} s, read-once ${floors[i].toFixed(2)} s, peak RSS ${gb(times[i].rss)} GB`);
     }

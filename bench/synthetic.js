@@ -10,11 +10,8 @@
 const fs = require("fs");
 const path = require("path");
 const { SafetensorsWriter } = require("../dist/safetensors/writer");
+const { arg } = require("./common");
 
-function arg(name, def) {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : def;
-}
 
 /** Tensor list of a Llama-like model of about `gb` GB at 2 bytes per parameter. */
 function llmShapes(gb) {
