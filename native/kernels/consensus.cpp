@@ -5,9 +5,31 @@
 // exactly the operations of task_arithmetic (kind sum) or ties_merge with
 // merge "sum" (kind ties), so k = 0 reproduces those bit for bit.
 #include "../core/linear_combine.h"
+#include "../core/tall_mask.h"
 #include "../core/trim.h"
 
 namespace taskmerge {
+
+// Exactly task_arithmetic's operations with ct = λ (linearCombine, inline), in the AVX2 clone too.
+TM_SIMD static void linearCombineSimd(const float* base, const float* const* v, const double* coeffs, size_t T, size_t n, float* out) {
+  linearCombine(base, v, coeffs, T, n, out);
+}
+
+// merged[i] = float(θ0 + λ·τMTL), as ties_merge with merge "sum".
+TM_SIMD static void tiesMerged(const float* base, const double* mtl, double lambda, size_t n, float* merged) {
+  for (size_t i = 0; i < n; i++) merged[i] = float(double(base[i]) + lambda * mtl[i]);
+}
+
+// out[i] = merged[i] where at least k masks hold entry i, else θ0.
+TM_SIMD static void selectKept(const double* cnt, double k, const float* merged, const float* base, size_t n, float* out) {
+  for (size_t i = 0; i < n; i++) out[i] = selectBits(cnt[i] >= k, merged[i], base[i]);
+}
+
+// Per-thread block scratch: plain pointers, no thread-local lookup per element.
+struct ConsensusScratch {
+  std::vector<double> mtl = std::vector<double>(kBlockElems), cnt = std::vector<double>(kBlockElems);
+  std::vector<float> mtlF = std::vector<float>(kBlockElems), merged = std::vector<float>(kBlockElems);
+};
 
 static void consensusOp(const OpArgs& a, OpResult&) {
   ElementwiseChunk c = parseChunk(a);
@@ -21,38 +43,22 @@ static void consensusOp(const OpArgs& a, OpResult&) {
   const double k = a.num("k");
   const std::vector<double> lam(c.experts.size(), lambda);
   forEachBlock(c, [&](Block& b) {
-    const float* const* v = trim.block(b);
-    thread_local std::vector<double> aggBuf;
-    aggBuf.resize(b.n);
-    double* agg = aggBuf.data();  // a plain pointer: no thread-local lookup per element
-    if (ties) tiesAggregate(v, b.T, b.n, maj, false, agg);
-    thread_local std::vector<float> sumBuf;
-    float* summed = nullptr;
-    if (!ties) {
-      // Exactly task_arithmetic's operations with ct = λ.
-      sumBuf.resize(b.n);
-      summed = sumBuf.data();
-      linearCombine(b.base, b.tau, lam.data(), b.T, b.n, summed);
+    thread_local ConsensusScratch s;
+    ConsensusScratch& sc = s;
+    double* mtl = sc.mtl.data();
+    float* mtlF = sc.mtlF.data();
+    float* merged = sc.merged.data();
+    if (ties) {
+      tiesAggregate(trim.block(b), b.T, b.n, maj, false, mtl);
+      tiesMerged(b.base, mtl, lambda, b.n, merged);
+    } else {
+      tallSumTasks(b.tau, b.T, b.n, mtl);
+      linearCombineSimd(b.base, b.tau, lam.data(), b.T, b.n, merged);
     }
-    for (size_t i = 0; i < b.n; i++) {
-      double mtl;
-      if (ties) {
-        mtl = agg[i];
-      } else {
-        mtl = 0;
-        for (size_t t = 0; t < b.T; t++) mtl += b.tau[t][i];
-      }
-      const float mtlF = float(mtl);
-      size_t count = 0;
-      for (size_t t = 0; t < b.T; t++) count += tallBit(b.tau[t][i], mtlF, tallLambda);
-      float merged;
-      if (ties) {
-        merged = float(double(b.base[i]) + lambda * mtl);
-      } else {
-        merged = summed[i];
-      }
-      b.out[i] = selectBits(double(count) >= k, merged, b.base[i]);
-    }
+    tallToFloat(mtl, b.n, mtlF);
+    // The masks compare the untrimmed τt with τMTL rounded to float32.
+    tallMaskCount(b.tau, b.T, mtlF, b.n, tallLambda, sc.cnt.data());
+    selectKept(sc.cnt.data(), k, merged, b.base, b.n, b.out);
   });
 }
 

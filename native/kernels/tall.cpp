@@ -15,17 +15,27 @@
 // Op "tall_mask": chunk arguments + tau (stored τMTL, tauDtype) + lambdas +
 //   masks (T buffers, written): the masks of tall_compress from a stored τMTL
 //   (used once λt has been chosen from a grid).
+#include "../core/tall_mask.h"
 #include "../core/trim.h"
 
 namespace taskmerge {
 
-static void packBits(const float* tau, const float* mtl, size_t n, double lambda, uint8_t* dst) {
-  for (size_t i = 0; i < n; i += 8) {
-    uint8_t byte = 0;
-    size_t m = std::min<size_t>(8, n - i);
-    for (size_t j = 0; j < m; j++) byte |= uint8_t(tallBit(tau[i + j], mtl[i + j], lambda)) << (7 - j);
-    dst[i / 8] = byte;
-  }
+// Scratch for one block, per thread: plain pointers, no thread-local lookup per element.
+struct MaskScratch {
+  std::vector<double> agg = std::vector<double>(kBlockElems);
+  std::vector<uint8_t> bits = std::vector<uint8_t>(kBlockElems + 8);
+};
+
+static MaskScratch& maskScratch() {
+  thread_local MaskScratch s;
+  return s;
+}
+
+// One task's packed mask for a block starting at a multiple of 8 entries.
+static void packMask(const float* tau, const float* mtl, size_t n, double lambda, uint8_t* bits, uint8_t* dst) {
+  tallMaskBytes(tau, mtl, n, lambda, bits);
+  for (size_t i = n; i % 8; i++) bits[i] = 0;
+  tallPackBits(bits, n, dst);
 }
 
 static void tallCompressOp(const OpArgs& a, OpResult&) {
@@ -54,23 +64,19 @@ static void tallCompressOp(const OpArgs& a, OpResult&) {
     }
   }
   forEachBlock(c, [&](Block& b) {
-    const float* const* v = trim.block(b);
+    MaskScratch& s = maskScratch();
+    double* agg = s.agg.data();
     float* mtl = b.out;  // scratch: nothing is written from it (the op has no out)
-    thread_local std::vector<double> aggBuf;
-    aggBuf.assign(b.n, 0.0);
-    double* agg = aggBuf.data();  // a plain pointer: no thread-local lookup per element
-    if (ties) {
-      tiesAggregate(v, b.T, b.n, maj, false, agg);
-    } else {
-      for (size_t t = 0; t < b.T; t++)
-        for (size_t i = 0; i < b.n; i++) agg[i] += b.tau[t][i];
-    }
-    for (size_t i = 0; i < b.n; i++) mtl[i] = float(agg[i]);
+    if (ties)
+      tiesAggregate(trim.block(b), b.T, b.n, maj, false, agg);
+    else
+      tallSumTasks(b.tau, b.T, b.n, agg);
+    tallToFloat(agg, b.n, mtl);
     const size_t local = b.index - c.offset;
     uint8_t* dst = tauOut.data + local * dtypeSize(tauType);
     fromF32(mtl, b.n, tauType, dst);
     toF32(dst, tauType, b.n, mtl);  // masks use τMTL as stored
-    for (size_t t = 0; t < masks.size(); t++) packBits(b.tau[t], mtl, b.n, lambdas[t], masks[t] + local / 8);
+    for (size_t t = 0; t < masks.size(); t++) packMask(b.tau[t], mtl, b.n, lambdas[t], s.bits.data(), masks[t] + local / 8);
   });
 }
 
@@ -143,7 +149,8 @@ static void tallMaskOp(const OpArgs& a, OpResult&) {
     float* mtl = b.out;  // scratch (the op has no out)
     toF32(tau.data + local * dtypeSize(tauType), tauType, b.n, mtl);
     checkFinite(mtl, b.n, b.index, "tau", size_t(-1));
-    for (size_t t = 0; t < T; t++) packBits(b.tau[t], mtl, b.n, lambdas[t], mb[t].data + local / 8);
+    uint8_t* bits = maskScratch().bits.data();
+    for (size_t t = 0; t < T; t++) packMask(b.tau[t], mtl, b.n, lambdas[t], bits, mb[t].data + local / 8);
   });
 }
 
