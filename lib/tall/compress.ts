@@ -13,7 +13,8 @@ import { runOp } from "../native";
 import { SafetensorsFile } from "../safetensors/file";
 import { SafetensorsWriter, OutTensor } from "../safetensors/writer";
 import { DTYPE_SIZE, FloatDType, isFloatDType } from "../safetensors/dtypes";
-import { chunkArgs, forEachChunk } from "../engine/stream";
+import { Chunk, chunkArgs, forEachChunk, releaseChunk } from "../engine/stream";
+import { chunkPool } from "../engine/buffer_pool";
 import { openInputs } from "../engine/inputs";
 import { DEFAULT_CHUNK_ELEMS } from "../engine/merge";
 import type { ResolvedExpert } from "../engine/inputs";
@@ -23,6 +24,7 @@ import { VERSION } from "../version";
 import type { Expert, MergeContext } from "../methods/types";
 import { describeTrim, globalTiesTrim, KeyScan, magnitudeArgs, OpArgs, tensorTiesTrim, TiesTrim } from "../methods/ties_trim";
 import { PositionalWriter } from "./positional_writer";
+import { WriteBehind } from "./write_behind";
 import { reconstruct, roundUp8 } from "./reconstruct";
 import { BUNDLE_FORMAT, BUNDLE_JSON, BUNDLE_VERSION, BundleManifest, MASKS_FILE, maskBytes, maskKey, sampleHash, TAU_FILE } from "./bundle";
 
@@ -99,20 +101,24 @@ export async function runCompress(o: CompressEngineOptions): Promise<CompressRep
     let maskW = fixed ? await createMaskWriter(tmpDir, maskPlan) : undefined;
     if (maskW) track(maskW);
     progress.phase(fixed ? "compress" : "tau", floatKeys.length, phaseBytes(ctx, floatKeys));
-    for (const key of floatKeys) {
-      throwIfAborted(o.signal);
-      const scan = new KeyScan(ctx, key);
-      const trim: OpArgs = o.tau === "sum" ? { trim: "none" } : trimArgs(global ?? (await tensorTrim(ctx, scan, o.density)));
-      const tauSize = DTYPE_SIZE[tauDtype(key)];
-      await scan.final(async (c) => {
-        const tauBuf = Buffer.allocUnsafe(c.n * tauSize);
-        const masks = fixed ? experts.map(() => Buffer.allocUnsafe(maskBytes(c.n))) : undefined;
-        await runOp("tall_compress", { ...chunkArgs(ctx, c), ...trim, kind: o.tau, tau: tauBuf, tauDtype: tauDtype(key), lambdas: fixed, masks });
-        await tauW.write(key, tauBuf);
-        if (masks) await Promise.all(masks.map((m, t) => maskW!.write(maskKey(experts[t].name, key), c.offset / 8, m)));
-      });
-      progress.tensorDone(key);
-    }
+    const masksNow = maskW;
+    await withWriteBehind(async (writes) => {
+      for (const key of floatKeys) {
+        throwIfAborted(o.signal);
+        const scan = new KeyScan(ctx, key);
+        const trim: OpArgs = o.tau === "sum" ? { trim: "none" } : trimArgs(global ?? (await tensorTrim(ctx, scan, o.density)));
+        const tauSize = DTYPE_SIZE[tauDtype(key)];
+        await scan.final(async (c) => {
+          const tauBuf = chunkPool.acquire(c.n * tauSize);
+          const masks = masksNow ? experts.map(() => chunkPool.acquire(maskBytes(c.n))) : [];
+          await computeChunk(c, [tauBuf, ...masks], () =>
+            runOp("tall_compress", { ...chunkArgs(ctx, c), ...trim, kind: o.tau, tau: tauBuf, tauDtype: tauDtype(key), lambdas: fixed, masks: masksNow ? masks : undefined }),
+          );
+          await writes.push(() => [tauW.write(key, tauBuf), ...masks.map((m, t) => masksNow!.write(maskKey(experts[t].name, key), c.offset / 8, m))], [tauBuf, ...masks]);
+        });
+        progress.tensorDone(key);
+      }
+    });
     await tauW.finish();
 
     // λ search: score candidates, then write the masks with the winners.
@@ -210,17 +216,54 @@ async function scoreGrid(ctx: MergeContext, tau: SafetensorsFile, e: Expert, sea
 /** Writes every task's mask from the stored τMTL and the chosen λt. */
 async function masksFromTau(ctx: MergeContext, tau: SafetensorsFile, lambdas: number[], w: PositionalWriter): Promise<void> {
   ctx.progress.phase("masks", ctx.floatKeys.length, phaseBytes(ctx, ctx.floatKeys) + tau.size);
-  for (const key of ctx.floatKeys) {
-    throwIfAborted(ctx.signal);
-    const tauDtype = tau.tensor(key)!.dtype;
-    await forEachChunk(ctx, key, async (c) => {
-      const tauBuf = await tau.read(key, c.offset, c.n);
-      const masks = ctx.experts.map(() => Buffer.allocUnsafe(maskBytes(c.n)));
-      await runOp("tall_mask", { ...chunkArgs(ctx, c), tau: tauBuf, tauDtype, lambdas, masks });
-      await Promise.all(masks.map((m, t) => w.write(maskKey(ctx.experts[t].name, key), c.offset / 8, m)));
-    });
-    ctx.progress.tensorDone(key);
+  await withWriteBehind(async (writes) => {
+    for (const key of ctx.floatKeys) {
+      throwIfAborted(ctx.signal);
+      const tauDtype = tau.tensor(key)!.dtype as FloatDType;
+      await forEachChunk(ctx, key, async (c) => {
+        const masks = ctx.experts.map(() => chunkPool.acquire(maskBytes(c.n)));
+        const tauBuf = chunkPool.acquire(c.n * DTYPE_SIZE[tauDtype]);
+        await computeChunk(c, [tauBuf, ...masks], async () => {
+          await tau.read(key, c.offset, c.n, tauBuf);
+          await runOp("tall_mask", { ...chunkArgs(ctx, c), tau: tauBuf, tauDtype, lambdas, masks });
+        });
+        chunkPool.release(tauBuf);
+        await writes.push(() => masks.map((m, t) => w.write(maskKey(ctx.experts[t].name, key), c.offset / 8, m)), masks);
+      });
+      ctx.progress.tensorDone(key);
+    }
+  });
+}
+
+/**
+ * Runs a chunk's op and recycles the chunk's input buffers; on failure the
+ * output buffers go back to the pool too (nothing will write them).
+ */
+async function computeChunk(c: Chunk, outs: Buffer[], op: () => Promise<unknown>): Promise<void> {
+  try {
+    await op();
+  } catch (e) {
+    chunkPool.release(...outs);
+    throw e;
+  } finally {
+    releaseChunk(c);
   }
+}
+
+/**
+ * Runs a streamed pass whose chunk writes trail its compute by one chunk;
+ * every write has settled when it returns or throws. An error of the pass
+ * itself (an abort, a bad input) wins over a write error it caused.
+ */
+async function withWriteBehind(pass: (writes: WriteBehind) => Promise<void>): Promise<void> {
+  const writes = new WriteBehind();
+  try {
+    await pass(writes);
+  } catch (e) {
+    await writes.drain().catch(() => undefined);
+    throw e;
+  }
+  await writes.drain();
 }
 
 /** The output may be new, an empty directory or an older bundle (replaced); nothing else is overwritten. */
