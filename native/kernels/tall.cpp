@@ -20,10 +20,10 @@
 
 namespace taskmerge {
 
-// Scratch for one block, per thread: plain pointers, no thread-local lookup per element.
+// Per-thread block scratch: plain pointers, no thread-local lookup per element.
 struct MaskScratch {
   std::vector<double> agg = std::vector<double>(kBlockElems);
-  std::vector<uint8_t> bits = std::vector<uint8_t>(kBlockElems + 8);
+  std::vector<uint8_t*> dst;
 };
 
 static MaskScratch& maskScratch() {
@@ -31,11 +31,11 @@ static MaskScratch& maskScratch() {
   return s;
 }
 
-// One task's packed mask for a block starting at a multiple of 8 entries.
-static void packMask(const float* tau, const float* mtl, size_t n, double lambda, uint8_t* bits, uint8_t* dst) {
-  tallMaskBytes(tau, mtl, n, lambda, bits);
-  for (size_t i = n; i % 8; i++) bits[i] = 0;
-  tallPackBits(bits, n, dst);
+// The block's slice of every task's packed mask (blocks start at multiples of 8 entries).
+static uint8_t* const* maskSlices(MaskScratch& s, const std::vector<uint8_t*>& masks, size_t localIndex) {
+  s.dst.resize(masks.size());
+  for (size_t t = 0; t < masks.size(); t++) s.dst[t] = masks[t] + localIndex / 8;
+  return s.dst.data();
 }
 
 static void tallCompressOp(const OpArgs& a, OpResult&) {
@@ -76,7 +76,7 @@ static void tallCompressOp(const OpArgs& a, OpResult&) {
     uint8_t* dst = tauOut.data + local * dtypeSize(tauType);
     fromF32(mtl, b.n, tauType, dst);
     toF32(dst, tauType, b.n, mtl);  // masks use τMTL as stored
-    for (size_t t = 0; t < masks.size(); t++) packMask(b.tau[t], mtl, b.n, lambdas[t], s.bits.data(), masks[t] + local / 8);
+    if (!masks.empty()) tallMasks(b.tau, b.T, mtl, b.n, lambdas.data(), maskSlices(s, masks, local));
   });
 }
 
@@ -142,15 +142,17 @@ static void tallMaskOp(const OpArgs& a, OpResult&) {
   const auto& lambdas = a.numList("lambdas");
   const auto& mb = a.bufList("masks");
   if (lambdas.size() != T || mb.size() != T) throw Error("tall_mask: one lambda and one mask buffer per expert");
-  for (auto& m : mb)
+  std::vector<uint8_t*> masks;
+  for (auto& m : mb) {
     if (m.size != (c.n + 7) / 8) throw Error("tall_mask: mask buffer must hold ceil(n/8) bytes");
+    masks.push_back(m.data);
+  }
   forEachBlock(c, [&](Block& b) {
     const size_t local = b.index - c.offset;
     float* mtl = b.out;  // scratch (the op has no out)
     toF32(tau.data + local * dtypeSize(tauType), tauType, b.n, mtl);
     checkFinite(mtl, b.n, b.index, "tau", size_t(-1));
-    uint8_t* bits = maskScratch().bits.data();
-    for (size_t t = 0; t < T; t++) packMask(b.tau[t], mtl, b.n, lambdas[t], bits, mb[t].data + local / 8);
+    tallMasks(b.tau, b.T, mtl, b.n, lambdas.data(), maskSlices(maskScratch(), masks, local));
   });
 }
 
