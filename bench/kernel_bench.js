@@ -52,6 +52,15 @@ const cases = {
     ...chunk, kind: "sum", tau: Buffer.alloc(n * 2), tauDtype: "BF16", lambdas: new Array(T).fill(0.4),
     masks: experts.map(() => Buffer.alloc(n / 8)),
   }),
+  consensus_ties: () => runOp("consensus", {
+    ...chunk, out, outDtype: "BF16", kind: "ties", trim: "magnitude", thresholds: thr, majority: 1, tallLambda: 0.4, lambda: 1, k: 2,
+  }),
+  "tall_compress ties": () => runOp("tall_compress", {
+    ...chunk, kind: "ties", trim: "magnitude", thresholds: thr, majority: 1, tau: Buffer.alloc(n * 2), tauDtype: "BF16",
+    lambdas: new Array(T).fill(0.4), masks: experts.map(() => Buffer.alloc(n / 8)),
+  }),
+  // The masks pass after a λ grid: τMTL read back from the bundle.
+  tall_mask: () => runOp("tall_mask", { ...chunk, tau: out, tauDtype: "BF16", lambdas: new Array(T).fill(0.4), masks: experts.map(() => Buffer.alloc(n / 8)) }),
 };
 
 (async () => {
