@@ -1,9 +1,9 @@
 // Block loops shared by the TALL ops (tall.cpp) and consensus merging
-// (consensus.cpp): τMTL as a double sum of the task vectors and the TALL mask
-// bit |τt| > λ·|τMTL − τt| (compared in double), as 0/1 bytes, packed bits or
-// a per-entry count. Each loop runs task-major over one block of contiguous
-// entries, so it vectorises (TM_SIMD: an AVX2 clone, 4 doubles wide), and each
-// entry's sum still runs over t in order, so the bits do not depend on it.
+// (consensus.cpp): τMTL as a double sum of the task vectors, and the TALL mask
+// bit |τt| > λ·|τMTL − τt| (compared in double) as packed bits or as a count
+// per entry. Loops run over one block of contiguous entries so they vectorise
+// (TM_SIMD: an AVX2 clone, 4 doubles wide); sums still run over t in order
+// and compares are the scalar ones lane by lane, so the bits do not change.
 // Static (one copy per kernel file, unused ones allowed): GCC 12 clones those.
 #pragma once
 #include <cmath>
