@@ -101,7 +101,7 @@ export async function runCompress(o: CompressEngineOptions): Promise<CompressRep
     let maskW = fixed ? await createMaskWriter(tmpDir, maskPlan) : undefined;
     if (maskW) track(maskW);
     progress.phase(fixed ? "compress" : "tau", floatKeys.length, phaseBytes(ctx, floatKeys));
-    const masksNow = maskW;
+    const masksNow = maskW; // the fixed-λ mask writer, as a const for the chunk callbacks
     await withWriteBehind(async (writes) => {
       for (const key of floatKeys) {
         throwIfAborted(o.signal);
@@ -111,10 +111,14 @@ export async function runCompress(o: CompressEngineOptions): Promise<CompressRep
         await scan.final(async (c) => {
           const tauBuf = chunkPool.acquire(c.n * tauSize);
           const masks = masksNow ? experts.map(() => chunkPool.acquire(maskBytes(c.n))) : [];
-          await computeChunk(c, [tauBuf, ...masks], () =>
+          const outs = [tauBuf, ...masks];
+          await computeChunk(c, outs, () =>
             runOp("tall_compress", { ...chunkArgs(ctx, c), ...trim, kind: o.tau, tau: tauBuf, tauDtype: tauDtype(key), lambdas: fixed, masks: masksNow ? masks : undefined }),
           );
-          await writes.push(() => [tauW.write(key, tauBuf), ...masks.map((m, t) => masksNow!.write(maskKey(experts[t].name, key), c.offset / 8, m))], [tauBuf, ...masks]);
+          await writes.push(
+            () => [tauW.write(key, tauBuf), ...masks.map((m, t) => masksNow!.write(maskKey(experts[t].name, key), c.offset / 8, m))],
+            outs,
+          );
         });
         progress.tensorDone(key);
       }
