@@ -1,15 +1,16 @@
 #!/usr/bin/env node
 // Throughput of the streaming kernels on in-memory bf16 chunks (no I/O): how
 // many entries per second each op handles with the addon's threads, against
-// the rate the read-once floor delivers them. Usage:
+// the rate the read-once floor delivers them; CPU time per entry (all
+// threads) is the figure that survives a busy machine. Usage:
 //   node bench/kernel_bench.js [--experts 8] [--mib 32] [--repeats 5]
 "use strict";
 const { arg, median } = require("./common");
 const { runOp } = require("../dist/native");
 
-const T = Number(arg("--experts", 8));
-const n = (Number(arg("--mib", 32)) << 20) / 2;
-const repeats = Number(arg("--repeats", 5));
+const T = Number(arg("experts", 8));
+const n = (Number(arg("mib", 32)) << 20) / 2;
+const repeats = Number(arg("repeats", 5));
 
 function bf16(seed, scale) {
   // Deterministic normal-ish bf16 values (sum of uniforms), rounded by truncation.
@@ -64,19 +65,24 @@ const cases = {
 };
 
 (async () => {
-  const only = arg("--only", "");
-  console.log(`| op | ms per chunk (median of ${repeats}) | M entries/s | input GB/s |`);
-  console.log("|---|---|---|---|");
+  const only = arg("only", "");
+  console.log(`| op | ms per chunk (median of ${repeats}) | M entries/s | input GB/s | CPU ns per entry |`);
+  console.log("|---|---|---|---|---|");
   for (const [name, fn] of Object.entries(cases)) {
     if (only && !name.includes(only)) continue;
     await fn();
     const times = [];
+    const cpus = [];
     for (let r = 0; r < repeats; r++) {
       const t0 = process.hrtime.bigint();
+      const c0 = process.cpuUsage();
       await fn();
+      const c = process.cpuUsage(c0);
       times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      cpus.push((c.user + c.system) / 1e3);
     }
     const ms = median(times);
-    console.log(`| ${name} | ${ms.toFixed(1)} | ${(n / ms / 1e3).toFixed(0)} | ${((T + 1) * n * 2 / ms / 1e6).toFixed(2)} |`);
+    const cpu = median(cpus);
+    console.log(`| ${name} | ${ms.toFixed(1)} | ${(n / ms / 1e3).toFixed(0)} | ${((T + 1) * n * 2 / ms / 1e6).toFixed(2)} | ${(cpu * 1e6 / n).toFixed(1)} |`);
   }
 })();

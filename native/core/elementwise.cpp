@@ -1,6 +1,9 @@
 #include "elementwise.h"
 
+#include <cstring>
 #include <string>
+
+#include "simd.h"
 
 namespace taskmerge {
 
@@ -36,6 +39,27 @@ ElementwiseChunk parseChunk(const OpArgs& a) {
     c.out = out.data;
   }
   return c;
+}
+
+TM_SIMD bool allFinite(const float* x, size_t n) {
+  uint32_t bad = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u;
+    std::memcpy(&u, x + i, 4);
+    bad |= uint32_t((u & 0x7f800000u) == 0x7f800000u);
+  }
+  return !bad;
+}
+
+TM_SIMD bool subtractFinite(float* x, const float* base, size_t n) {
+  uint32_t bad = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u;
+    std::memcpy(&u, x + i, 4);
+    bad |= uint32_t((u & 0x7f800000u) == 0x7f800000u);
+    x[i] -= base[i];
+  }
+  return !bad;
 }
 
 }  // namespace taskmerge

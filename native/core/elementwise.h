@@ -41,6 +41,12 @@ struct Block {
 
 constexpr size_t kBlockElems = 4096;
 
+// Whether x[0..n) holds no NaN or ±Inf (vectorised; checkFinite names the culprit).
+bool allFinite(const float* x, size_t n);
+// x −= base in place after checking x is finite: returns false (x then
+// clobbered) when it was not, so the caller re-reads it to report where.
+bool subtractFinite(float* x, const float* base, size_t n);
+
 // Runs fn(Block&) over the chunk in parallel blocks and stores the results.
 template <class F>
 void forEachBlock(const ElementwiseChunk& c, F&& fn);

@@ -40,12 +40,13 @@ void forEachBlock(const ElementwiseChunk& c, F&& fn) {
     for (size_t b = b0; b < b1; b++) {
       size_t start = b * kBlockElems, len = std::min(kBlockElems, c.n - start);
       toF32(c.base + start * baseSize, c.baseType, len, base);
-      checkFinite(base, len, c.offset + start, "base", size_t(-1));
+      if (!allFinite(base, len)) checkFinite(base, len, c.offset + start, "base", size_t(-1));
       for (size_t t = 0; t < T; t++) {
-        toF32(c.experts[t] + start * dtypeSize(c.expertTypes[t]), c.expertTypes[t], len, tauW[t]);
+        const uint8_t* src = c.experts[t] + start * dtypeSize(c.expertTypes[t]);
+        toF32(src, c.expertTypes[t], len, tauW[t]);
+        if (subtractFinite(tauW[t], base, len)) continue;
+        toF32(src, c.expertTypes[t], len, tauW[t]);  // throws, naming the element
         checkFinite(tauW[t], len, c.offset + start, "expert", t);
-        float* w = tauW[t];
-        for (size_t i = 0; i < len; i++) w[i] -= base[i];
       }
       Block blk{base, tau.data(), T, len, c.offset + start, out};
       fn(blk);

@@ -26,6 +26,9 @@ inline uint32_t absBits(float x) {
   return u & 0x7fffffffu;
 }
 
+// dst[i] = τ[i] where |τ[i]| ≥ the threshold (float32 bits of |τ|), else +0.
+void trimMagnitude(const float* tau, size_t n, uint32_t threshold, float* dst);
+
 struct Trim {
   enum class Mode { None, Magnitude, Dare };
   Mode mode = Mode::None;
@@ -64,14 +67,7 @@ struct Trim {
   // dst[0..n) = τ̂ of task t for the elements at tensor indices index..index+n.
   void apply(size_t t, const float* tau, size_t n, size_t index, float* dst) const {
     if (mode == Mode::Magnitude) {
-      // Bit masks, not a branch: which entries pass is data-random.
-      const uint32_t th = thr[t];
-      for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        std::memcpy(&u, tau + i, 4);
-        u &= 0u - uint32_t((u & 0x7fffffffu) >= th);
-        std::memcpy(dst + i, &u, 4);
-      }
+      trimMagnitude(tau, n, thr[t], dst);
     } else if (mode == Mode::Dare) {
       // Two branch-free loops: the keep flags (scalar 64-bit hashing), then a
       // select the compiler can vectorise; a 50% random branch would mispredict.
@@ -121,42 +117,10 @@ inline int electedSign(const float* const* v, size_t T, size_t i) {
 // The TIES aggregate of a block: agg[i] = the sum (or mean over their count,
 // at least 1) of the v[t][i] whose sign equals s_i, the elected sign
 // sign(Σt v[t][i]) (maj where it is 0). Sums run over t in order, in double.
-inline void tiesAggregate(const float* const* v, size_t T, size_t n, int maj, bool mean, double* agg) {
-  // Branch-free, as signs are data-random: with sg = ±1, the entries agreeing
-  // with sg are those with p = x·sg > 0, and their sum is sg · Σ max(p, 0)
-  // (negation is exact and rounding symmetric, so this equals summing the
-  // selected x in task order); + 0.0 turns the −0 of an empty sum into +0.
-  // Loops run task-major over contiguous entries so they vectorise; each
-  // entry's sums still run over t in order, so the bits do not change.
-  thread_local std::vector<double> scratch;
-  scratch.resize(3 * n);
-  double* sg = scratch.data();  // plain pointers: no thread-local lookup per element
-  double* acc = sg + n;
-  double* cnt = acc + n;
-  for (size_t i = 0; i < n; i++) sg[i] = 0;
-  for (size_t t = 0; t < T; t++) {
-    const float* x = v[t];
-    for (size_t i = 0; i < n; i++) sg[i] += double(x[i]);
-  }
-  for (size_t i = 0; i < n; i++) {
-    const double s = sg[i];
-    const double e = double((s > 0) - (s < 0));
-    sg[i] = e + double(maj) * double(e == 0);
-    acc[i] = 0;
-    cnt[i] = 0;
-  }
-  for (size_t t = 0; t < T; t++) {
-    const float* x = v[t];
-    for (size_t i = 0; i < n; i++) {
-      const double p = double(x[i]) * sg[i];
-      acc[i] += std::max(p, 0.0);
-      cnt[i] += double(p > 0.0);
-    }
-  }
-  for (size_t i = 0; i < n; i++) agg[i] = acc[i] * sg[i] + 0.0;
-  if (mean)  // no entries: dividing by 1 changes nothing
-    for (size_t i = 0; i < n; i++) agg[i] /= cnt[i] + double(cnt[i] == 0);
-}
+void tiesAggregate(const float* const* v, size_t T, size_t n, int maj, bool mean, double* agg);
+
+// out[i] = float(θ0[i] + λ·agg[i]) in double: the final step of the TIES merges.
+void addScaled(const float* base, const double* agg, double lambda, size_t n, float* out);
 
 // c ? a : b through bit masks: for data-random conditions a branch would mispredict.
 inline float selectBits(bool c, float a, float b) {

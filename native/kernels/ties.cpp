@@ -43,7 +43,7 @@ static void tiesMergeOp(const OpArgs& a, OpResult&) {
     aggBuf.resize(b.n);
     double* agg = aggBuf.data();  // a plain pointer: no thread-local lookup per element
     tiesAggregate(v, b.T, b.n, maj, mean, agg);
-    for (size_t i = 0; i < b.n; i++) b.out[i] = float(double(b.base[i]) + lambda * agg[i]);
+    addScaled(b.base, agg, lambda, b.n, b.out);
   });
 }
 
