@@ -97,21 +97,26 @@ describe("ties", () => {
     }
   });
 
-  test("an abort during the threshold passes leaves no output", async () => {
-    const out = path.join(dir, "aborted.safetensors");
-    const ac = new AbortController();
-    const phases: string[] = [];
-    const p = merge({
-      base: zoo.base.path, experts: experts(zoo), method: "ties", out, signal: ac.signal,
-      onProgress: (pr) => {
-        if (!phases.includes(pr.phase)) phases.push(pr.phase);
-        if (pr.phase === "threshold 2/2") ac.abort();
-      },
+  for (const [select, last, expected] of [
+    ["window", "threshold", ["threshold"]],
+    ["histogram", "threshold 2/2", ["threshold 1/2", "threshold 2/2"]],
+  ] as const)
+    test(`an abort during the threshold passes (${select} selection) leaves no output`, async () => {
+      const out = path.join(dir, `aborted-${select}.safetensors`);
+      const ac = new AbortController();
+      const phases: string[] = [];
+      process.env.TASKMERGE_TIES_SELECT = select;
+      const p = merge({
+        base: zoo.base.path, experts: experts(zoo), method: "ties", out, signal: ac.signal,
+        onProgress: (pr) => {
+          if (!phases.includes(pr.phase)) phases.push(pr.phase);
+          if (pr.phase === last) ac.abort();
+        },
+      }).finally(() => delete process.env.TASKMERGE_TIES_SELECT);
+      await expect(p).rejects.toThrow(/abort/i);
+      expect(phases).toEqual(expected);
+      expect(fs.readdirSync(dir).filter((f) => f.includes("aborted"))).toEqual([]);
     });
-    await expect(p).rejects.toThrow(/abort/i);
-    expect(phases).toEqual(["threshold 1/2", "threshold 2/2"]);
-    expect(fs.readdirSync(dir).filter((f) => f.includes("aborted"))).toEqual([]);
-  });
 
   test("a single expert keeps its top entries", async () => {
     const out = path.join(dir, "single.safetensors");

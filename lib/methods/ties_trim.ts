@@ -9,6 +9,7 @@ import { forEachChunk, chunkArgs, Chunk, mergeElementwise, releaseChunk } from "
 import { ProgressTracker } from "../engine/progress";
 import { throwIfAborted } from "../errors";
 import type { MergeContext, TensorSink } from "./types";
+import { entrySign, windowThresholds, WindowSelection } from "./ties_window";
 
 const HIGH_BINS = 1 << 15;
 const LOW_BINS = 1 << 16;
@@ -27,6 +28,9 @@ export interface TiesTrim {
   k: number;
   /** Whether the sign sum came with the threshold passes or needed a pass of its own. */
   signPass: "fused" | "separate";
+  /** One sampled-window pass, or the two histogram passes (when the window missed, or for small keys). */
+  select: "window" | "histogram" | "memory";
+  selectDetails?: Record<string, unknown>;
 }
 
 export type ChunkFn = (c: Chunk) => Promise<void>;
@@ -131,13 +135,6 @@ function candidateCap(T: number): number {
   return env !== undefined && env !== "" ? Number(env) || 0 : Math.floor((32 << 20) / (4 * T));
 }
 
-/** Elected sign of one entry from its T task-vector values and the thresholds, as the native electedSign. */
-function entrySign(tau: Float32Array, bits: Uint32Array, thr: number[]): number {
-  let sum = 0;
-  for (let t = 0; t < thr.length; t++) if ((bits[t] & 0x7fffffff) >= thr[t]) sum += tau[t];
-  return Math.sign(sum);
-}
-
 /**
  * Exact float32 bits of the k-th largest |τt| per task over a scope of n
  * entries per task; with `withSigns`, the second pass also gathers the
@@ -206,19 +203,44 @@ export function magnitudeArgs(bits: number[]): OpArgs {
 const fromSum = (signSum: number): 1 | -1 => (signSum < 0 ? -1 : 1);
 
 /**
- * TIES thresholds and majority sign over all float keys: two streamed
- * histogram passes, the second also summing the elected signs; a third pass
- * only when that could not be resolved.
+ * The sampled-window selection unless TASKMERGE_TIES_SELECT=histogram (a test
+ * and benchmark knob that forces the exact histogram passes).
  */
-export async function globalTiesTrim(ctx: MergeContext, density: number): Promise<TiesTrim> {
-  const n = ctx.floatKeys.reduce((s, k) => s + ctx.base.get(k).numel, 0);
-  const sel = await selectThresholds(ctx, globalScan(ctx, "threshold 1/2"), globalScan(ctx, "threshold 2/2"), n, density, true);
+function windowEnabled(): boolean {
+  return process.env.TASKMERGE_TIES_SELECT !== "histogram";
+}
+
+/** A trim from a window selection: its sign sum, or a sign pass of its own when that overflowed. */
+async function fromWindow(ctx: MergeContext, w: WindowSelection, n: number, scan: Scan): Promise<TiesTrim> {
+  const base = { thresholdBits: w.bits, n, k: w.k, select: "window" as const, selectDetails: w.details };
+  if (w.signSum !== undefined) return { ...base, majority: fromSum(w.signSum), signSum: w.signSum, signPass: "fused" };
+  const args = magnitudeArgs(w.bits);
+  return { ...base, ...(await majoritySign(ctx, scan, () => args)), signPass: "separate" };
+}
+
+/** Thresholds and majority sign by the two exact histogram passes (and a sign pass if needed). */
+async function histogramTrim(ctx: MergeContext, scan: Scan, scan2: Scan, signs: Scan, n: number, density: number, why?: string): Promise<TiesTrim> {
+  const sel = await selectThresholds(ctx, scan, scan2, n, density, true);
   const args = magnitudeArgs(sel.bits);
   const { majority, signSum, signPass } =
     sel.signSum !== undefined
       ? { majority: fromSum(sel.signSum), signSum: sel.signSum, signPass: "fused" as const }
-      : { ...(await majoritySign(ctx, globalScan(ctx, "signs"), () => args)), signPass: "separate" as const };
-  return { thresholdBits: sel.bits, majority, signSum, n, k: sel.k, signPass };
+      : { ...(await majoritySign(ctx, signs, () => args)), signPass: "separate" as const };
+  return { thresholdBits: sel.bits, majority, signSum, n, k: sel.k, signPass, select: "histogram", ...(why ? { selectDetails: { windowMissed: why } } : {}) };
+}
+
+/**
+ * TIES thresholds and majority sign over all float keys: one sampled-window
+ * pass; when the window misses, two exact histogram passes (the second also
+ * summing the elected signs), and a sign pass only if that overflowed.
+ */
+export async function globalTiesTrim(ctx: MergeContext, density: number): Promise<TiesTrim> {
+  const n = ctx.floatKeys.reduce((s, k) => s + ctx.base.get(k).numel, 0);
+  if (n > 0 && windowEnabled()) {
+    const w = await windowThresholds(ctx, ctx.floatKeys, n, density, globalScan(ctx, "threshold"), candidateCap(ctx.experts.length));
+    if (w) return fromWindow(ctx, w, n, globalScan(ctx, "signs"));
+  }
+  return histogramTrim(ctx, globalScan(ctx, "threshold 1/2"), globalScan(ctx, "threshold 2/2"), globalScan(ctx, "signs"), n, density, n > 0 && windowEnabled() ? "sampled window missed the threshold" : undefined);
 }
 
 /** Keys up to this size that fit in one chunk are selected in memory (one op instead of three histogram passes). */
@@ -232,15 +254,16 @@ export async function tensorTiesTrim(ctx: MergeContext, scan: KeyScan, density: 
     let r: Record<string, unknown> = {};
     await scan.scan(async (c) => void (r = await runOp("magnitude_small", { ...chunkArgs(ctx, c), k })));
     const signSum = r.signSum as number;
-    return { thresholdBits: r.thresholds as number[], majority: fromSum(signSum), signSum, n, k, signPass: "fused" };
+    return { thresholdBits: r.thresholds as number[], majority: fromSum(signSum), signSum, n, k, signPass: "fused", select: "memory" };
   }
-  const sel = await selectThresholds(ctx, scan.scan, scan.scan, n, density, true);
-  const args = magnitudeArgs(sel.bits);
-  const { majority, signSum, signPass } =
-    sel.signSum !== undefined
-      ? { majority: fromSum(sel.signSum), signSum: sel.signSum, signPass: "fused" as const }
-      : { ...(await majoritySign(ctx, scan.scan, () => args)), signPass: "separate" as const };
-  return { thresholdBits: sel.bits, majority, signSum, n, k: sel.k, signPass };
+  // A key larger than a chunk is streamed again by every pass: one window pass
+  // (after a small sample) instead of two histogram passes.
+  if (n > ctx.chunkElems && windowEnabled()) {
+    const w = await windowThresholds(ctx, [scan.key], n, density, scan.scan, candidateCap(ctx.experts.length));
+    if (w) return fromWindow(ctx, w, n, scan.scan);
+    return histogramTrim(ctx, scan.scan, scan.scan, scan.scan, n, density, "sampled window missed the threshold");
+  }
+  return histogramTrim(ctx, scan.scan, scan.scan, scan.scan, n, density);
 }
 
 /** The thresholds as floats by expert name, for reports. */
@@ -252,5 +275,7 @@ export function describeTrim(ctx: MergeContext, t: TiesTrim): Record<string, unk
     majoritySign: t.majority,
     signSum: t.signSum,
     signPass: t.signPass,
+    select: t.select,
+    ...t.selectDetails,
   };
 }

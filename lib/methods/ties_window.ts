@@ -1,0 +1,167 @@
+/**
+ * TIES thresholds and majority sign of a scope in ONE streamed pass, for the
+ * common case: a systematic sample of the scope (a few thousand small blocks,
+ * ~2M entries per task, read directly) gives each task a window of |τ| float
+ * bits that holds the k-th largest with overwhelming probability (z standard
+ * errors either side; the error is the larger of the binomial one and the
+ * block-to-block spread). The pass then collects every in-window |τ| (a few
+ * percent of the entries), so the threshold is exact, and sums the elected
+ * signs (native ties_window). A window that misses, or holds more entries
+ * than the lists have room for, returns undefined and the caller falls back
+ * to the exact histogram passes.
+ */
+import { runOp } from "../native";
+import { chunkArgs, Chunk } from "../engine/stream";
+import type { MergeContext } from "./types";
+import type { Scan } from "./ties_trim";
+
+/**
+ * Entries per task the sample aims for, in at least 8 blocks of up to 2048
+ * entries; z: standard errors either side of the sample's threshold. Test
+ * knobs TASKMERGE_TIES_SAMPLE and TASKMERGE_TIES_WINDOW_Z override them (a
+ * small sample with z = 0 misses on purpose).
+ */
+function sampleTarget(): number {
+  return Math.max(1, Math.floor(Number(process.env.TASKMERGE_TIES_SAMPLE) || 1 << 21));
+}
+function windowZ(): number {
+  const z = Number(process.env.TASKMERGE_TIES_WINDOW_Z);
+  return process.env.TASKMERGE_TIES_WINDOW_Z && z >= 0 ? z : 6;
+}
+const SAMPLE_BLOCK = 2048;
+/** Candidate lists (5 bytes per in-window entry per task) at most. */
+const WINDOW_BYTES = 384 << 20;
+/** Blocks read at once while sampling. */
+const SAMPLE_CONCURRENCY = 16;
+
+export interface WindowSelection {
+  bits: number[];
+  k: number;
+  /** Undefined when too many entries had several tasks inside their windows (a sign pass is needed). */
+  signSum?: number;
+  details: Record<string, unknown>;
+}
+
+interface SampleBlock {
+  key: string;
+  offset: number;
+  n: number;
+}
+
+/** Systematic sample positions over the scope's keys taken as one sequence (everything when it is small). */
+function sampleBlocks(ctx: MergeContext, keys: string[], n: number): SampleBlock[] {
+  const blocks: SampleBlock[] = [];
+  const target = sampleTarget();
+  const size = Math.min(SAMPLE_BLOCK, Math.max(1, Math.ceil(target / 8)));
+  if (n <= target) {
+    for (const key of keys) {
+      const numel = ctx.base.get(key).numel;
+      for (let o = 0; o < numel; o += size) blocks.push({ key, offset: o, n: Math.min(size, numel - o) });
+    }
+    return blocks;
+  }
+  const count = Math.ceil(target / size);
+  const stride = n / count;
+  let k = 0;
+  let start = 0; // scope index of keys[k]'s first entry
+  for (let j = 0; j < count; j++) {
+    const centre = Math.floor((j + 0.5) * stride);
+    while (start + ctx.base.get(keys[k]).numel <= centre) start += ctx.base.get(keys[k++]).numel;
+    const numel = ctx.base.get(keys[k]).numel;
+    const len = Math.min(size, numel);
+    const offset = Math.min(Math.max(0, centre - start - Math.floor(len / 2)), numel - len);
+    blocks.push({ key: keys[k], offset, n: len });
+  }
+  return blocks;
+}
+
+async function readBlock(ctx: MergeContext, b: SampleBlock): Promise<Chunk> {
+  const [base, ...experts] = await Promise.all([ctx.base, ...ctx.experts.map((e) => e.checkpoint)].map((ck) => ck.read(b.key, b.offset, b.n)));
+  return { key: b.key, offset: b.offset, n: b.n, base, experts };
+}
+
+/** Float32 bits of |τt| of every sampled entry, task-major. */
+async function sampleBits(ctx: MergeContext, blocks: SampleBlock[], m: number): Promise<Buffer> {
+  const T = ctx.experts.length;
+  const bits = Buffer.alloc(T * m * 4);
+  const at: number[] = [];
+  blocks.reduce((s, b) => (at.push(s), s + b.n), 0);
+  let next = 0;
+  const worker = async () => {
+    while (next < blocks.length) {
+      const i = next++;
+      const c = await readBlock(ctx, blocks[i]);
+      // Real reads: they count towards the run's bytes read.
+      ctx.progress.bytesRead += c.base.length + c.experts.reduce((s, b) => s + b.length, 0);
+      await runOp("ties_sample", { ...chunkArgs(ctx, c), bits, m, at: at[i] });
+    }
+  };
+  await Promise.all(Array.from({ length: SAMPLE_CONCURRENCY }, worker));
+  return bits;
+}
+
+/** Elected sign of one entry from its T τ values and the thresholds (electedSign's rule). */
+export function entrySign(tau: Float32Array, bits: Uint32Array, thr: number[]): number {
+  let sum = 0;
+  for (let t = 0; t < thr.length; t++) if ((bits[t] & 0x7fffffff) >= thr[t]) sum += tau[t];
+  return Math.sign(sum);
+}
+
+/**
+ * Exact per-task thresholds (float32 bits of the k-th largest |τt|) over a
+ * scope of n entries per task, and the majority-sign sum, in one pass of
+ * `scan`; undefined when the sampled window does not hold the threshold.
+ */
+export async function windowThresholds(
+  ctx: MergeContext, keys: string[], n: number, density: number, scan: Scan, multiCap: number,
+): Promise<WindowSelection | undefined> {
+  const T = ctx.experts.length;
+  const k = Math.max(1, Math.floor(n * density));
+  const blocks = sampleBlocks(ctx, keys, n);
+  const m = blocks.reduce((s, b) => s + b.n, 0);
+  if (m === 0) return undefined;
+  const bits = await sampleBits(ctx, blocks, m);
+  const bounds = await runOp("ties_window_bounds", { bits, m, blockLens: blocks.map((b) => b.n), p: k / n, z: windowZ() });
+  const lo = bounds.lo as number[];
+  const hi = bounds.hi as number[];
+  // Room for every in-window entry: the sample's share of the scope with a wide margin.
+  const expected = Math.max(...(bounds.inWindow as number[])) * (n / m);
+  const capacity = Math.ceil(1.5 * expected + 8 * Math.sqrt(expected) + 4096);
+  const details: Record<string, unknown> = { select: "window", sample: m, sampleBlocks: blocks.length, windowCapacity: capacity };
+  if (T * capacity * 5 > WINDOW_BYTES) return undefined;
+  const cand = new Uint32Array(T * capacity);
+  const candDiff = new Int8Array(T * capacity);
+  const used = new BigUint64Array(T);
+  const above = new Array<number>(T).fill(0);
+  let signBase = 0;
+  let overflow = false;
+  let full = false;
+  const multi: Float32Array[] = [];
+  let multiCount = 0;
+  await scan(async (c) => {
+    const r = await runOp("ties_window", { ...chunkArgs(ctx, c), lo, hi, capacity, cand, candDiff, used, multiCap: overflow ? 0 : multiCap - multiCount });
+    (r.above as number[]).forEach((a, t) => (above[t] += a));
+    signBase += r.signBase as number;
+    if (r.full) full = true;
+    if (overflow || r.overflow) return void (overflow = true);
+    const buf = r.multi as Buffer;
+    if (!buf.length) return;
+    // Own, aligned copy: the addon's buffer may sit at any offset.
+    const f = new Float32Array(buf.length / 4);
+    new Uint8Array(f.buffer).set(buf);
+    multi.push(f);
+    multiCount += f.length / T;
+  });
+  if (full) return undefined;
+  const pick = await runOp("ties_window_pick", { cand, candDiff, used, capacity, above, k });
+  if ((pick.ok as number[]).some((ok) => !ok)) return undefined;
+  const thr = pick.thresholds as number[];
+  details.undecided = multiCount;
+  if (overflow) return { bits: thr, k, details: { ...details, undecided: "overflow" } };
+  let signSum = signBase + (pick.diffSum as number);
+  for (const f of multi) {
+    const u = new Uint32Array(f.buffer);
+    for (let e = 0; e < f.length; e += T) signSum += entrySign(f.subarray(e, e + T), u.subarray(e, e + T), thr);
+  }
+  return { bits: thr, k, signSum, details };
+}

@@ -1,0 +1,301 @@
+// Exact TIES thresholds and majority sign in one streamed pass, given a
+// window per task that a sample says holds the k-th largest |τt|.
+//
+// For non-negative floats the IEEE bits order like the values, so the window
+// is a range of float32 bits [lo_t, hi_t]. Entries above hi_t are kept
+// whatever the exact threshold, entries below lo_t dropped; only the few
+// inside the window are undecided. One pass counts, per task, the entries
+// above the window and collects the bits of every in-window |τ| (a
+// caller-owned list of `capacity` entries per task), which pins the k-th
+// largest exactly once the pass is over. The majority sign Σ sign(Σt τ̂t)
+// comes with it: an entry with no task inside its window has a known elected
+// sign (added to signBase); one with a single task u inside adds s_drop to
+// signBase and stores s_keep − s_drop next to u's collected bits, so the exact
+// sum is signBase plus the stored differences of the entries kept; entries
+// with several tasks inside are returned whole (multi: T float32 τ per entry,
+// at most multiCap entries, else overflow).
+//
+// Op "ties_sample": chunk arguments + bits (T regions of m uint32) + m + at →
+//   writes the float32 bits of |τt| of the chunk's entries to region t at `at`.
+// Op "ties_window_bounds": bits (as above, in sample order) + m + blockLens +
+//   p (= k/n) + z → lo, hi per task: the sample's ranks p·m ∓ z·se, where se is
+//   the larger of the binomial and the block-to-block standard error of the
+//   sample fraction above the sample's own threshold; inWindow: the sample
+//   entries inside each window (sizes the candidate lists).
+// Op "ties_window": chunk arguments + lo, hi, capacity C, cand (T × C uint32),
+//   candDiff (T × C int8), used (T uint64 cursors), multiCap → above (per
+//   task), signBase, multi, overflow (multi), full (a candidate list overflowed).
+// Op "ties_window_pick": cand, candDiff, used, capacity, above, k → thresholds
+//   (bits), ok (per task: 0 when the k-th largest lies outside the window), diffSum.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <functional>
+#include <mutex>
+
+#include "../core/simd.h"
+#include "../core/trim.h"
+
+namespace taskmerge {
+
+static std::vector<uint32_t> bitsList(const OpArgs& a, const char* name, size_t T) {
+  const auto& v = a.numList(name);
+  if (v.size() != T) throw Error(std::string("ties_window: one ") + name + " per expert");
+  std::vector<uint32_t> out;
+  for (double x : v) {
+    if (!(x >= 0 && x <= double(0x7f800000u)) || x != std::floor(x)) throw Error(std::string("ties_window: ") + name + " bits out of range");
+    out.push_back(uint32_t(x));
+  }
+  return out;
+}
+
+template <class V>
+static V* typed(const OpArgs& a, const char* name, size_t count) {
+  Bytes b = a.buf(name);
+  if (b.size != count * sizeof(V)) throw Error(std::string("ties_window: ") + name + " has the wrong size");
+  if (reinterpret_cast<uintptr_t>(b.data) % alignof(V)) throw Error(std::string("ties_window: ") + name + " is misaligned");
+  return reinterpret_cast<V*>(b.data);
+}
+
+static size_t capacityArg(const OpArgs& a) {
+  const double c = a.num("capacity");
+  if (!(c >= 0 && c <= 9007199254740992.0) || c != std::floor(c)) throw Error("ties_window: capacity out of range");
+  return size_t(c);
+}
+
+static void tiesSampleOp(const OpArgs& a, OpResult&) {
+  ElementwiseChunk c = parseChunk(a);
+  const size_t T = c.experts.size(), m = size_t(a.num("m")), at = size_t(a.num("at"));
+  Bytes bits = a.buf("bits");
+  if (bits.size != T * m * 4 || at + c.n > m) throw Error("ties_sample: bits must hold T × m uint32 and the chunk must fit at `at`");
+  uint32_t* out = reinterpret_cast<uint32_t*>(bits.data);
+  forEachBlock(c, [&](Block& b) {
+    for (size_t t = 0; t < b.T; t++) {
+      uint32_t* dst = out + t * m + at + (b.index - c.offset);
+      for (size_t i = 0; i < b.n; i++) dst[i] = absBits(b.tau[t][i]);
+    }
+  });
+}
+
+static void tiesWindowBoundsOp(const OpArgs& a, OpResult& r) {
+  const size_t m = size_t(a.num("m"));
+  const double p = a.num("p"), z = a.num("z");
+  const auto& lens = a.numList("blockLens");
+  Bytes bits = a.buf("bits");
+  if (m == 0 || bits.size % (m * 4)) throw Error("ties_window_bounds: bits must hold T × m uint32");
+  if (!(p > 0 && p <= 1) || !(z >= 0)) throw Error("ties_window_bounds: p must be in (0, 1] and z ≥ 0");
+  double total = 0;
+  for (double l : lens) total += l;
+  if (total != double(m) || lens.size() < 1) throw Error("ties_window_bounds: block lengths must add up to m");
+  const size_t T = bits.size / (m * 4);
+  const uint32_t* all = reinterpret_cast<const uint32_t*>(bits.data);
+  auto& lo = r.numLists["lo"];
+  auto& hi = r.numLists["hi"];
+  auto& se = r.numLists["se"];
+  auto& inWindow = r.numLists["inWindow"];
+  std::vector<uint32_t> sorted(m);
+  // Bits at descending rank `rank` (1-based) of the sample.
+  auto at = [&](size_t rank) {
+    auto nth = sorted.begin() + (rank - 1);
+    std::nth_element(sorted.begin(), nth, sorted.end(), std::greater<uint32_t>());
+    return *nth;
+  };
+  for (size_t t = 0; t < T; t++) {
+    const uint32_t* s = all + t * m;
+    std::copy(s, s + m, sorted.begin());
+    const size_t rank = std::min(m, std::max<size_t>(1, size_t(std::ceil(p * double(m)))));
+    const uint32_t q = at(rank);
+    // Block-to-block spread of the fraction at or above q (a cluster sample's standard error).
+    const size_t B = lens.size();
+    double above = 0, ss = 0;
+    std::vector<double> counts(B);
+    size_t pos = 0;
+    for (size_t b = 0; b < B; b++) {
+      const size_t len = size_t(lens[b]);
+      size_t cnt = 0;
+      for (size_t i = 0; i < len; i++) cnt += s[pos + i] >= q;
+      counts[b] = double(cnt);
+      above += double(cnt);
+      pos += len;
+    }
+    const double ph = above / double(m), meanLen = double(m) / double(B);
+    for (size_t b = 0; b < B; b++) {
+      const double d = counts[b] - ph * lens[b];
+      ss += d * d;
+    }
+    // One block (only a scope that small, or a test's tiny sample) has no spread to measure.
+    const double seCluster = B > 1 ? std::sqrt(ss / (double(B) * double(B - 1))) / meanLen : 0.0;
+    const double seBinomial = std::sqrt(p * (1 - p) / double(m));
+    const double err = std::max(seCluster, seBinomial);
+    const double delta = z * err + 4.0 / double(m);
+    const double rHi = std::floor((p - delta) * double(m)), rLo = std::ceil((p + delta) * double(m));
+    const uint32_t h = rHi >= 1 ? at(size_t(rHi)) : 0x7f800000u, l = rLo <= double(m) ? at(size_t(rLo)) : 0;
+    size_t inside = 0;
+    for (size_t i = 0; i < m; i++) inside += s[i] >= l && s[i] <= h;
+    hi.push_back(double(h));
+    lo.push_back(double(l));
+    se.push_back(err);
+    inWindow.push_back(double(inside));
+  }
+}
+
+// Per block: which side of its window each |τt| lies on, and the sums the
+// elected signs need (task order, dropped entries as ±0, as electedSign).
+TM_SIMD static void classifyWindow(const float* const* tau, size_t T, size_t n, const uint32_t* lo, const uint32_t* hi,
+                                   double* sum, double* keep, int32_t* nin, int32_t* last, uint64_t* above) {
+  for (size_t i = 0; i < n; i++) sum[i] = keep[i] = 0, nin[i] = last[i] = 0;
+  for (size_t t = 0; t < T; t++) {
+    const float* x = tau[t];
+    const uint32_t l = lo[t], h = hi[t];
+    const int32_t tt = int32_t(t);
+    int32_t count = 0;
+    for (size_t i = 0; i < n; i++) {
+      uint32_t u;
+      std::memcpy(&u, x + i, 4);
+      u &= 0x7fffffffu;
+      const int32_t a = u > h, in = (u >= l) & (u <= h);
+      sum[i] += double(x[i]) * double(a);
+      keep[i] += double(x[i]) * double(a | in);
+      nin[i] += in;
+      last[i] = in ? tt : last[i];
+      count += a;
+    }
+    above[t] += uint64_t(count);
+  }
+}
+
+// Σ of the elected signs of the entries with no task inside its window.
+TM_SIMD static int64_t decidedSigns(const double* sum, const int32_t* nin, size_t n) {
+  int64_t s = 0;
+  for (size_t i = 0; i < n; i++) {
+    const double v = sum[i];
+    const int64_t sg = int64_t(v > 0) - int64_t(v < 0);
+    s += nin[i] == 0 ? sg : 0;
+  }
+  return s;
+}
+
+static inline int signOf(double v) { return (v > 0) - (v < 0); }
+
+static void tiesWindowOp(const OpArgs& a, OpResult& r) {
+  ElementwiseChunk c = parseChunk(a);
+  const size_t T = c.experts.size();
+  const std::vector<uint32_t> lo = bitsList(a, "lo", T), hi = bitsList(a, "hi", T);
+  for (size_t t = 0; t < T; t++)
+    if (hi[t] < lo[t]) throw Error("ties_window: hi below lo");
+  const size_t C = capacityArg(a);
+  uint32_t* cand = typed<uint32_t>(a, "cand", T * C);
+  int8_t* candDiff = typed<int8_t>(a, "candDiff", T * C);
+  uint64_t* used = typed<uint64_t>(a, "used", T);
+  const size_t cap = size_t(std::max(0.0, a.num("multiCap")));
+  std::vector<std::atomic<uint64_t>> above(T);
+  std::atomic<int64_t> signBase{0};
+  std::atomic<bool> full{false};
+  std::mutex mu;
+  std::vector<float> multi;
+  bool overflow = false;
+  forEachBlock(c, [&](Block& b) {
+    thread_local std::vector<double> dbuf;
+    thread_local std::vector<int32_t> ibuf;
+    dbuf.resize(2 * kBlockElems);
+    ibuf.resize(2 * kBlockElems);
+    double* sum = dbuf.data();
+    double* keep = sum + kBlockElems;
+    int32_t* nin = ibuf.data();
+    int32_t* last = nin + kBlockElems;
+    std::vector<uint64_t> ab(T, 0);
+    classifyWindow(b.tau, b.T, b.n, lo.data(), hi.data(), sum, keep, nin, last, ab.data());
+    int64_t base = decidedSigns(sum, nin, b.n);
+    // The undecided entries (a few percent): bits and sign differences per task.
+    std::vector<std::vector<uint32_t>> bits(T);
+    std::vector<std::vector<int8_t>> diff(T);
+    std::vector<float> lmulti;
+    for (size_t i = 0; i < b.n; i++) {
+      if (nin[i] == 0) continue;
+      if (nin[i] == 1) {
+        const size_t u = size_t(last[i]);
+        const int sDrop = signOf(sum[i]), sKeep = signOf(keep[i]);
+        base += sDrop;
+        bits[u].push_back(absBits(b.tau[u][i]));
+        diff[u].push_back(int8_t(sKeep - sDrop));
+        continue;
+      }
+      for (size_t t = 0; t < b.T; t++) {
+        const uint32_t x = absBits(b.tau[t][i]);
+        if (x >= lo[t] && x <= hi[t]) bits[t].push_back(x), diff[t].push_back(0);
+        lmulti.push_back(b.tau[t][i]);
+      }
+    }
+    for (size_t t = 0; t < T; t++) {
+      above[t] += ab[t];
+      const size_t len = bits[t].size();
+      if (!len) continue;
+      const uint64_t at = __atomic_fetch_add(&used[t], uint64_t(len), __ATOMIC_RELAXED);
+      if (at + len > C) {
+        full = true;
+        continue;
+      }
+      std::memcpy(cand + t * C + at, bits[t].data(), len * 4);
+      std::memcpy(candDiff + t * C + at, diff[t].data(), len);
+    }
+    signBase += base;
+    if (lmulti.empty()) return;
+    std::lock_guard<std::mutex> lock(mu);
+    if (overflow || (multi.size() + lmulti.size()) / T > cap) overflow = true;
+    else multi.insert(multi.end(), lmulti.begin(), lmulti.end());
+  });
+  auto& ab = r.numLists["above"];
+  for (size_t t = 0; t < T; t++) ab.push_back(double(above[t].load()));
+  r.nums["signBase"] = double(signBase.load());
+  r.nums["overflow"] = overflow ? 1 : 0;
+  r.nums["full"] = full ? 1 : 0;
+  auto& out = r.bufs["multi"];
+  if (!overflow) {
+    out.resize(multi.size() * sizeof(float));
+    if (!multi.empty()) std::memcpy(out.data(), multi.data(), out.size());
+  }
+}
+
+static void tiesWindowPickOp(const OpArgs& a, OpResult& r) {
+  const auto& above = a.numList("above");
+  const size_t T = above.size();
+  const size_t C = capacityArg(a);
+  const double k = a.num("k");
+  if (!(k >= 1)) throw Error("ties_window_pick: k must be at least 1");
+  const uint32_t* cand = typed<uint32_t>(a, "cand", T * C);
+  const int8_t* candDiff = typed<int8_t>(a, "candDiff", T * C);
+  const uint64_t* used = typed<uint64_t>(a, "used", T);
+  auto& thr = r.numLists["thresholds"];
+  auto& ok = r.numLists["ok"];
+  double diffSum = 0;
+  std::vector<uint32_t> work;
+  for (size_t t = 0; t < T; t++) {
+    if (used[t] > C) throw Error("ties_window_pick: a candidate list overflowed");
+    const size_t cnt = size_t(used[t]);
+    const double rank = k - above[t];  // rank of the threshold among the in-window entries
+    if (!(rank >= 1 && rank <= double(cnt))) {
+      ok.push_back(0);
+      thr.push_back(0);
+      continue;
+    }
+    const uint32_t* ct = cand + t * C;
+    work.assign(ct, ct + cnt);
+    auto nth = work.begin() + (size_t(rank) - 1);
+    std::nth_element(work.begin(), nth, work.end(), std::greater<uint32_t>());
+    const uint32_t th = *nth;
+    const int8_t* dt = candDiff + t * C;
+    int64_t d = 0;
+    for (size_t i = 0; i < cnt; i++) d += ct[i] >= th ? dt[i] : 0;
+    diffSum += double(d);
+    ok.push_back(1);
+    thr.push_back(double(th));
+  }
+  r.nums["diffSum"] = diffSum;
+}
+
+TM_REGISTER_OP("ties_sample", tiesSampleOp);
+TM_REGISTER_OP("ties_window_bounds", tiesWindowBoundsOp);
+TM_REGISTER_OP("ties_window", tiesWindowOp);
+TM_REGISTER_OP("ties_window_pick", tiesWindowPickOp);
+
+}  // namespace taskmerge
