@@ -75,20 +75,42 @@ describe("ties: sampled-window selection", () => {
     expect(g.signSum).toBe((h.details.global as Trim).signSum);
   });
 
+  const f32 = (v: number[]): RawTensor => ({ dtype: "F32", shape: [v.length], data: encode(v, "F32") });
+  const model = (p: string, t: Record<string, number[]>): Model => {
+    const m: Model = { path: p, floats: {}, raw: {} };
+    for (const [k, v] of Object.entries(t)) {
+      m.raw[k] = f32(v);
+      m.floats[k] = Float64Array.from(v, (x) => Math.fround(x));
+    }
+    saveModel(m, p, "file");
+    return m;
+  };
+
+  test("heavily tied |τ| values (as bf16 task vectors have) are counted per value, exactly", async () => {
+    // τ ∈ {0, ±1/4, ±1/2, ±3/4, ±1}: thousands of entries share the threshold's bits.
+    const steps = (s: number, n: number) => Array.from({ length: n }, (_, i) => ((((i * 7919 + s * 104729) % 9) - 4) / 4));
+    const zeros = { x: new Array(3000).fill(0), y: new Array(1500).fill(0) };
+    const base = model(path.join(dir, "t-base.safetensors"), zeros);
+    const experts = [1, 2, 3, 4].map((s) => model(path.join(dir, `t-e${s}.safetensors`), { x: steps(s, 3000), y: steps(s + 11, 1500) }));
+    const tz: Zoo = { dir, base, experts };
+    for (const density of [0.2, 0.5]) {
+      const out = path.join(dir, `tied-${density}.safetensors`);
+      const w = await ties(tz, out, { density }, 1 << 20);
+      const g = w.details.global as Trim & { tabledValues: number };
+      expect(g.select).toBe("window");
+      expect(g.tabledValues).toBeGreaterThan(0);
+      const h = await ties(tz, path.join(dir, `tied-h-${density}.safetensors`), { density }, 1 << 20, { TASKMERGE_TIES_SELECT: "histogram" });
+      expect(w.bytes.equals(h.bytes)).toBe(true);
+      expect([g.thresholds, g.signSum]).toEqual([(h.details.global as Trim).thresholds, (h.details.global as Trim).signSum]);
+      const ref = tiesRef(base.floats, experts.map((e) => e.floats), ["x", "y"], { scope: "global", density, lambda: 1 });
+      expectMatches(out, tz, ref.out, "F32");
+    }
+  });
+
   test("a sample that misses the threshold falls back to the histogram passes", async () => {
     // Large |τ| in the middle key, tiny ones around it: the 8 sampled blocks all
     // land in the small keys, and with z = 0 the window sits far below the
     // real threshold.
-    const f32 = (v: number[]): RawTensor => ({ dtype: "F32", shape: [v.length], data: encode(v, "F32") });
-    const model = (p: string, t: Record<string, number[]>): Model => {
-      const m: Model = { path: p, floats: {}, raw: {} };
-      for (const [k, v] of Object.entries(t)) {
-        m.raw[k] = f32(v);
-        m.floats[k] = Float64Array.from(v, (x) => Math.fround(x));
-      }
-      saveModel(m, p, "file");
-      return m;
-    };
     const big = (s: number) => Array.from({ length: 200 }, (_, i) => (i % 2 ? -1 : 1) * (1 + ((i * 37 + s) % 200) / 200));
     const small = (s: number) => Array.from({ length: 900 }, (_, i) => (i % 3 ? 1 : -1) * 0.001 * (1 + ((i * 53 + s) % 900) / 900));
     const zeros = { b1: new Array(900).fill(0), a: new Array(200).fill(0), b2: new Array(900).fill(0) };
@@ -99,7 +121,7 @@ describe("ties: sampled-window selection", () => {
     const w = await ties(mz, out, { density: 0.2 }, 1 << 20, { TASKMERGE_TIES_SAMPLE: "256", TASKMERGE_TIES_WINDOW_Z: "0" });
     const g = w.details.global as Trim;
     expect(g.select).toBe("histogram");
-    expect(g.windowMissed).toMatch(/missed/);
+    expect(g.windowMissed).toMatch(/k-th largest \|τ\| of expert 'task0' lies above its window/);
     const h = await ties(mz, path.join(dir, "miss-h.safetensors"), { density: 0.2 }, 1 << 20, { TASKMERGE_TIES_SELECT: "histogram" });
     expect(w.bytes.equals(h.bytes)).toBe(true);
     const ref = tiesRef(base.floats, experts.map((e) => e.floats), ["b1", "a", "b2"], { scope: "global", density: 0.2, lambda: 1 });

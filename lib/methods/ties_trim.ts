@@ -9,7 +9,7 @@ import { forEachChunk, chunkArgs, Chunk, mergeElementwise, releaseChunk } from "
 import { ProgressTracker } from "../engine/progress";
 import { throwIfAborted } from "../errors";
 import type { MergeContext, TensorSink } from "./types";
-import { entrySign, windowThresholds, WindowSelection } from "./ties_window";
+import { entrySign, windowThresholds, WindowMiss, WindowSelection } from "./ties_window";
 
 const HIGH_BINS = 1 << 15;
 const LOW_BINS = 1 << 16;
@@ -219,14 +219,14 @@ async function fromWindow(ctx: MergeContext, w: WindowSelection, n: number, scan
 }
 
 /** Thresholds and majority sign by the two exact histogram passes (and a sign pass if needed). */
-async function histogramTrim(ctx: MergeContext, scan: Scan, scan2: Scan, signs: Scan, n: number, density: number, why?: string): Promise<TiesTrim> {
+async function histogramTrim(ctx: MergeContext, scan: Scan, scan2: Scan, signs: Scan, n: number, density: number, missed?: WindowMiss): Promise<TiesTrim> {
   const sel = await selectThresholds(ctx, scan, scan2, n, density, true);
   const args = magnitudeArgs(sel.bits);
   const { majority, signSum, signPass } =
     sel.signSum !== undefined
       ? { majority: fromSum(sel.signSum), signSum: sel.signSum, signPass: "fused" as const }
       : { ...(await majoritySign(ctx, signs, () => args)), signPass: "separate" as const };
-  return { thresholdBits: sel.bits, majority, signSum, n, k: sel.k, signPass, select: "histogram", ...(why ? { selectDetails: { windowMissed: why } } : {}) };
+  return { thresholdBits: sel.bits, majority, signSum, n, k: sel.k, signPass, select: "histogram", ...(missed ? { selectDetails: { ...missed.details, windowMissed: missed.miss } } : {}) };
 }
 
 /**
@@ -238,9 +238,10 @@ export async function globalTiesTrim(ctx: MergeContext, density: number): Promis
   const n = ctx.floatKeys.reduce((s, k) => s + ctx.base.get(k).numel, 0);
   if (n > 0 && windowEnabled()) {
     const w = await windowThresholds(ctx, ctx.floatKeys, n, density, globalScan(ctx, "threshold"), candidateCap(ctx.experts.length));
-    if (w) return fromWindow(ctx, w, n, globalScan(ctx, "signs"));
+    if (w.miss === undefined) return fromWindow(ctx, w, n, globalScan(ctx, "signs"));
+    return histogramTrim(ctx, globalScan(ctx, "threshold 1/2"), globalScan(ctx, "threshold 2/2"), globalScan(ctx, "signs"), n, density, w);
   }
-  return histogramTrim(ctx, globalScan(ctx, "threshold 1/2"), globalScan(ctx, "threshold 2/2"), globalScan(ctx, "signs"), n, density, n > 0 && windowEnabled() ? "sampled window missed the threshold" : undefined);
+  return histogramTrim(ctx, globalScan(ctx, "threshold 1/2"), globalScan(ctx, "threshold 2/2"), globalScan(ctx, "signs"), n, density);
 }
 
 /** Keys up to this size that fit in one chunk are selected in memory (one op instead of three histogram passes). */
@@ -260,8 +261,8 @@ export async function tensorTiesTrim(ctx: MergeContext, scan: KeyScan, density: 
   // (after a small sample) instead of two histogram passes.
   if (n > ctx.chunkElems && windowEnabled()) {
     const w = await windowThresholds(ctx, [scan.key], n, density, scan.scan, candidateCap(ctx.experts.length));
-    if (w) return fromWindow(ctx, w, n, scan.scan);
-    return histogramTrim(ctx, scan.scan, scan.scan, scan.scan, n, density, "sampled window missed the threshold");
+    if (w.miss === undefined) return fromWindow(ctx, w, n, scan.scan);
+    return histogramTrim(ctx, scan.scan, scan.scan, scan.scan, n, density, w);
   }
   return histogramTrim(ctx, scan.scan, scan.scan, scan.scan, n, density);
 }
@@ -275,7 +276,7 @@ export function describeTrim(ctx: MergeContext, t: TiesTrim): Record<string, unk
     majoritySign: t.majority,
     signSum: t.signSum,
     signPass: t.signPass,
-    select: t.select,
     ...t.selectDetails,
+    select: t.select,
   };
 }

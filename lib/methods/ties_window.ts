@@ -5,10 +5,11 @@
  * bits that holds the k-th largest with overwhelming probability (z standard
  * errors either side; the error is the larger of the binomial one and the
  * block-to-block spread). The pass then collects every in-window |τ| (a few
- * percent of the entries), so the threshold is exact, and sums the elected
+ * percent of the entries; values the sample shows heavily tied are counted
+ * per value instead), so the threshold is exact, and sums the elected
  * signs (native ties_window). A window that misses, or holds more entries
- * than the lists have room for, returns undefined and the caller falls back
- * to the exact histogram passes.
+ * than the lists have room for, returns why, and the caller falls back to
+ * the exact histogram passes.
  */
 import { runOp } from "../native";
 import { chunkArgs, Chunk } from "../engine/stream";
@@ -34,7 +35,14 @@ const WINDOW_BYTES = 384 << 20;
 /** Blocks read at once while sampling. */
 const SAMPLE_CONCURRENCY = 16;
 
+export interface WindowMiss {
+  /** Why the window could not be used. */
+  miss: string;
+  details: Record<string, unknown>;
+}
+
 export interface WindowSelection {
+  miss?: undefined;
   bits: number[];
   k: number;
   /** Undefined when too many entries had several tasks inside their windows (a sign pass is needed). */
@@ -114,21 +122,26 @@ export function entrySign(tau: Float32Array, bits: Uint32Array, thr: number[]): 
  */
 export async function windowThresholds(
   ctx: MergeContext, keys: string[], n: number, density: number, scan: Scan, multiCap: number,
-): Promise<WindowSelection | undefined> {
+): Promise<WindowSelection | WindowMiss> {
   const T = ctx.experts.length;
   const k = Math.max(1, Math.floor(n * density));
   const blocks = sampleBlocks(ctx, keys, n);
   const m = blocks.reduce((s, b) => s + b.n, 0);
-  if (m === 0) return undefined;
+  if (m === 0) return { miss: "empty scope", details: {} };
   const bits = await sampleBits(ctx, blocks, m);
   const bounds = await runOp("ties_window_bounds", { bits, m, blockLens: blocks.map((b) => b.n), p: k / n, z: windowZ() });
   const lo = bounds.lo as number[];
   const hi = bounds.hi as number[];
+  const table = bounds.table as number[];
   // Room for every in-window entry: the sample's share of the scope with a wide margin.
   const expected = Math.max(...(bounds.inWindow as number[])) * (n / m);
   const capacity = Math.ceil(1.5 * expected + 8 * Math.sqrt(expected) + 4096);
-  const details: Record<string, unknown> = { select: "window", sample: m, sampleBlocks: blocks.length, windowCapacity: capacity };
-  if (T * capacity * 5 > WINDOW_BYTES) return undefined;
+  const details: Record<string, unknown> = {
+    sample: m, sampleBlocks: blocks.length, windowCapacity: capacity, tabledValues: table.filter((v) => v >= 0).length,
+  };
+  if (T * capacity * 5 > WINDOW_BYTES) return { miss: `window too wide (${capacity} entries per task)`, details };
+  const tableCounts = new BigUint64Array(table.length);
+  const tableDiffs = new BigInt64Array(table.length);
   const cand = new Uint32Array(T * capacity);
   const candDiff = new Int8Array(T * capacity);
   const used = new BigUint64Array(T);
@@ -139,7 +152,7 @@ export async function windowThresholds(
   const multi: Float32Array[] = [];
   let multiCount = 0;
   await scan(async (c) => {
-    const r = await runOp("ties_window", { ...chunkArgs(ctx, c), lo, hi, capacity, cand, candDiff, used, multiCap: overflow ? 0 : multiCap - multiCount });
+    const r = await runOp("ties_window", { ...chunkArgs(ctx, c), lo, hi, table, tableCounts, tableDiffs, capacity, cand, candDiff, used, multiCap: overflow ? 0 : multiCap - multiCount });
     (r.above as number[]).forEach((a, t) => (above[t] += a));
     signBase += r.signBase as number;
     if (r.full) full = true;
@@ -152,9 +165,13 @@ export async function windowThresholds(
     multi.push(f);
     multiCount += f.length / T;
   });
-  if (full) return undefined;
-  const pick = await runOp("ties_window_pick", { cand, candDiff, used, capacity, above, k });
-  if ((pick.ok as number[]).some((ok) => !ok)) return undefined;
+  if (full) return { miss: `more entries inside the window than the ${capacity} expected`, details };
+  const pick = await runOp("ties_window_pick", { cand, candDiff, used, capacity, table, tableCounts, tableDiffs, above, k });
+  const missed = (pick.ok as number[]).findIndex((ok) => !ok);
+  if (missed >= 0) {
+    const side = above[missed] >= k ? "above" : "below";
+    return { miss: `the k-th largest |τ| of expert '${ctx.experts[missed].name}' lies ${side} its window`, details: { ...details, lo, hi, above } };
+  }
   const thr = pick.thresholds as number[];
   details.undecided = multiCount;
   if (overflow) return { bits: thr, k, details: { ...details, undecided: "overflow" } };

@@ -20,23 +20,34 @@
 // Op "ties_window_bounds": bits (as above, in sample order) + m + blockLens +
 //   p (= k/n) + z → lo, hi per task: the sample's ranks p·m ∓ z·se, where se is
 //   the larger of the binomial and the block-to-block standard error of the
-//   sample fraction above the sample's own threshold; inWindow: the sample
-//   entries inside each window (sizes the candidate lists).
-// Op "ties_window": chunk arguments + lo, hi, capacity C, cand (T × C uint32),
-//   candDiff (T × C int8), used (T uint64 cursors), multiCap → above (per
-//   task), signBase, multi, overflow (multi), full (a candidate list overflowed).
-// Op "ties_window_pick": cand, candDiff, used, capacity, above, k → thresholds
-//   (bits), ok (per task: 0 when the k-th largest lies outside the window), diffSum.
+//   sample fraction above the sample's own threshold; table (T × 16): the
+//   window's distinct sample values when there are few and heavily tied;
+//   inWindow: the sample entries inside each window that the table does not
+//   cover (sizes the candidate lists).
+//   Heavily tied windows (bf16 task vectors take few distinct values) get a
+//   table of up to 16 values per task (−1 = none), counted per value.
+// Op "ties_window": chunk arguments + lo, hi, table, tableCounts / tableDiffs
+//   (T × 16 uint64 / int64), capacity C, cand (T × C uint32), candDiff (T × C
+//   int8), used (T uint64 cursors), multiCap → above (per task), signBase,
+//   multi, overflow (multi), full (a candidate list overflowed).
+// Op "ties_window_pick": cand, candDiff, used, capacity, table, tableCounts,
+//   tableDiffs, above, k → thresholds (bits), ok (per task: 0 when the k-th
+//   largest lies outside the window), diffSum.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <functional>
 #include <mutex>
 
+#include "../core/parallel.h"
 #include "../core/simd.h"
 #include "../core/trim.h"
 
 namespace taskmerge {
+
+// Values a task's window holds in bulk (ties, as bf16 task vectors have):
+// counted per value instead of one list entry each.
+constexpr size_t kTable = 16;
 
 static std::vector<uint32_t> bitsList(const OpArgs& a, const char* name, size_t T) {
   const auto& v = a.numList(name);
@@ -93,6 +104,7 @@ static void tiesWindowBoundsOp(const OpArgs& a, OpResult& r) {
   auto& hi = r.numLists["hi"];
   auto& se = r.numLists["se"];
   auto& inWindow = r.numLists["inWindow"];
+  auto& table = r.numLists["table"];
   std::vector<uint32_t> sorted(m);
   // Bits at descending rank `rank` (1-based) of the sample.
   auto at = [&](size_t rank) {
@@ -130,12 +142,20 @@ static void tiesWindowBoundsOp(const OpArgs& a, OpResult& r) {
     const double delta = z * err + 4.0 / double(m);
     const double rHi = std::floor((p - delta) * double(m)), rLo = std::ceil((p + delta) * double(m));
     const uint32_t h = rHi >= 1 ? at(size_t(rHi)) : 0x7f800000u, l = rLo <= double(m) ? at(size_t(rLo)) : 0;
-    size_t inside = 0;
-    for (size_t i = 0; i < m; i++) inside += s[i] >= l && s[i] <= h;
+    // In-window values: the sample's distinct ones (when at most kTable) become
+    // the task's table; inWindow counts the sample entries left for the list.
+    std::vector<uint32_t> vals;
+    for (size_t i = 0; i < m; i++)
+      if (s[i] >= l && s[i] <= h) vals.push_back(s[i]);
+    std::sort(vals.begin(), vals.end());
+    const size_t inside = vals.size();
+    vals.erase(std::unique(vals.begin(), vals.end()), vals.end());
+    const bool tabled = vals.size() <= kTable && inside >= 4 * vals.size();  // worth it only for heavy ties
+    for (size_t j = 0; j < kTable; j++) table.push_back(tabled && j < vals.size() ? double(vals[j]) : -1);
     hi.push_back(double(h));
     lo.push_back(double(l));
     se.push_back(err);
-    inWindow.push_back(double(inside));
+    inWindow.push_back(tabled ? 0 : double(inside));
   }
 }
 
@@ -187,6 +207,13 @@ static void tiesWindowOp(const OpArgs& a, OpResult& r) {
   uint32_t* cand = typed<uint32_t>(a, "cand", T * C);
   int8_t* candDiff = typed<int8_t>(a, "candDiff", T * C);
   uint64_t* used = typed<uint64_t>(a, "used", T);
+  const auto& tableArg = a.numList("table");
+  if (tableArg.size() != T * kTable) throw Error("ties_window: table must hold T × 16 values (−1 for none)");
+  std::vector<uint32_t> table(T * kTable, 0xffffffffu);  // no |τ| has these bits
+  for (size_t j = 0; j < T * kTable; j++)
+    if (tableArg[j] >= 0) table[j] = uint32_t(tableArg[j]);
+  uint64_t* tableCounts = typed<uint64_t>(a, "tableCounts", T * kTable);
+  int64_t* tableDiffs = typed<int64_t>(a, "tableDiffs", T * kTable);
   const size_t cap = size_t(std::max(0.0, a.num("multiCap")));
   std::vector<std::atomic<uint64_t>> above(T);
   std::atomic<int64_t> signBase{0};
@@ -209,22 +236,39 @@ static void tiesWindowOp(const OpArgs& a, OpResult& r) {
     // The undecided entries (a few percent): bits and sign differences per task.
     std::vector<std::vector<uint32_t>> bits(T);
     std::vector<std::vector<int8_t>> diff(T);
+    std::vector<uint32_t> tc(T * kTable, 0);
+    std::vector<int32_t> td(T * kTable, 0);
     std::vector<float> lmulti;
+    // A tabled value is counted in place; any other goes to the list.
+    auto record = [&](size_t t, uint32_t x, int d) {
+      const uint32_t* row = table.data() + t * kTable;
+      for (size_t j = 0; j < kTable; j++)
+        if (row[j] == x) {
+          tc[t * kTable + j]++;
+          td[t * kTable + j] += d;
+          return;
+        }
+      bits[t].push_back(x);
+      diff[t].push_back(int8_t(d));
+    };
     for (size_t i = 0; i < b.n; i++) {
       if (nin[i] == 0) continue;
       if (nin[i] == 1) {
         const size_t u = size_t(last[i]);
         const int sDrop = signOf(sum[i]), sKeep = signOf(keep[i]);
         base += sDrop;
-        bits[u].push_back(absBits(b.tau[u][i]));
-        diff[u].push_back(int8_t(sKeep - sDrop));
+        record(u, absBits(b.tau[u][i]), sKeep - sDrop);
         continue;
       }
       for (size_t t = 0; t < b.T; t++) {
         const uint32_t x = absBits(b.tau[t][i]);
-        if (x >= lo[t] && x <= hi[t]) bits[t].push_back(x), diff[t].push_back(0);
+        if (x >= lo[t] && x <= hi[t]) record(t, x, 0);
         lmulti.push_back(b.tau[t][i]);
       }
+    }
+    for (size_t j = 0; j < T * kTable; j++) {
+      if (tc[j]) __atomic_fetch_add(&tableCounts[j], uint64_t(tc[j]), __ATOMIC_RELAXED);
+      if (td[j]) __atomic_fetch_add(&tableDiffs[j], int64_t(td[j]), __ATOMIC_RELAXED);
     }
     for (size_t t = 0; t < T; t++) {
       above[t] += ab[t];
@@ -265,31 +309,49 @@ static void tiesWindowPickOp(const OpArgs& a, OpResult& r) {
   const uint32_t* cand = typed<uint32_t>(a, "cand", T * C);
   const int8_t* candDiff = typed<int8_t>(a, "candDiff", T * C);
   const uint64_t* used = typed<uint64_t>(a, "used", T);
-  auto& thr = r.numLists["thresholds"];
-  auto& ok = r.numLists["ok"];
-  double diffSum = 0;
-  std::vector<uint32_t> work;
-  for (size_t t = 0; t < T; t++) {
+  const auto& table = a.numList("table");
+  if (table.size() != T * kTable) throw Error("ties_window_pick: table must hold T × 16 values");
+  const uint64_t* tableCounts = typed<uint64_t>(a, "tableCounts", T * kTable);
+  const int64_t* tableDiffs = typed<int64_t>(a, "tableDiffs", T * kTable);
+  for (size_t t = 0; t < T; t++)
     if (used[t] > C) throw Error("ties_window_pick: a candidate list overflowed");
-    const size_t cnt = size_t(used[t]);
-    const double rank = k - above[t];  // rank of the threshold among the in-window entries
-    if (!(rank >= 1 && rank <= double(cnt))) {
-      ok.push_back(0);
-      thr.push_back(0);
-      continue;
+  std::vector<double> thr(T, 0), ok(T, 0), dsum(T, 0);
+  parallelFor(T, 1, [&](size_t t0, size_t t1) {
+    for (size_t t = t0; t < t1; t++) {
+      // (bits, count, sign difference) of every in-window value, largest bits first.
+      struct Entry {
+        uint32_t bits;
+        uint64_t count;
+        int64_t diff;
+      };
+      std::vector<Entry> e;
+      for (size_t j = 0; j < kTable; j++)
+        if (table[t * kTable + j] >= 0 && tableCounts[t * kTable + j])
+          e.push_back({uint32_t(table[t * kTable + j]), tableCounts[t * kTable + j], tableDiffs[t * kTable + j]});
+      const uint32_t* ct = cand + t * C;
+      const int8_t* dt = candDiff + t * C;
+      for (size_t i = 0; i < size_t(used[t]); i++) e.push_back({ct[i], 1, dt[i]});
+      std::sort(e.begin(), e.end(), [](const Entry& x, const Entry& y) { return x.bits > y.bits; });
+      const double rank = k - above[t];  // rank of the threshold among the in-window entries
+      double seen = 0;
+      int64_t d = 0;
+      for (size_t i = 0; rank >= 1 && i < e.size(); i++) {
+        seen += double(e[i].count);
+        d += e[i].diff;
+        // Entries with the threshold's bits are all kept: take the whole run of equal bits.
+        if (seen >= rank && (i + 1 == e.size() || e[i + 1].bits != e[i].bits)) {
+          thr[t] = double(e[i].bits);
+          ok[t] = 1;
+          dsum[t] = double(d);
+          break;
+        }
+      }
     }
-    const uint32_t* ct = cand + t * C;
-    work.assign(ct, ct + cnt);
-    auto nth = work.begin() + (size_t(rank) - 1);
-    std::nth_element(work.begin(), nth, work.end(), std::greater<uint32_t>());
-    const uint32_t th = *nth;
-    const int8_t* dt = candDiff + t * C;
-    int64_t d = 0;
-    for (size_t i = 0; i < cnt; i++) d += ct[i] >= th ? dt[i] : 0;
-    diffSum += double(d);
-    ok.push_back(1);
-    thr.push_back(double(th));
-  }
+  });
+  double diffSum = 0;
+  for (size_t t = 0; t < T; t++) diffSum += dsum[t];
+  r.numLists["thresholds"] = thr;
+  r.numLists["ok"] = ok;
   r.nums["diffSum"] = diffSum;
 }
 
