@@ -146,6 +146,7 @@ export async function windowThresholds(
   const candDiff = new Int8Array(T * capacity);
   const used = new BigUint64Array(T);
   const above = new Array<number>(T).fill(0);
+  const atHi = new Array<number>(T).fill(0);
   let signBase = 0;
   let overflow = false;
   let full = false;
@@ -154,6 +155,7 @@ export async function windowThresholds(
   await scan(async (c) => {
     const r = await runOp("ties_window", { ...chunkArgs(ctx, c), lo, hi, table, tableCounts, tableDiffs, capacity, cand, candDiff, used, multiCap: overflow ? 0 : multiCap - multiCount });
     (r.above as number[]).forEach((a, t) => (above[t] += a));
+    (r.atHi as number[]).forEach((a, t) => (atHi[t] += a));
     signBase += r.signBase as number;
     if (r.full) full = true;
     if (overflow || r.overflow) return void (overflow = true);
@@ -166,10 +168,10 @@ export async function windowThresholds(
     multiCount += f.length / T;
   });
   if (full) return { miss: `more entries inside the window than the ${capacity} expected`, details };
-  const pick = await runOp("ties_window_pick", { cand, candDiff, used, capacity, table, tableCounts, tableDiffs, above, k });
+  const pick = await runOp("ties_window_pick", { cand, candDiff, used, capacity, table, tableCounts, tableDiffs, above, atHi, hi, k });
   const missed = (pick.ok as number[]).findIndex((ok) => !ok);
   if (missed >= 0) {
-    const side = above[missed] >= k ? "above" : "below";
+    const side = above[missed] - atHi[missed] >= k ? "above" : "below";
     return { miss: `the k-th largest |τ| of expert '${ctx.experts[missed].name}' lies ${side} its window`, details: { ...details, lo, hi, above } };
   }
   const thr = pick.thresholds as number[];

@@ -2,10 +2,12 @@
 // window per task that a sample says holds the k-th largest |τt|.
 //
 // For non-negative floats the IEEE bits order like the values, so the window
-// is a range of float32 bits [lo_t, hi_t]. Entries above hi_t are kept
-// whatever the exact threshold, entries below lo_t dropped; only the few
-// inside the window are undecided. One pass counts, per task, the entries
-// above the window and collects the bits of every in-window |τ| (a
+// is a range of float32 bits [lo_t, hi_t]. If the threshold lies in it (checked
+// after the pass), entries at or above hi_t are kept whatever its exact value
+// and entries below lo_t dropped; only the few in [lo_t, hi_t) are undecided
+// (none at all when the window is one heavily tied value, lo = hi). One pass
+// counts, per task, the entries at or above hi_t (and those equal to it) and
+// collects the bits of every undecided |τ| (a
 // caller-owned list of `capacity` entries per task), which pins the k-th
 // largest exactly once the pass is over. The majority sign Σ sign(Σt τ̂t)
 // comes with it: an entry with no task inside its window has a known elected
@@ -29,9 +31,10 @@
 // Op "ties_window": chunk arguments + lo, hi, table, tableCounts / tableDiffs
 //   (T × 16 uint64 / int64), capacity C, cand (T × C uint32), candDiff (T × C
 //   int8), used (T uint64 cursors), multiCap → above (per task), signBase,
-//   multi, overflow (multi), full (a candidate list overflowed).
+//   atHi (per task: entries equal to hi), multi, overflow (multi), full (a
+//   candidate list overflowed).
 // Op "ties_window_pick": cand, candDiff, used, capacity, table, tableCounts,
-//   tableDiffs, above, k → thresholds (bits), ok (per task: 0 when the k-th
+//   tableDiffs, above, atHi, k → thresholds (bits), ok (per task: 0 when the k-th
 //   largest lies outside the window), diffSum.
 #include <algorithm>
 #include <atomic>
@@ -146,7 +149,7 @@ static void tiesWindowBoundsOp(const OpArgs& a, OpResult& r) {
     // the task's table; inWindow counts the sample entries left for the list.
     std::vector<uint32_t> vals;
     for (size_t i = 0; i < m; i++)
-      if (s[i] >= l && s[i] <= h) vals.push_back(s[i]);
+      if (s[i] >= l && s[i] < h) vals.push_back(s[i]);
     std::sort(vals.begin(), vals.end());
     const size_t inside = vals.size();
     vals.erase(std::unique(vals.begin(), vals.end()), vals.end());
@@ -162,18 +165,19 @@ static void tiesWindowBoundsOp(const OpArgs& a, OpResult& r) {
 // Per block: which side of its window each |τt| lies on, and the sums the
 // elected signs need (task order, dropped entries as ±0, as electedSign).
 TM_SIMD static void classifyWindow(const float* const* tau, size_t T, size_t n, const uint32_t* lo, const uint32_t* hi,
-                                   double* sum, double* keep, int32_t* nin, int32_t* last, uint64_t* above) {
+                                   double* sum, double* keep, int32_t* nin, int32_t* last, uint64_t* above, uint64_t* atHi) {
   for (size_t i = 0; i < n; i++) sum[i] = keep[i] = 0, nin[i] = last[i] = 0;
   for (size_t t = 0; t < T; t++) {
     const float* x = tau[t];
     const uint32_t l = lo[t], h = hi[t];
     const int32_t tt = int32_t(t);
-    int32_t count = 0;
+    int32_t count = 0, equal = 0;
     for (size_t i = 0; i < n; i++) {
       uint32_t u;
       std::memcpy(&u, x + i, 4);
       u &= 0x7fffffffu;
-      const int32_t a = u > h, in = (u >= l) & (u <= h);
+      const int32_t a = u >= h, in = (u >= l) & (u < h);
+      equal += u == h;
       sum[i] += double(x[i]) * double(a);
       keep[i] += double(x[i]) * double(a | in);
       nin[i] += in;
@@ -181,6 +185,7 @@ TM_SIMD static void classifyWindow(const float* const* tau, size_t T, size_t n, 
       count += a;
     }
     above[t] += uint64_t(count);
+    atHi[t] += uint64_t(equal);
   }
 }
 
@@ -215,7 +220,7 @@ static void tiesWindowOp(const OpArgs& a, OpResult& r) {
   uint64_t* tableCounts = typed<uint64_t>(a, "tableCounts", T * kTable);
   int64_t* tableDiffs = typed<int64_t>(a, "tableDiffs", T * kTable);
   const size_t cap = size_t(std::max(0.0, a.num("multiCap")));
-  std::vector<std::atomic<uint64_t>> above(T);
+  std::vector<std::atomic<uint64_t>> above(T), atHi(T);
   std::atomic<int64_t> signBase{0};
   std::atomic<bool> full{false};
   std::mutex mu;
@@ -230,8 +235,8 @@ static void tiesWindowOp(const OpArgs& a, OpResult& r) {
     double* keep = sum + kBlockElems;
     int32_t* nin = ibuf.data();
     int32_t* last = nin + kBlockElems;
-    std::vector<uint64_t> ab(T, 0);
-    classifyWindow(b.tau, b.T, b.n, lo.data(), hi.data(), sum, keep, nin, last, ab.data());
+    std::vector<uint64_t> ab(T, 0), eq(T, 0);
+    classifyWindow(b.tau, b.T, b.n, lo.data(), hi.data(), sum, keep, nin, last, ab.data(), eq.data());
     int64_t base = decidedSigns(sum, nin, b.n);
     // The undecided entries (a few percent): bits and sign differences per task.
     std::vector<std::vector<uint32_t>> bits(T);
@@ -262,7 +267,7 @@ static void tiesWindowOp(const OpArgs& a, OpResult& r) {
       }
       for (size_t t = 0; t < b.T; t++) {
         const uint32_t x = absBits(b.tau[t][i]);
-        if (x >= lo[t] && x <= hi[t]) record(t, x, 0);
+        if (x >= lo[t] && x < hi[t]) record(t, x, 0);
         lmulti.push_back(b.tau[t][i]);
       }
     }
@@ -272,6 +277,7 @@ static void tiesWindowOp(const OpArgs& a, OpResult& r) {
     }
     for (size_t t = 0; t < T; t++) {
       above[t] += ab[t];
+      atHi[t] += eq[t];
       const size_t len = bits[t].size();
       if (!len) continue;
       const uint64_t at = __atomic_fetch_add(&used[t], uint64_t(len), __ATOMIC_RELAXED);
@@ -289,7 +295,8 @@ static void tiesWindowOp(const OpArgs& a, OpResult& r) {
     else multi.insert(multi.end(), lmulti.begin(), lmulti.end());
   });
   auto& ab = r.numLists["above"];
-  for (size_t t = 0; t < T; t++) ab.push_back(double(above[t].load()));
+  auto& eqs = r.numLists["atHi"];
+  for (size_t t = 0; t < T; t++) ab.push_back(double(above[t].load())), eqs.push_back(double(atHi[t].load()));
   r.nums["signBase"] = double(signBase.load());
   r.nums["overflow"] = overflow ? 1 : 0;
   r.nums["full"] = full ? 1 : 0;
@@ -302,7 +309,10 @@ static void tiesWindowOp(const OpArgs& a, OpResult& r) {
 
 static void tiesWindowPickOp(const OpArgs& a, OpResult& r) {
   const auto& above = a.numList("above");
+  const auto& atHi = a.numList("atHi");
   const size_t T = above.size();
+  const std::vector<uint32_t> hi = bitsList(a, "hi", T);
+  if (atHi.size() != T) throw Error("ties_window_pick: one atHi per expert");
   const size_t C = capacityArg(a);
   const double k = a.num("k");
   if (!(k >= 1)) throw Error("ties_window_pick: k must be at least 1");
@@ -332,7 +342,13 @@ static void tiesWindowPickOp(const OpArgs& a, OpResult& r) {
       const int8_t* dt = candDiff + t * C;
       for (size_t i = 0; i < size_t(used[t]); i++) e.push_back({ct[i], 1, dt[i]});
       std::sort(e.begin(), e.end(), [](const Entry& x, const Entry& y) { return x.bits > y.bits; });
-      const double rank = k - above[t];  // rank of the threshold among the in-window entries
+      if (above[t] - atHi[t] >= k) continue;  // the threshold lies above hi: a miss
+      if (above[t] >= k) {                    // it is hi itself; every undecided entry is dropped
+        thr[t] = double(hi[t]);
+        ok[t] = 1;
+        continue;
+      }
+      const double rank = k - above[t];  // rank of the threshold among the undecided entries
       double seen = 0;
       int64_t d = 0;
       for (size_t i = 0; rank >= 1 && i < e.size(); i++) {
