@@ -5,9 +5,9 @@
  * base + N experts, next to the read-once floor of bench/common.js (every
  * input read once, cold), measured alternately in the same run with the
  * inputs' page cache dropped before every measurement.
- * Peak RSS comes from /usr/bin/time. Global TIES streams the inputs 3 times
- * (two exact-threshold histogram passes, the second also summing the elected
- * signs for the majority sign, then the merge).
+ * Peak RSS comes from /usr/bin/time. Global TIES reads a ~2M-entry-per-task
+ * sample, then streams the inputs twice (the sampled-window pass for the exact
+ * thresholds and the majority sign, then the merge).
  *
  *   node bench/synthetic.js --dir /work/benchdata/llm8x2g --experts 8 --gb 2
  *   node bench/stream_bench.js --dir /work/benchdata/llm8x2g --experts 8 --repeats 3
