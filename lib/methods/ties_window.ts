@@ -17,19 +17,25 @@ import type { MergeContext } from "./types";
 import type { Scan } from "./ties_trim";
 
 /**
- * Entries per task the sample aims for, in at least 8 blocks of up to 2048
- * entries; z: standard errors either side of the sample's threshold. Test
- * knobs TASKMERGE_TIES_SAMPLE and TASKMERGE_TIES_WINDOW_Z override them (a
- * small sample with z = 0 misses on purpose).
+ * The sample: entries per task and the largest block. Over all keys, 2M
+ * entries in 1024 blocks of 2048 (many blocks: layers differ); within one key
+ * (tensor scope, once per key), 512K entries in 64 blocks of 8192, so a model
+ * of a few hundred keys needs tens of thousands of reads, not hundreds.
+ * z: standard errors either side of the sample's threshold. Test knobs
+ * TASKMERGE_TIES_SAMPLE (entries, in at least 8 blocks) and
+ * TASKMERGE_TIES_WINDOW_Z override them (a small sample with z = 0 misses
+ * on purpose).
  */
-function sampleTarget(): number {
-  return Math.max(1, Math.floor(Number(process.env.TASKMERGE_TIES_SAMPLE) || 1 << 21));
+function samplePlan(keys: number): { target: number; block: number } {
+  const forced = Math.floor(Number(process.env.TASKMERGE_TIES_SAMPLE));
+  const [target, block] = keys > 1 ? [1 << 21, 2048] : [1 << 19, 8192];
+  if (!(forced >= 1)) return { target, block };
+  return { target: forced, block: Math.min(block, Math.ceil(forced / 8)) };
 }
 function windowZ(): number {
   const z = Number(process.env.TASKMERGE_TIES_WINDOW_Z);
   return process.env.TASKMERGE_TIES_WINDOW_Z && z >= 0 ? z : 6;
 }
-const SAMPLE_BLOCK = 2048;
 /** Candidate lists (5 bytes per in-window entry per task) at most. */
 const WINDOW_BYTES = 384 << 20;
 /** Blocks read at once while sampling. */
@@ -59,8 +65,7 @@ interface SampleBlock {
 /** Systematic sample positions over the scope's keys taken as one sequence (everything when it is small). */
 function sampleBlocks(ctx: MergeContext, keys: string[], n: number): SampleBlock[] {
   const blocks: SampleBlock[] = [];
-  const target = sampleTarget();
-  const size = Math.min(SAMPLE_BLOCK, Math.max(1, Math.ceil(target / 8)));
+  const { target, block: size } = samplePlan(keys.length);
   if (n <= target) {
     for (const key of keys) {
       const numel = ctx.base.get(key).numel;
