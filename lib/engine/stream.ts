@@ -8,6 +8,7 @@ import { throwIfAborted } from "../errors";
 import type { MergeContext, TensorSink } from "../methods/types";
 import type { Checkpoint } from "../checkpoint";
 import { chunkPool } from "./buffer_pool";
+import { withWriteBehind } from "./write_behind";
 
 export interface Chunk {
   key: string;
@@ -125,21 +126,19 @@ export async function mergeElementwise(
   args: Record<string, OpArg | undefined>,
   chunks: (fn: (c: Chunk) => Promise<void>) => Promise<void> = (fn) => forEachChunk(ctx, key, fn),
 ): Promise<void> {
-  let pendingWrite: Promise<void> = Promise.resolve();
-  try {
-    await chunks(async (c) => {
+  await withWriteBehind((writes) =>
+    chunks(async (c) => {
       const out = chunkPool.acquire(outBytes(ctx, key, c.n));
       try {
         await runOp(op, { ...args, ...chunkArgs(ctx, c, out) });
+      } catch (e) {
+        chunkPool.release(out);
+        throw e;
       } finally {
         releaseChunk(c);
       }
-      await pendingWrite;
-      // The writer is done with `out` once the write resolves.
-      pendingWrite = sink(out).then(() => chunkPool.release(out));
-      pendingWrite.catch(() => undefined); // surfaced by the next await
-    });
-  } finally {
-    await pendingWrite;
-  }
+      // The writer is done with `out` once the write settles.
+      await writes.push(() => [sink(out)], [out]);
+    }),
+  );
 }

@@ -24,7 +24,7 @@ import { VERSION } from "../version";
 import type { Expert, MergeContext } from "../methods/types";
 import { describeTrim, globalTiesTrim, KeyScan, magnitudeArgs, OpArgs, tensorTiesTrim, TiesTrim } from "../methods/ties_trim";
 import { PositionalWriter } from "./positional_writer";
-import { WriteBehind } from "./write_behind";
+import { withWriteBehind } from "../engine/write_behind";
 import { reconstruct, roundUp8 } from "./reconstruct";
 import { BUNDLE_FORMAT, BUNDLE_JSON, BUNDLE_VERSION, BundleManifest, MASKS_FILE, maskBytes, maskKey, sampleHash, TAU_FILE } from "./bundle";
 
@@ -252,22 +252,6 @@ async function computeChunk(c: Chunk, outs: Buffer[], op: () => Promise<unknown>
   } finally {
     releaseChunk(c);
   }
-}
-
-/**
- * Runs a streamed pass whose chunk writes trail its compute by one chunk;
- * every write has settled when it returns or throws. An error of the pass
- * itself (an abort, a bad input) wins over a write error it caused.
- */
-async function withWriteBehind(pass: (writes: WriteBehind) => Promise<void>): Promise<void> {
-  const writes = new WriteBehind();
-  try {
-    await pass(writes);
-  } catch (e) {
-    await writes.drain().catch(() => undefined);
-    throw e;
-  }
-  await writes.drain();
 }
 
 /** The output may be new, an empty directory or an older bundle (replaced); nothing else is overwritten. */

@@ -1,9 +1,10 @@
 /**
- * Write-behind for streamed passes: a chunk's writes run while the next chunk
- * is computed, with at most one chunk's writes in flight, so writes keep their
- * order per file and buffers return to the pool one chunk later.
+ * Write-behind for streamed passes (merges and compression): a chunk's writes
+ * run while the next chunk is computed, with at most one chunk's writes in
+ * flight, so writes keep their order per file and buffers return to the pool
+ * one chunk later.
  */
-import { chunkPool } from "../engine/buffer_pool";
+import { chunkPool } from "./buffer_pool";
 
 export class WriteBehind {
   private pending: Promise<void> = Promise.resolve();
@@ -30,4 +31,20 @@ async function settleAll(start: () => Promise<void>[]): Promise<void> {
   const results = await Promise.allSettled(start());
   const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
   if (failed) throw failed.reason;
+}
+
+/**
+ * Runs a streamed pass whose chunk writes trail its compute by one chunk;
+ * every write has settled when it returns or throws. An error of the pass
+ * itself (an abort, a bad input) wins over a write error it caused.
+ */
+export async function withWriteBehind(pass: (writes: WriteBehind) => Promise<void>): Promise<void> {
+  const writes = new WriteBehind();
+  try {
+    await pass(writes);
+  } catch (e) {
+    await writes.drain().catch(() => undefined);
+    throw e;
+  }
+  await writes.drain();
 }
