@@ -10,11 +10,6 @@
 
 namespace taskmerge {
 
-// Exactly task_arithmetic's operations with ct = λ (linearCombine, inline), in the AVX2 clone too.
-TM_SIMD static void linearCombineSimd(const float* base, const float* const* v, const double* coeffs, size_t T, size_t n, float* out) {
-  linearCombine(base, v, coeffs, T, n, out);
-}
-
 // merged[i] = float(θ0 + λ·τMTL), as ties_merge with merge "sum".
 TM_SIMD static void tiesMerged(const float* base, const double* mtl, double lambda, size_t n, float* merged) {
   for (size_t i = 0; i < n; i++) merged[i] = float(double(base[i]) + lambda * mtl[i]);
@@ -53,7 +48,7 @@ static void consensusOp(const OpArgs& a, OpResult&) {
       tiesMerged(b.base, mtl, lambda, b.n, merged);
     } else {
       tallSumTasks(b.tau, b.T, b.n, mtl);
-      linearCombineSimd(b.base, b.tau, lam.data(), b.T, b.n, merged);
+      linearCombine(b.base, b.tau, lam.data(), b.T, b.n, merged);  // exactly task_arithmetic with ct = λ
     }
     tallToFloat(mtl, b.n, mtlF);
     // The masks compare the untrimmed τt with τMTL rounded to float32.
