@@ -2,7 +2,9 @@
  * Streaming passes shared by the TIES family (ties, dare_ties, consensus_ties,
  * TALL compression with a TIES τMTL): exact top-k magnitude thresholds per
  * task and the majority sign, over one key (scope "tensor") or over all float
- * keys (scope "global"), with memory bounded by a chunk and two histograms.
+ * keys (scope "global"): one sampled-window pass (ties_window.ts), or, when
+ * the window misses, two histogram passes with memory bounded by a chunk and
+ * two histograms.
  */
 import { runOp, OpArg } from "../native";
 import { forEachChunk, chunkArgs, Chunk, mergeElementwise, releaseChunk } from "../engine/stream";
@@ -236,12 +238,13 @@ async function histogramTrim(ctx: MergeContext, scan: Scan, scan2: Scan, signs: 
  */
 export async function globalTiesTrim(ctx: MergeContext, density: number): Promise<TiesTrim> {
   const n = ctx.floatKeys.reduce((s, k) => s + ctx.base.get(k).numel, 0);
+  let missed: WindowMiss | undefined;
   if (n > 0 && windowEnabled()) {
     const w = await windowThresholds(ctx, ctx.floatKeys, n, density, globalScan(ctx, "threshold"), candidateCap(ctx.experts.length));
     if (w.miss === undefined) return fromWindow(ctx, w, n, globalScan(ctx, "signs"));
-    return histogramTrim(ctx, globalScan(ctx, "threshold 1/2"), globalScan(ctx, "threshold 2/2"), globalScan(ctx, "signs"), n, density, w);
+    missed = w;
   }
-  return histogramTrim(ctx, globalScan(ctx, "threshold 1/2"), globalScan(ctx, "threshold 2/2"), globalScan(ctx, "signs"), n, density);
+  return histogramTrim(ctx, globalScan(ctx, "threshold 1/2"), globalScan(ctx, "threshold 2/2"), globalScan(ctx, "signs"), n, density, missed);
 }
 
 /** Keys up to this size that fit in one chunk are selected in memory (one op instead of three histogram passes). */
@@ -259,12 +262,13 @@ export async function tensorTiesTrim(ctx: MergeContext, scan: KeyScan, density: 
   }
   // A key larger than a chunk is streamed again by every pass: one window pass
   // (after a small sample) instead of two histogram passes.
+  let missed: WindowMiss | undefined;
   if (n > ctx.chunkElems && windowEnabled()) {
     const w = await windowThresholds(ctx, [scan.key], n, density, scan.scan, candidateCap(ctx.experts.length));
     if (w.miss === undefined) return fromWindow(ctx, w, n, scan.scan);
-    return histogramTrim(ctx, scan.scan, scan.scan, scan.scan, n, density, w);
+    missed = w;
   }
-  return histogramTrim(ctx, scan.scan, scan.scan, scan.scan, n, density);
+  return histogramTrim(ctx, scan.scan, scan.scan, scan.scan, n, density, missed);
 }
 
 /** The thresholds as floats by expert name, for reports. */

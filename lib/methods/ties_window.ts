@@ -123,7 +123,7 @@ export function entrySign(tau: Float32Array, bits: Uint32Array, thr: number[]): 
 /**
  * Exact per-task thresholds (float32 bits of the k-th largest |τt|) over a
  * scope of n entries per task, and the majority-sign sum, in one pass of
- * `scan`; undefined when the sampled window does not hold the threshold.
+ * `scan`; or why the sampled window could not be used (a WindowMiss).
  */
 export async function windowThresholds(
   ctx: MergeContext, keys: string[], n: number, density: number, scan: Scan, multiCap: number,

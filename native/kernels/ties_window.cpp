@@ -202,6 +202,29 @@ TM_SIMD static int64_t decidedSigns(const double* sum, const int32_t* nin, size_
 
 static inline int signOf(double v) { return (v > 0) - (v < 0); }
 
+// One worker's scratch for a block of the window pass.
+struct WindowScratch {
+  std::vector<double> sum = std::vector<double>(kBlockElems), keep = std::vector<double>(kBlockElems);
+  std::vector<int32_t> nin = std::vector<int32_t>(kBlockElems), last = std::vector<int32_t>(kBlockElems);
+  std::vector<uint64_t> ab, eq;
+  std::vector<std::vector<uint32_t>> bits;  // undecided |τ| bits per task (not tabled)
+  std::vector<std::vector<int8_t>> diff;    // their s_keep − s_drop
+  std::vector<uint32_t> tc;                 // tabled values: counts
+  std::vector<int32_t> td;                  // and sign differences
+  std::vector<float> multi;                 // entries with several undecided tasks
+
+  void reset(size_t T) {
+    ab.assign(T, 0);
+    eq.assign(T, 0);
+    bits.resize(T);
+    diff.resize(T);
+    for (size_t t = 0; t < T; t++) bits[t].clear(), diff[t].clear();
+    tc.assign(T * kTable, 0);
+    td.assign(T * kTable, 0);
+    multi.clear();
+  }
+};
+
 static void tiesWindowOp(const OpArgs& a, OpResult& r) {
   ElementwiseChunk c = parseChunk(a);
   const size_t T = c.experts.size();
@@ -227,23 +250,22 @@ static void tiesWindowOp(const OpArgs& a, OpResult& r) {
   std::vector<float> multi;
   bool overflow = false;
   forEachBlock(c, [&](Block& b) {
-    thread_local std::vector<double> dbuf;
-    thread_local std::vector<int32_t> ibuf;
-    dbuf.resize(2 * kBlockElems);
-    ibuf.resize(2 * kBlockElems);
-    double* sum = dbuf.data();
-    double* keep = sum + kBlockElems;
-    int32_t* nin = ibuf.data();
-    int32_t* last = nin + kBlockElems;
-    std::vector<uint64_t> ab(T, 0), eq(T, 0);
+    // Per-thread block scratch, reused: no allocation per block.
+    thread_local WindowScratch sc;
+    sc.reset(T);
+    double* sum = sc.sum.data();
+    double* keep = sc.keep.data();
+    int32_t* nin = sc.nin.data();
+    int32_t* last = sc.last.data();
+    std::vector<uint64_t>&ab = sc.ab, &eq = sc.eq;
     classifyWindow(b.tau, b.T, b.n, lo.data(), hi.data(), sum, keep, nin, last, ab.data(), eq.data());
     int64_t base = decidedSigns(sum, nin, b.n);
     // The undecided entries (a few percent): bits and sign differences per task.
-    std::vector<std::vector<uint32_t>> bits(T);
-    std::vector<std::vector<int8_t>> diff(T);
-    std::vector<uint32_t> tc(T * kTable, 0);
-    std::vector<int32_t> td(T * kTable, 0);
-    std::vector<float> lmulti;
+    auto& bits = sc.bits;
+    auto& diff = sc.diff;
+    auto& tc = sc.tc;
+    auto& td = sc.td;
+    auto& lmulti = sc.multi;
     // A tabled value is counted in place; any other goes to the list.
     auto record = [&](size_t t, uint32_t x, int d) {
       const uint32_t* row = table.data() + t * kTable;
