@@ -88,16 +88,6 @@ export function engineOptions(opts: MergeOptions): EngineOptions {
     throw new UsageError((e as Error).message);
   }
   const experts = normalizeExperts(opts.experts);
-  // Replacing an input with the output would destroy it when the output is renamed into place.
-  const out = path.resolve(opts.out);
-  const clash = [opts.base, ...experts.flatMap((e) => (e.stats ? [e.path, e.stats] : [e.path]))].find((p) => {
-    const abs = path.resolve(p);
-    return abs === out || abs.startsWith(out + path.sep);
-  });
-  if (clash)
-    throw new UsageError(
-      `the output ${opts.out} ${path.resolve(clash) === out ? "is also" : "contains"} an input (${clash}); write the merge somewhere else`,
-    );
   return {
     base: opts.base,
     experts,

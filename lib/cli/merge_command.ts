@@ -11,6 +11,7 @@ import { formatBytes } from "../units";
 import { VERSION } from "../version";
 import type { Device } from "../device";
 import { withSignals } from "./signals";
+import { printReclaimed } from "./reclaimed";
 
 interface MergeFlags {
   base?: string;
@@ -119,6 +120,7 @@ export function registerMerge(program: Command): void {
       const report = await withSignals((signal) => merge({ ...opts, onProgress: (p) => view.update(p), signal })).finally(() =>
         view.stop(),
       );
+      printReclaimed(report.reclaimed);
       // maxRSS is in kilobytes.
       const peakMemoryBytes = process.resourceUsage().maxRSS * 1024;
       if (flags.json) {

@@ -7,7 +7,9 @@ import * as path from "path";
 import { Checkpoint } from "../checkpoint";
 import { FloatDType, isFloatDType } from "../safetensors/dtypes";
 import { OutTensor } from "../safetensors/writer";
-import { Output } from "../output";
+import { checkpointKind, Output } from "../output";
+import { OutputSlot } from "../out_path/slot";
+import { checkInputClash, checkpointFiles } from "../out_path/clash";
 import { AbortError, TaskmergeError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
 import type { Expert, MergeContext, Params } from "../methods/types";
@@ -40,6 +42,8 @@ export interface MergeReport {
   bytesWritten: number;
   seconds: number;
   details: Record<string, unknown>;
+  /** Leftovers of killed runs on the same output that were removed or restored, one line each. */
+  reclaimed: string[];
 }
 
 export const DEFAULT_CHUNK_ELEMS = Number(process.env.TASKMERGE_CHUNK_ELEMS) || 4 << 20;
@@ -51,11 +55,17 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
   if (!o.experts.length) throw new TaskmergeError("no experts given");
   throwIfAborted(o.signal);
 
+  // Before reading anything: no input at the output path, and the path ours to write.
+  const named = [o.base, ...o.experts.flatMap((e) => (e.stats ? [e.path, e.stats] : [e.path]))];
+  await checkInputClash(o.out, named);
+  const slot = await OutputSlot.claim(o.out, checkpointKind(o.out), o.signal);
   let inputs: Inputs | undefined;
   let output: Output | undefined;
   try {
     inputs = await openInputs(o.base, o.experts, !!method.needsStats);
     const { base, experts } = inputs;
+    // Shards and index files of the inputs, now that they are known.
+    await checkInputClash(o.out, [...named, ...[base, ...experts.map((e) => e.checkpoint)].flatMap(checkpointFiles)]);
 
     const keys = base.keys();
     const isFloat = (k: string) => isFloatDType(base.get(k).dtype);
@@ -75,7 +85,7 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
       experts: o.experts.map((e) => ({ name: e.name, path: e.path, weight: e.weight, ...(e.stats ? { stats: e.stats } : {}) })),
       ...(o.dtype ? { dtype: o.dtype } : {}),
     };
-    output = await Output.create(o.out, plan, {
+    output = await Output.create(slot, plan, {
       maxShardSize: o.maxShardSize,
       copyFrom: base.dir,
       metadata: { format: "pt" },
@@ -102,19 +112,20 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
     }
     throwIfAborted(o.signal);
     // Written last so that they carry the method's report (thresholds, fallbacks).
-    await output.commit({
-      "taskmerge.json": JSON.stringify({ ...manifest, details: ctx.details }, null, 2) + "\n",
-      "README.md": modelCard(manifest, ctx.details, method.description, path.basename(path.resolve(o.out))),
-    });
+    await output.commit(
+      { "README.md": modelCard(manifest, ctx.details, method.description, path.basename(path.resolve(o.out))) },
+      { ...manifest, details: ctx.details },
+    );
     return {
       method: method.name, params, out: path.resolve(o.out), tensors: keys.length, bytesRead: progress.bytesRead,
-      bytesWritten, seconds: (Date.now() - t0) / 1000, details: ctx.details,
+      bytesWritten, seconds: (Date.now() - t0) / 1000, details: ctx.details, reclaimed: slot.reclaimed,
     };
   } catch (e) {
     await output?.abort().catch(() => undefined);
     throw e;
   } finally {
     await inputs?.close();
+    await slot.release();
   }
 }
 

@@ -8,7 +8,9 @@ import { Checkpoint, CheckpointLayout } from "../checkpoint";
 import { SafetensorsFile } from "../safetensors/file";
 import { DTYPE_SIZE, DType, FloatDType, isFloatDType } from "../safetensors/dtypes";
 import { encodeHeader, OutTensor, tensorBytes } from "../safetensors/writer";
-import { checkOutputPath, DEFAULT_MAX_SHARD, isFileOutput, listOtherFiles, planShards, shardFileName } from "../output";
+import { checkpointKind, DEFAULT_MAX_SHARD, isFileOutput, listOtherFiles, planShards, shardFileName } from "../output";
+import { checkReplaceable } from "../out_path/owned";
+import { checkInputClash, checkpointFiles } from "../out_path/clash";
 import { TaskmergeError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
 import type { Params } from "../methods/types";
@@ -62,11 +64,15 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
   const params = resolveParams(method, o.params);
   if (!o.experts.length) throw new TaskmergeError("no experts given");
   throwIfAborted(o.signal);
+  // The checks runMerge makes before it writes, in the same order.
+  const named = [o.base, ...o.experts.flatMap((e) => (e.stats ? [e.path, e.stats] : [e.path]))];
+  await checkInputClash(o.out, named);
+  await checkReplaceable(path.resolve(o.out), o.out, checkpointKind(o.out));
   const inputs = await openInputs(o.base, o.experts, !!method.needsStats);
   try {
     const { base } = inputs;
     const experts = inputs.experts.map((e, i) => ({ spec: o.experts[i], ck: e.checkpoint, stats: e.stats }));
-    await checkOutputPath(o.out);
+    await checkInputClash(o.out, [...named, ...[base, ...experts.map((e) => e.ck)].flatMap(checkpointFiles)]);
     const warnings: string[] = [];
     let statistics: StatsCoverage | undefined;
     if (method.needsStats) {
