@@ -26,10 +26,12 @@ export async function checkInputClash(out: string, inputs: string[]): Promise<vo
     const ist = await fsp.stat(p).catch(() => undefined);
     if (!ist) continue;
     const real = await fsp.realpath(p);
-    const same = real === realOut || (st && sameFile(st, ist)) || replaced.some((r) => sameFile(r, ist));
-    if (same) throw new UsageError(`the output ${out} is also an input (${p}); write the output somewhere else`);
-    if (real.startsWith(realOut.endsWith(path.sep) ? realOut : realOut + path.sep))
-      throw new UsageError(`the output ${out} contains an input (${p}); write the output somewhere else`);
+    const where =
+      real === realOut || (st && sameFile(st, ist)) ? "is also"
+      : real.startsWith(realOut.endsWith(path.sep) ? realOut : realOut + path.sep) ? "contains"
+      : replaced.some((r) => sameFile(r, ist)) ? "would replace"
+      : undefined;
+    if (where) throw new UsageError(`the output ${out} ${where} an input (${p}); write the output somewhere else`);
   }
 }
 
