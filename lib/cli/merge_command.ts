@@ -74,7 +74,7 @@ merge.yaml (mergekit form):
   parameters: {lambda: 1.0}
   dtype: bfloat16
 
-Exit status: 0 success, 1 failure, 2 usage or config error, 130/143 interrupted (SIGINT/SIGTERM; no output is left).`;
+Exit status: 0 success, 1 failure, 2 usage or config error, 130/143 interrupted (SIGINT/SIGTERM; no output is left, unless it came during the final rename, which completes).`;
 
 export function registerMerge(program: Command): void {
   program

@@ -7,7 +7,7 @@
  */
 import { promises as fsp } from "fs";
 import * as path from "path";
-import { throwIfAborted } from "../errors";
+import { TaskmergeError, throwIfAborted } from "../errors";
 import { acquireLock, HeldLock } from "./lock";
 import { reclaimLeftovers } from "./leftovers";
 import { asideName, tempName } from "./names";
@@ -37,7 +37,9 @@ export class OutputSlot {
   static async claim(out: string, kind: OutputKind, signal?: AbortSignal): Promise<OutputSlot> {
     const abs = path.resolve(out);
     await checkParent(abs, out);
-    const lock = await acquireLock(abs, out);
+    const lock = await acquireLock(abs, out).catch((e: NodeJS.ErrnoException) => {
+      throw e instanceof TaskmergeError ? e : new TaskmergeError(`cannot write beside the output (${e.code ?? e.message})`, out);
+    });
     try {
       const reclaimed = [...(lock.reclaimed ? [lock.reclaimed] : []), ...(await reclaimLeftovers(abs, out))];
       await checkReplaceable(abs, out, kind);
