@@ -7,7 +7,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import { spawn, spawnSync } from "child_process";
-import { merge, extract, compress } from "../lib";
+import { merge, extract, compress, planMerge, GramAccumulator } from "../lib";
 import { OutputSlot } from "../lib/out_path/slot";
 import { CHECKPOINT_DIR } from "../lib/out_path/owned";
 import { makeZoo, runCli, tmpDir, listTree, readSafetensors, CliResult, Zoo, ROOT } from "./helpers/fixtures";
@@ -102,6 +102,8 @@ describe("only taskmerge's own outputs are replaced", () => {
     expect(JSON.parse(fs.readFileSync(path.join(out, "taskmerge.json"), "utf8")).method).toBe("task_arithmetic");
     fs.writeFileSync(path.join(out, "notes.txt"), "mine");
     await expect(merge({ base: z.base.path, experts, method: "average", out })).rejects.toThrow(/holds notes\.txt, which taskmerge did not write; refusing/);
+    // A dry run refuses it the same way.
+    await expect(planMerge({ base: z.base.path, experts, method: "average", out })).rejects.toThrow(/holds notes\.txt/);
     expect(fs.readFileSync(path.join(out, "notes.txt"), "utf8")).toBe("mine");
     // An empty directory is fine to fill.
     const empty = path.join(dir, "empty");
@@ -121,6 +123,11 @@ describe("only taskmerge's own outputs are replaced", () => {
     fs.copyFileSync(z.base.path, old);
     await merge({ base: z.base.path, experts, method: "average", out: old });
     expect(fs.readFileSync(old).equals(fs.readFileSync(z.base.path))).toBe(false);
+    // Statistics files are outputs too: GramAccumulator.save replaces only a safetensors file.
+    const g = new GramAccumulator();
+    await g.add("m", Float32Array.of(1, 2), 2);
+    await expect(g.save(text)).rejects.toThrow(/not a safetensors file; refusing/);
+    expect(fs.readFileSync(text, "utf8")).toBe("{ these are my notes, not weights }");
     const link = path.join(dir, "link.safetensors");
     fs.symlinkSync(old, link);
     await expect(merge({ base: z.base.path, experts, method: "average", out: link })).rejects.toThrow(/symbolic link; refusing/);

@@ -7,6 +7,7 @@ import { Checkpoint } from "../checkpoint";
 import { SafetensorsFile } from "../safetensors/file";
 import type { Expert } from "../methods/types";
 import { checkCompatible } from "./validate";
+import { checkpointFiles } from "../out_path/clash";
 
 export interface ResolvedExpert {
   path: string;
@@ -18,6 +19,8 @@ export interface ResolvedExpert {
 export interface Inputs {
   base: Checkpoint;
   experts: Expert[];
+  /** Every file the checkpoints read from (safetensors files, shard indexes), for the output clash check. */
+  files: string[];
   /** Closes every file opened here; safe to call more than once. */
   close(): Promise<void>;
 }
@@ -37,9 +40,15 @@ export async function openInputs(base: string, experts: ResolvedExpert[], withSt
       list.push({ name: e.name, checkpoint, weight: e.weight, stats });
     }
     checkCompatible(b, list.map((e) => e.checkpoint));
-    return { base: b, experts: list, close };
+    const files = [b, ...list.map((e) => e.checkpoint)].flatMap(checkpointFiles);
+    return { base: b, experts: list, files, close };
   } catch (e) {
     await close();
     throw e;
   }
+}
+
+/** The paths a run's options name (checkpoints, statistics), checked against the output before anything is read. */
+export function namedPaths(base: string, experts: { path: string; stats?: string }[]): string[] {
+  return [base, ...experts.flatMap((e) => (e.stats ? [e.path, e.stats] : [e.path]))];
 }

@@ -9,11 +9,11 @@ import { FloatDType, isFloatDType } from "../safetensors/dtypes";
 import { OutTensor } from "../safetensors/writer";
 import { checkpointKind, Output } from "../output";
 import { OutputSlot } from "../out_path/slot";
-import { checkInputClash, checkpointFiles } from "../out_path/clash";
+import { checkInputClash } from "../out_path/clash";
 import { AbortError, TaskmergeError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
 import type { Expert, MergeContext, Params } from "../methods/types";
-import { openInputs, Inputs, ResolvedExpert } from "./inputs";
+import { namedPaths, openInputs, Inputs, ResolvedExpert } from "./inputs";
 import { modelCard } from "../model_card";
 import { Progress, ProgressTracker } from "./progress";
 import { VERSION } from "../version";
@@ -56,7 +56,7 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
   throwIfAborted(o.signal);
 
   // Before reading anything: no input at the output path, and the path ours to write.
-  const named = [o.base, ...o.experts.flatMap((e) => (e.stats ? [e.path, e.stats] : [e.path]))];
+  const named = namedPaths(o.base, o.experts);
   await checkInputClash(o.out, named);
   const slot = await OutputSlot.claim(o.out, checkpointKind(o.out), o.signal);
   let inputs: Inputs | undefined;
@@ -65,7 +65,7 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
     inputs = await openInputs(o.base, o.experts, !!method.needsStats);
     const { base, experts } = inputs;
     // Shards and index files of the inputs, now that they are known.
-    await checkInputClash(o.out, [...named, ...[base, ...experts.map((e) => e.checkpoint)].flatMap(checkpointFiles)]);
+    await checkInputClash(o.out, [...named, ...inputs.files]);
 
     const keys = base.keys();
     const isFloat = (k: string) => isFloatDType(base.get(k).dtype);

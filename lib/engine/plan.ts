@@ -10,11 +10,11 @@ import { DTYPE_SIZE, DType, FloatDType, isFloatDType } from "../safetensors/dtyp
 import { encodeHeader, OutTensor, tensorBytes } from "../safetensors/writer";
 import { checkpointKind, DEFAULT_MAX_SHARD, isFileOutput, listOtherFiles, planShards, shardFileName } from "../output";
 import { checkReplaceable } from "../out_path/owned";
-import { checkInputClash, checkpointFiles } from "../out_path/clash";
+import { checkInputClash } from "../out_path/clash";
 import { TaskmergeError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
 import type { Params } from "../methods/types";
-import { openInputs } from "./inputs";
+import { namedPaths, openInputs } from "./inputs";
 import { paramStats, requireStatsFiles, statsPrefix } from "../stats/keys";
 import { DEFAULT_CHUNK_ELEMS, EngineOptions } from "./merge";
 
@@ -65,14 +65,14 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
   if (!o.experts.length) throw new TaskmergeError("no experts given");
   throwIfAborted(o.signal);
   // The checks runMerge makes before it writes, in the same order.
-  const named = [o.base, ...o.experts.flatMap((e) => (e.stats ? [e.path, e.stats] : [e.path]))];
+  const named = namedPaths(o.base, o.experts);
   await checkInputClash(o.out, named);
   await checkReplaceable(path.resolve(o.out), o.out, checkpointKind(o.out));
   const inputs = await openInputs(o.base, o.experts, !!method.needsStats);
   try {
     const { base } = inputs;
     const experts = inputs.experts.map((e, i) => ({ spec: o.experts[i], ck: e.checkpoint, stats: e.stats }));
-    await checkInputClash(o.out, [...named, ...[base, ...experts.map((e) => e.ck)].flatMap(checkpointFiles)]);
+    await checkInputClash(o.out, [...named, ...inputs.files]);
     const warnings: string[] = [];
     let statistics: StatsCoverage | undefined;
     if (method.needsStats) {

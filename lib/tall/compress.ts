@@ -14,7 +14,7 @@ import { SafetensorsWriter, OutTensor } from "../safetensors/writer";
 import { DTYPE_SIZE, FloatDType, isFloatDType } from "../safetensors/dtypes";
 import { Chunk, chunkArgs, forEachChunk, releaseChunk } from "../engine/stream";
 import { chunkPool } from "../engine/buffer_pool";
-import { openInputs } from "../engine/inputs";
+import { namedPaths, openInputs } from "../engine/inputs";
 import { DEFAULT_CHUNK_ELEMS } from "../engine/merge";
 import type { ResolvedExpert } from "../engine/inputs";
 import { Progress, ProgressTracker } from "../engine/progress";
@@ -26,7 +26,7 @@ import { PositionalWriter } from "./positional_writer";
 import { withWriteBehind } from "../engine/write_behind";
 import { reconstruct, roundUp8 } from "./reconstruct";
 import { OutputSlot } from "../out_path/slot";
-import { checkInputClash, checkpointFiles } from "../out_path/clash";
+import { checkInputClash } from "../out_path/clash";
 import type { OutputKind } from "../out_path/owned";
 import { BUNDLE_FORMAT, BUNDLE_JSON, BUNDLE_VERSION, BundleManifest, MASKS_FILE, maskBytes, maskKey, sampleHash, TAU_FILE } from "./bundle";
 
@@ -77,7 +77,7 @@ export async function runCompress(o: CompressEngineOptions): Promise<CompressRep
   const t0 = Date.now();
   throwIfAborted(o.signal);
   // Before reading anything: no input at the output path, and the path ours to write.
-  const named = [o.base, ...o.experts.map((e) => e.path)];
+  const named = namedPaths(o.base, o.experts);
   await checkInputClash(o.out, named);
   const slot = await OutputSlot.claim(o.out, BUNDLE_DIR, o.signal);
   const outAbs = slot.out;
@@ -88,7 +88,7 @@ export async function runCompress(o: CompressEngineOptions): Promise<CompressRep
     // Per-expert weights do not apply to TALL masks.
     const inputs = track(await openInputs(o.base, o.experts.map((e) => ({ ...e, weight: 1, stats: undefined })), false));
     const { base, experts } = inputs;
-    await checkInputClash(o.out, [...named, ...[base, ...experts.map((e) => e.checkpoint)].flatMap(checkpointFiles)]);
+    await checkInputClash(o.out, [...named, ...inputs.files]);
     const floatKeys = base.keys().filter((k) => isFloatDType(base.get(k).dtype));
     const tauDtype = (k: string): FloatDType => o.dtype ?? (base.get(k).dtype as FloatDType);
     const progress = new ProgressTracker(o.onProgress);
