@@ -102,9 +102,17 @@ describe("only taskmerge's own outputs are replaced", () => {
     expect(JSON.parse(fs.readFileSync(path.join(out, "taskmerge.json"), "utf8")).method).toBe("task_arithmetic");
     fs.writeFileSync(path.join(out, "notes.txt"), "mine");
     await expect(merge({ base: z.base.path, experts, method: "average", out })).rejects.toThrow(/holds notes\.txt, which taskmerge did not write; refusing/);
+    expect(fs.readFileSync(path.join(out, "notes.txt"), "utf8")).toBe("mine");
     // A dry run refuses it the same way.
     await expect(planMerge({ base: z.base.path, experts, method: "average", out })).rejects.toThrow(/holds notes\.txt/);
-    expect(fs.readFileSync(path.join(out, "notes.txt"), "utf8")).toBe("mine");
+    fs.renameSync(path.join(out, "notes.txt"), path.join(out, "line\nbreak"));
+    await expect(merge({ base: z.base.path, experts, method: "average", out })).rejects.toThrow(/^output directory holds "line\\nbreak", which/);
+    fs.rmSync(path.join(out, "line\nbreak"));
+    // A taskmerge.json without its file list (an older taskmerge's) is not enough to replace the directory.
+    const { files: _files, ...older } = JSON.parse(fs.readFileSync(path.join(out, "taskmerge.json"), "utf8"));
+    fs.writeFileSync(path.join(out, "taskmerge.json"), JSON.stringify(older));
+    await expect(merge({ base: z.base.path, experts, method: "average", out })).rejects.toThrow(/taskmerge\.json lists no files/);
+    expect(fs.existsSync(path.join(out, "model.safetensors"))).toBe(true);
     // An empty directory is fine to fill.
     const empty = path.join(dir, "empty");
     fs.mkdirSync(empty);

@@ -48,7 +48,8 @@ export async function checkReplaceable(abs: string, shown: string, kind: OutputK
   if (!entries.some((e) => e.name === kind.marker && e.isFile()))
     throw refuse(`output directory exists and is not a ${kind.what} (no ${kind.marker})`);
   const ours = new Set(kind.files ?? (await listedFiles(path.join(abs, kind.marker), shown)));
-  const foreign = entries.filter((e) => !e.isFile() || !ours.has(e.name)).map((e) => e.name);
+  // Names are quoted when they hold control characters, so the error stays one line.
+  const foreign = entries.filter((e) => !e.isFile() || !ours.has(e.name)).map((e) => (/[\x00-\x1f\x7f]/.test(e.name) ? JSON.stringify(e.name) : e.name));
   if (foreign.length) {
     const shownNames = foreign.slice(0, 3).join(", ") + (foreign.length > 3 ? ` and ${foreign.length - 3} more` : "");
     throw refuse(`output directory holds ${shownNames}, which taskmerge did not write`);
