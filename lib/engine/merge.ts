@@ -56,6 +56,7 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
   try {
     inputs = await openInputs(o.base, o.experts, !!method.needsStats);
     const { base, experts } = inputs;
+    method.validate?.(base, experts, params);
 
     const keys = base.keys();
     const isFloat = (k: string) => isFloatDType(base.get(k).dtype);
@@ -72,7 +73,10 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
       method: method.name,
       params,
       base: o.base,
-      experts: o.experts.map((e) => ({ name: e.name, path: e.path, weight: e.weight, ...(e.stats ? { stats: e.stats } : {}) })),
+      experts: o.experts.map((e, i) => {
+        const parameters = method.expertParameters?.(experts[i], params);
+        return { name: e.name, path: e.path, weight: e.weight, ...(e.stats ? { stats: e.stats } : {}), ...(parameters ? { parameters } : {}) };
+      }),
       ...(o.dtype ? { dtype: o.dtype } : {}),
     };
     output = await Output.create(o.out, plan, {
