@@ -140,7 +140,16 @@ const OTHER_FORM: Record<string, string> = {
   base_model: "base", models: "experts", merge_method: "method",
 };
 
+/** mergekit keys taskmerge does not take, and why. */
+const MERGEKIT_REFUSED: Record<string, string> = {
+  slices: "mergekit's slices (layer ranges) are not supported: taskmerge merges whole checkpoints of one architecture; list them under 'models'",
+  modules: "mergekit's modules are not supported: taskmerge merges whole checkpoints; list them under 'models'",
+  tokenizer: "taskmerge copies the tokenizer from the base (tokenizer_source: base)",
+  chat_template: "taskmerge copies the base's files, its chat template included",
+};
+
 export function unknownKeyHint(key: string, allowed: string[], mergekit: boolean): string {
+  if (mergekit && MERGEKIT_REFUSED[key] && allowed.includes("merge_method")) return ` (${MERGEKIT_REFUSED[key]})`;
   const other = OTHER_FORM[key];
   if (other && allowed.includes(other))
     return ` (the ${mergekit ? "mergekit" : "taskmerge"} form of this file uses '${other}'; do not mix the two forms)`;
