@@ -112,6 +112,19 @@ describe("supported: parse, plan, merge as mergekit defines it", () => {
   });
 });
 
+test.each(["ties", "linear"])("the model card's merge.yaml of %s.yml is in mergekit's form and reproduces the merge", async (name) => {
+  const outDir = cfg(`${name}-out`);
+  if (!fs.existsSync(outDir)) await mergeOk(`${name}.yml`, outDir);
+  const card = fs.readFileSync(path.join(outDir, "README.md"), "utf8");
+  const yml = /```yaml\n([\s\S]*?)```/.exec(card)![1];
+  expect(yml).toMatch(/^merge_method: /m);
+  fs.writeFileSync(cfg(`${name}-again.yml`), yml);
+  const again = cfg(`${name}-again`);
+  const r = await runCli(["merge", "--config", cfg(`${name}-again.yml`), "--out", again, "-q"]);
+  expect([r.code, r.stderr]).toEqual([0, ""]);
+  expect(fs.readFileSync(path.join(again, "model.safetensors")).equals(fs.readFileSync(path.join(outDir, "model.safetensors")))).toBe(true);
+});
+
 describe("not supported: one line saying why, exit 2", () => {
   test.each([
     ["arcee_fusion.yml", /^merge_method: unknown method 'arcee_fusion' \(available: .*\); mergekit's 'arcee_fusion' is not supported/],
