@@ -6,6 +6,7 @@ import { parseOutputDType, FloatDType } from "../safetensors/dtypes";
 import { parseByteSize } from "../units";
 import { UsageError } from "../errors";
 import { resolveDevice, Device } from "../device";
+import type { Setting } from "../methods/mergekit/settings";
 
 export interface ExpertSpec {
   path: string;
@@ -15,6 +16,8 @@ export interface ExpertSpec {
   weight?: number;
   /** Statistics file for regmean / lot. */
   stats?: string;
+  /** Per-model settings of the mergekit:* methods (weight, density), as mergekit's `models[].parameters`. */
+  parameters?: Record<string, Setting>;
 }
 
 export interface MethodSpec {
@@ -49,7 +52,10 @@ export function normalizeExperts(experts: (string | ExpertSpec)[]) {
     if (!spec || typeof spec.path !== "string" || !spec.path) throw new UsageError("every expert needs a path");
     const weight = spec.weight ?? 1;
     if (typeof weight !== "number" || !Number.isFinite(weight)) throw new UsageError(`expert ${spec.path}: weight must be a finite number`);
-    return { path: spec.path, name: spec.name ?? expertName(spec.path), weight, stats: spec.stats };
+    return {
+      path: spec.path, name: spec.name ?? expertName(spec.path), weight, stats: spec.stats,
+      ...(spec.parameters ? { parameters: spec.parameters } : {}),
+    };
   });
   const names = new Set<string>();
   for (const e of out) {

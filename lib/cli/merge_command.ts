@@ -163,14 +163,14 @@ export function combine(cfg: MergeConfig | undefined, f: MergeFlags): MergeOptio
     experts = experts.map((e, i) => ({ ...(typeof e === "string" ? { path: e } : e), stats: f.stats![i] }));
   }
   const overridden = new Set(PARAM_FLAGS.filter(([flag]) => f[flag] !== undefined).map(([, name]) => name));
-  if (cfg) checkConfigMethod(cfg, method, overridden);
+  const name = cfg ? checkConfigMethod(cfg, method, overridden) : method;
   const params: Record<string, unknown> = { ...cfg?.params };
   for (const [flag, name] of PARAM_FLAGS) if (f[flag] !== undefined) params[name] = f[flag];
   return {
     base,
     out,
     experts,
-    method: { name: method, ...params },
+    method: { name, ...params },
     dtype: f.dtype ?? cfg?.dtype,
     device: (f.device ?? cfg?.device) as Device | undefined,
     maxShardSize: f.maxShardSize ?? cfg?.maxShardSize,

@@ -8,12 +8,14 @@ import { SafetensorsFile } from "../safetensors/file";
 import type { Expert } from "../methods/types";
 import { checkCompatible } from "./validate";
 import { checkpointFiles } from "../out_path/clash";
+import type { Setting } from "../methods/mergekit/settings";
 
 export interface ResolvedExpert {
   path: string;
   name: string;
   weight: number;
   stats?: string;
+  parameters?: Record<string, Setting>;
 }
 
 export interface Inputs {
@@ -37,7 +39,7 @@ export async function openInputs(base: string, experts: ResolvedExpert[], withSt
     for (const e of experts) {
       const checkpoint = track(await Checkpoint.open(e.path));
       const stats = e.stats && withStats ? track(await SafetensorsFile.open(e.stats)) : undefined;
-      list.push({ name: e.name, checkpoint, weight: e.weight, stats });
+      list.push({ name: e.name, checkpoint, weight: e.weight, stats, ...(e.parameters ? { parameters: e.parameters } : {}) });
     }
     checkCompatible(b, list.map((e) => e.checkpoint));
     const files = [b, ...list.map((e) => e.checkpoint)].flatMap(checkpointFiles);

@@ -66,6 +66,7 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
     const { base, experts } = inputs;
     // Shards and index files of the inputs, now that they are known.
     await checkInputClash(o.out, [...named, ...inputs.files]);
+    method.validate?.(base, experts, params);
 
     const keys = base.keys();
     const isFloat = (k: string) => isFloatDType(base.get(k).dtype);
@@ -82,7 +83,10 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
       method: method.name,
       params,
       base: o.base,
-      experts: o.experts.map((e) => ({ name: e.name, path: e.path, weight: e.weight, ...(e.stats ? { stats: e.stats } : {}) })),
+      experts: o.experts.map((e, i) => {
+        const parameters = method.expertParameters?.(experts[i], params);
+        return { name: e.name, path: e.path, weight: e.weight, ...(e.stats ? { stats: e.stats } : {}), ...(parameters ? { parameters } : {}) };
+      }),
       ...(o.dtype ? { dtype: o.dtype } : {}),
     };
     output = await Output.create(slot, plan, {

@@ -40,7 +40,11 @@ export interface MergePlan {
   method: string;
   params: Params;
   base: { path: string; layout: CheckpointLayout; tensors: number; bytes: number };
-  experts: { name: string; path: string; weight: number; stats?: string; layout: CheckpointLayout; bytes: number }[];
+  experts: {
+    name: string; path: string; weight: number; stats?: string; layout: CheckpointLayout; bytes: number;
+    /** The method's resolved per-model parameters (mergekit:* methods), by name. */
+    parameters?: Record<string, unknown>;
+  }[];
   out: {
     path: string;
     kind: "file" | "directory";
@@ -71,7 +75,10 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
   const inputs = await openInputs(o.base, o.experts, !!method.needsStats);
   try {
     const { base } = inputs;
-    const experts = inputs.experts.map((e, i) => ({ spec: o.experts[i], ck: e.checkpoint, stats: e.stats }));
+    method.validate?.(base, inputs.experts, params);
+    const experts = inputs.experts.map((e, i) => ({
+      spec: o.experts[i], ck: e.checkpoint, stats: e.stats, parameters: method.expertParameters?.(e, params),
+    }));
     await checkInputClash(o.out, [...named, ...inputs.files]);
     const warnings: string[] = [];
     let statistics: StatsCoverage | undefined;
@@ -124,7 +131,7 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
       base: { path: base.path, layout: base.layout, tensors: tensors.length, bytes: base.fileBytes },
       experts: experts.map((e) => ({
         name: e.spec.name, path: e.ck.path, weight: e.spec.weight, ...(e.spec.stats ? { stats: path.resolve(e.spec.stats) } : {}),
-        layout: e.ck.layout, bytes: e.ck.fileBytes,
+        layout: e.ck.layout, bytes: e.ck.fileBytes, ...(e.parameters ? { parameters: e.parameters } : {}),
       })),
       out: { path: path.resolve(o.out), kind: file ? "file" : "directory", dtype: o.dtype ?? "base", files, copied },
       tensors,
