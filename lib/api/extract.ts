@@ -2,6 +2,7 @@
 import { UsageError } from "../errors";
 import { parseDTypeOption } from "./merge";
 import { parseByteSize } from "../units";
+import type { OutputDType } from "../safetensors/dtypes";
 import { runExtract, ExtractReport } from "../tall/extract";
 import type { Progress } from "../engine/progress";
 
@@ -11,7 +12,7 @@ export interface ExtractOptions {
   base: string;
   out: string;
   /** Output dtype of float tensors (default: the base's). */
-  dtype?: string;
+  dtype?: OutputDType;
   maxShardSize?: string | number;
   onProgress?: (p: Progress) => void;
   signal?: AbortSignal;

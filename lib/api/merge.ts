@@ -2,7 +2,8 @@
 import * as path from "path";
 import { runMerge, MergeReport, EngineOptions } from "../engine/merge";
 import { Progress } from "../engine/progress";
-import { parseOutputDType, FloatDType } from "../safetensors/dtypes";
+import { parseOutputDType, FloatDType, OutputDType } from "../safetensors/dtypes";
+import type { MethodName, MethodSpec } from "../methods";
 import { parseByteSize } from "../units";
 import { UsageError } from "../errors";
 import { resolveDevice, Device } from "../device";
@@ -17,26 +18,27 @@ export interface ExpertSpec {
   stats?: string;
 }
 
-export interface MethodSpec {
-  name: string;
-  [param: string]: unknown;
-}
-
 export interface MergeOptions {
   base: string;
   experts: (string | ExpertSpec)[];
-  method: string | MethodSpec;
+  /** A method name, or the name and parameters typed per method: `{ name: "ties", density: 0.2 }`. */
+  method: MethodName | MethodSpec;
   out: string;
-  /** Output dtype of float tensors: f32 | f16 | bf16 (default: the base's). */
-  dtype?: string;
+  /** Output dtype of float tensors (default: the base's). */
+  dtype?: OutputDType;
   device?: Device;
+  /**
+   * The base's Hugging Face Hub id, for the model card's `base_model` (default:
+   * `_name_or_path` of the base's config.json when that is a Hub id).
+   */
+  baseModel?: string;
   /** Shard limit for directory output, bytes or "5GB". */
   maxShardSize?: string | number;
   onProgress?: (p: Progress) => void;
   signal?: AbortSignal;
 }
 
-export type { MergeReport, Progress };
+export type { MergeReport, Progress, MethodName, MethodSpec, OutputDType };
 
 export function expertName(p: string): string {
   return path.basename(path.resolve(p)).replace(/\.safetensors$/, "");
@@ -77,7 +79,8 @@ export function engineOptions(opts: MergeOptions): EngineOptions {
   if (!opts || typeof opts !== "object") throw new UsageError("merge() needs an options object");
   if (!opts.base) throw new UsageError("base is required");
   if (!opts.out) throw new UsageError("out is required");
-  const method: MethodSpec = typeof opts.method === "string" ? { name: opts.method } : opts.method;
+  // Checked at run time too: JavaScript callers, flags and YAML reach here untyped.
+  const method: { name: string } = typeof opts.method === "string" ? { name: opts.method } : opts.method;
   if (!method?.name) throw new UsageError("method is required");
   const { name, ...params } = method;
   resolveDevice(opts.device);

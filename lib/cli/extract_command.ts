@@ -1,11 +1,12 @@
 /** `taskmerge extract`: one task's checkpoint from a TALL bundle and the base. */
-import { Command, Option } from "commander";
+import type { Command } from "commander";
 import { extract } from "../api/extract";
 import { createProgressView } from "./progress";
 import { UsageError } from "../errors";
 import { formatBytes } from "../units";
 import { VERSION } from "../version";
 import { withSignals } from "./signals";
+import { dtypeOption, toOutputDType } from "./dtype_option";
 
 interface ExtractFlags {
   bundle?: string;
@@ -25,7 +26,7 @@ export function registerExtract(program: Command): void {
     .option("--bundle <dir>", "bundle directory written by 'taskmerge compress'")
     .option("--task <name>", "task (expert name) to rebuild")
     .option("--base <path>", "the base checkpoint the bundle was made from")
-    .addOption(new Option("--dtype <dtype>", "output dtype of float tensors (default: the base's)").choices(["f32", "f16", "bf16"]))
+    .addOption(dtypeOption("output dtype of float tensors (default: the base's)"))
     .option("--max-shard-size <size>", "shard limit for directory output (default: 5GB)")
     .option("--out <path>", "output: X.safetensors (one file) or a directory (Hugging Face layout)")
     .option("-q, --quiet", "no progress and no summary (errors still go to stderr)")
@@ -39,7 +40,7 @@ Examples:
       const view = createProgressView({ quiet: flags.quiet || flags.json });
       const report = await withSignals((signal) =>
         extract({
-          bundle: flags.bundle!, task: flags.task!, base: flags.base!, out: flags.out!, dtype: flags.dtype, maxShardSize: flags.maxShardSize,
+          bundle: flags.bundle!, task: flags.task!, base: flags.base!, out: flags.out!, dtype: toOutputDType(flags.dtype), maxShardSize: flags.maxShardSize,
           onProgress: (p) => view.update(p), signal,
         }),
       ).finally(() => view.stop());
