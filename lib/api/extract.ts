@@ -3,6 +3,7 @@ import { UsageError } from "../errors";
 import { parseDTypeOption } from "./merge";
 import { parseByteSize } from "../units";
 import type { OutputDType } from "../safetensors/dtypes";
+import { isHubId } from "../base_info";
 import { runExtract, ExtractReport } from "../tall/extract";
 import type { Progress } from "../engine/progress";
 
@@ -13,6 +14,8 @@ export interface ExtractOptions {
   out: string;
   /** Output dtype of float tensors (default: the base's). */
   dtype?: OutputDType;
+  /** The base's Hugging Face Hub id for the model card (default: the base's config.json `_name_or_path` when that is one). */
+  baseModel?: string;
   maxShardSize?: string | number;
   onProgress?: (p: Progress) => void;
   signal?: AbortSignal;
@@ -23,6 +26,8 @@ export type { ExtractReport };
 export async function extract(opts: ExtractOptions): Promise<ExtractReport> {
   if (!opts || typeof opts !== "object") throw new UsageError("extract() needs an options object");
   for (const k of ["bundle", "task", "base", "out"] as const) if (!opts[k]) throw new UsageError(`${k} is required`);
+  if (opts.baseModel !== undefined && !isHubId(opts.baseModel))
+    throw new UsageError(`baseModel must be a Hugging Face Hub id such as org/name (got '${opts.baseModel}')`);
   let maxShardSize: number | undefined;
   try {
     maxShardSize = opts.maxShardSize === undefined ? undefined : parseByteSize(opts.maxShardSize);

@@ -7,6 +7,7 @@ import type { MethodName, MethodSpec } from "../methods";
 import { parseByteSize } from "../units";
 import { UsageError } from "../errors";
 import { resolveDevice, Device } from "../device";
+import { isHubId } from "../base_info";
 
 export interface ExpertSpec {
   path: string;
@@ -90,6 +91,8 @@ export function engineOptions(opts: MergeOptions): EngineOptions {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
+  if (opts.baseModel !== undefined && !isHubId(opts.baseModel))
+    throw new UsageError(`baseModel must be a Hugging Face Hub id such as org/name (got '${opts.baseModel}')`);
   const experts = normalizeExperts(opts.experts);
   // Replacing an input with the output would destroy it when the output is renamed into place.
   const out = path.resolve(opts.out);
@@ -108,6 +111,7 @@ export function engineOptions(opts: MergeOptions): EngineOptions {
     params,
     out: opts.out,
     dtype: parseDTypeOption(opts.dtype),
+    baseModel: opts.baseModel,
     maxShardSize,
     onProgress: opts.onProgress,
     signal: opts.signal,

@@ -13,6 +13,7 @@ import { getMethod, resolveParams } from "../methods";
 import type { Expert, MergeContext, Params } from "../methods/types";
 import { openInputs, Inputs, ResolvedExpert } from "./inputs";
 import { modelCard } from "../model_card";
+import { outputConfigFiles, readBaseInfo } from "../base_info";
 import { Progress, ProgressTracker } from "./progress";
 import { VERSION } from "../version";
 
@@ -25,6 +26,8 @@ export interface EngineOptions {
   params: Record<string, unknown>;
   out: string;
   dtype?: FloatDType;
+  /** The base's Hub id for the model card. */
+  baseModel?: string;
   maxShardSize?: number;
   chunkElems?: number;
   onProgress?: (p: Progress) => void;
@@ -81,6 +84,7 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
       metadata: { format: "pt" },
     });
 
+    const baseInfo = await readBaseInfo(base.dir, o.baseModel);
     if (method.prepare) await method.prepare(ctx);
     const out = output;
     let bytesWritten = 0;
@@ -104,7 +108,8 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
     // Written last so that they carry the method's report (thresholds, fallbacks).
     await output.commit({
       "taskmerge.json": JSON.stringify({ ...manifest, details: ctx.details }, null, 2) + "\n",
-      "README.md": modelCard(manifest, ctx.details, method.description, path.basename(path.resolve(o.out))),
+      "README.md": modelCard(manifest, ctx.details, method.description, { outDir: o.out, base: baseInfo }),
+      ...outputConfigFiles(baseInfo, o.dtype),
     });
     return {
       method: method.name, params, out: path.resolve(o.out), tensors: keys.length, bytesRead: progress.bytesRead,
