@@ -125,7 +125,10 @@ describe.each(registered.filter((m) => examples.includes(m)))("examples/configs/
     expect(manifest.experts.map((e: { name: string; weight: number }) => [e.name, e.weight])).toEqual([["math", want.weights[0]], ["code", want.weights[1]]]);
     if (needsStats) expect(JSON.stringify(manifest.details)).toContain("embed.weight"); // the fallback is reported
     expect(fs.readFileSync(path.join(out, "README.md"), "utf8")).toContain(`**${name}**`);
-    expect(fs.readFileSync(path.join(out, "config.json"), "utf8")).toBe('{"model_type": "toy"}');
+    // config.json is the base's; a config's dtype (f32 or mergekit's float32) sets its torch_dtype.
+    const torchDtype = ({ f32: "float32", f16: "float16", bf16: "bfloat16" } as Record<string, string>)[doc.dtype] ?? doc.dtype;
+    if (doc.dtype) expect(JSON.parse(fs.readFileSync(path.join(out, "config.json"), "utf8"))).toEqual({ model_type: "toy", torch_dtype: torchDtype });
+    else expect(fs.readFileSync(path.join(out, "config.json"), "utf8")).toBe('{"model_type": "toy"}');
     const merged = readSafetensors(out);
     expect(Object.keys(merged)).toEqual(smallModel().map((k) => k.name));
     for (const [k, t] of Object.entries(merged))

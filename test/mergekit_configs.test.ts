@@ -118,9 +118,11 @@ test.each(["ties", "linear"])("the model card's merge.yaml of %s.yml is in merge
   const card = fs.readFileSync(path.join(outDir, "README.md"), "utf8");
   const yml = /```yaml\n([\s\S]*?)```/.exec(card)![1];
   expect(yml).toMatch(/^merge_method: /m);
-  fs.writeFileSync(cfg(`${name}-again.yml`), yml);
+  // Its paths are relative to the output directory, where the card says to save it.
+  const saved = path.join(outDir, "merge.yaml");
+  fs.writeFileSync(saved, yml);
   const again = cfg(`${name}-again`);
-  const r = await runCli(["merge", "--config", cfg(`${name}-again.yml`), "--out", again, "-q"]);
+  const r = await runCli(["merge", "--config", saved, "--out", again, "-q"]);
   expect([r.code, r.stderr]).toEqual([0, ""]);
   expect(fs.readFileSync(path.join(again, "model.safetensors")).equals(fs.readFileSync(path.join(outDir, "model.safetensors")))).toBe(true);
 });

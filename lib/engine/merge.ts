@@ -15,6 +15,7 @@ import { getMethod, resolveParams } from "../methods";
 import type { Expert, MergeContext, Params } from "../methods/types";
 import { namedPaths, openInputs, Inputs, ResolvedExpert } from "./inputs";
 import { modelCard } from "../model_card";
+import { outputConfigFiles, readBaseInfo } from "../base_info";
 import { Progress, ProgressTracker } from "./progress";
 import { VERSION } from "../version";
 
@@ -27,6 +28,8 @@ export interface EngineOptions {
   params: Record<string, unknown>;
   out: string;
   dtype?: FloatDType;
+  /** The base's Hub id for the model card. */
+  baseModel?: string;
   maxShardSize?: number;
   chunkElems?: number;
   onProgress?: (p: Progress) => void;
@@ -95,6 +98,7 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
       metadata: { format: "pt" },
     });
 
+    const baseInfo = await readBaseInfo(base.dir, o.baseModel);
     if (method.prepare) await method.prepare(ctx);
     const out = output;
     let bytesWritten = 0;
@@ -117,7 +121,10 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
     throwIfAborted(o.signal);
     // Written last so that they carry the method's report (thresholds, fallbacks).
     await output.commit(
-      { "README.md": modelCard(manifest, ctx.details, method.description, path.basename(path.resolve(o.out))) },
+      {
+        "README.md": modelCard(manifest, ctx.details, method.description, { outDir: o.out, base: baseInfo }),
+        ...outputConfigFiles(baseInfo, o.dtype),
+      },
       { ...manifest, details: ctx.details },
     );
     return {

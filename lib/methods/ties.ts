@@ -7,7 +7,7 @@
  * (streamed histogram passes); scope "tensor" per key.
  */
 import { UsageError } from "../errors";
-import type { MergeContext, MergeMethod } from "./types";
+import { defineMethod, MergeContext } from "./types";
 import { describeTrim, globalTiesTrim, KeyScan, magnitudeArgs, mergeWith, tensorTiesTrim, TiesTrim } from "./ties_trim";
 
 const globalTrims = new WeakMap<MergeContext, TiesTrim>();
@@ -43,7 +43,7 @@ export async function prepareTrim(ctx: MergeContext, method: string): Promise<vo
   ctx.details.global = describeTrim(ctx, t);
 }
 
-export const ties: MergeMethod = {
+export const ties = defineMethod({
   name: "ties",
   description: "TIES-Merging: trim to the top density of |τ|, elect signs, disjoint mean",
   params: [
@@ -63,4 +63,4 @@ export const ties: MergeMethod = {
       lambda: ctx.params.lambda as number,
     });
   },
-};
+});

@@ -65,3 +65,28 @@ export interface MergeMethod {
   /** Writes the merged tensor `key` in the output dtype to `sink`. */
   mergeTensor(ctx: MergeContext, key: string, sink: TensorSink): Promise<void>;
 }
+
+/**
+ * Declares a method keeping the literal types of its name and parameters, so
+ * that the library's per-method option types (MethodSpec) derive from the
+ * declaration itself.
+ */
+export function defineMethod<const N extends string, const P extends readonly ParamSpec[]>(
+  m: MergeMethod & { name: N; params: P },
+): MergeMethod & { name: N; params: P } {
+  return m;
+}
+
+/** The TypeScript type of one declared parameter's value. */
+export type ParamValue<P> = P extends { choices: readonly (infer C)[] }
+  ? C
+  : P extends { type: "string" }
+    ? string
+    : P extends { type: "boolean" }
+      ? boolean
+      : number;
+
+/** `{ name, ...parameters }` of one declared method, every parameter optional (its default applies). */
+export type MethodOptionsOf<M extends { name: string; params: readonly ParamSpec[] }> = { name: M["name"] } & {
+  [K in M["params"][number] as K["name"]]?: ParamValue<K>;
+};

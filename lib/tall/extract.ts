@@ -11,6 +11,8 @@ import { TaskmergeError, throwIfAborted } from "../errors";
 import { VERSION } from "../version";
 import { Bundle, BUNDLE_JSON, checkBase, maskKey, openBundle } from "./bundle";
 import { reconstruct } from "./reconstruct";
+import { extractCard } from "../model_card";
+import { outputConfigFiles, readBaseInfo } from "../base_info";
 
 export interface ExtractEngineOptions {
   bundle: string;
@@ -18,6 +20,8 @@ export interface ExtractEngineOptions {
   base: string;
   out: string;
   dtype?: FloatDType;
+  /** The base's Hub id for the model card. */
+  baseModel?: string;
   maxShardSize?: number;
   chunkElems?: number;
   onProgress?: (p: Progress) => void;
@@ -72,7 +76,8 @@ export async function runExtract(o: ExtractEngineOptions): Promise<ExtractReport
       write: (k, d) => out.write(k, d), progress, signal: o.signal,
     });
     throwIfAborted(o.signal);
-    await output.commit({}, manifest);
+    const info = await readBaseInfo(b.dir, o.baseModel);
+    await output.commit({ "README.md": extractCard(manifest, { outDir: o.out, base: info }), ...outputConfigFiles(info, o.dtype) }, manifest);
     return {
       task: task.name, lambda: task.lambda, out: path.resolve(o.out), tensors: plan.length, bytesRead: progress.bytesRead, bytesWritten,
       seconds: (Date.now() - t0) / 1000, reclaimed: slot.reclaimed,
