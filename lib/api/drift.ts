@@ -13,6 +13,7 @@ import { runOp } from "../native";
 import { TaskmergeError, UsageError, throwIfAborted } from "../errors";
 import { checkCompatible } from "../engine/validate";
 import { paramStats, requireStatsFiles } from "../stats/keys";
+import { readGram, readScale } from "../stats/read";
 import { ExpertSpec, normalizeExperts } from "./merge";
 import { Progress, ProgressTracker } from "../engine/progress";
 
@@ -104,15 +105,15 @@ export async function drift(opts: DriftOptions): Promise<DriftReport> {
         let r;
         const st = ps.kind === "linear" ? ps.grams[t] : ps.kind === "norm" ? ps.scales[t] : undefined;
         if (!st) throw new Error("unreachable");
-        const stat = await st.file.read(st.info.key);
+        const stat = await (ps.kind === "linear" ? readGram(st) : readScale(st));
         progress.bytes(wt.length + stat.length, key);
         try {
           r = ps.kind === "linear"
             ? await runOp("drift_linear", { ...common, out: info.shape[0], in: info.shape[1], gram: stat, gramDtype: st.info.dtype })
             : await runOp("drift_norm", { ...common, n: info.numel, scale: stat, scaleDtype: st.info.dtype });
         } catch (err) {
-          const msg = String((err as { message?: unknown })?.message ?? err);
-          throw /statistics/.test(msg) ? new TaskmergeError(msg, st.file.path, st.info.key) : new TaskmergeError(msg, undefined, key);
+          // The statistics were checked when read: what fails here concerns the weights of this key.
+          throw new TaskmergeError(String((err as { message?: unknown })?.message ?? err), undefined, key);
         }
         drift.push(r.drift as number);
         baseDrift.push(r.baseDrift as number);

@@ -33,6 +33,8 @@ export interface MergeOptions {
   /** Shard limit for directory output, bytes or "5GB". */
   maxShardSize?: string | number;
   onProgress?: (p: Progress) => void;
+  /** Warnings about the inputs, e.g. statistics files that record no source checkpoint (also in the report). */
+  onWarning?: (message: string) => void;
   signal?: AbortSignal;
 }
 
@@ -107,6 +109,7 @@ export function engineOptions(opts: MergeOptions): EngineOptions {
     dtype: parseDTypeOption(opts.dtype),
     maxShardSize,
     onProgress: opts.onProgress,
+    onWarning: opts.onWarning,
     signal: opts.signal,
   };
 }

@@ -7,6 +7,8 @@ import { Checkpoint } from "../checkpoint";
 import { SafetensorsFile } from "../safetensors/file";
 import type { Expert } from "../methods/types";
 import { checkCompatible } from "./validate";
+import { checkStatsSources } from "../stats/source";
+import { UsageError } from "../errors";
 
 export interface ResolvedExpert {
   path: string;
@@ -18,11 +20,16 @@ export interface ResolvedExpert {
 export interface Inputs {
   base: Checkpoint;
   experts: Expert[];
+  /** Warnings about the inputs (statistics that record no source checkpoint). */
+  warnings: string[];
   /** Closes every file opened here; safe to call more than once. */
   close(): Promise<void>;
 }
 
 export async function openInputs(base: string, experts: ResolvedExpert[], withStats: boolean): Promise<Inputs> {
+  const given = experts.find((e) => e.stats);
+  if (!withStats && given)
+    throw new UsageError(`statistics given (${given.stats}) but the method uses none; drop --stats (or stats:) or use lot or regmean`);
   const opened: { close(): Promise<void> }[] = [];
   const track = <T extends { close(): Promise<void> }>(x: T): T => (opened.push(x), x);
   const close = async () => {
@@ -37,7 +44,8 @@ export async function openInputs(base: string, experts: ResolvedExpert[], withSt
       list.push({ name: e.name, checkpoint, weight: e.weight, stats });
     }
     checkCompatible(b, list.map((e) => e.checkpoint));
-    return { base: b, experts: list, close };
+    const warnings = withStats ? await checkStatsSources(list) : [];
+    return { base: b, experts: list, warnings, close };
   } catch (e) {
     await close();
     throw e;

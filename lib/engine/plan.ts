@@ -13,7 +13,7 @@ import { TaskmergeError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
 import type { Params } from "../methods/types";
 import { openInputs } from "./inputs";
-import { paramStats, requireStatsFiles, statsPrefix } from "../stats/keys";
+import { classifyStats, paramStats, statsPrefix } from "../stats/keys";
 import { DEFAULT_CHUNK_ELEMS, EngineOptions } from "./merge";
 
 export interface PlannedTensor {
@@ -72,9 +72,10 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
     if (method.needsStats) {
       // The same checks the statistics methods make before reading data (lib/stats/keys.ts).
       const se = experts.map((e) => ({ name: e.spec.name, stats: e.stats }));
-      requireStatsFiles(method.name, se);
+      classifyStats(method.name, base.keys().filter((k) => isFloatDType(base.get(k).dtype)).map((key) => ({ key, shape: base.get(key).shape })), se);
       statistics = statsCoverage(base, se, warnings);
-    } else if (o.experts.some((e) => e.stats)) warnings.push(`method '${method.name}' does not use statistics; --stats files are ignored`);
+    }
+    warnings.push(...inputs.warnings);
 
     const tensors: PlannedTensor[] = base.keys().map((key) => {
       const t = base.get(key);

@@ -8,8 +8,9 @@
 import { mergeElementwise } from "../engine/stream";
 import type { MergeContext, MergeMethod } from "./types";
 import { TaskmergeError } from "../errors";
-import { paramStats, requireStatsFiles } from "../stats/keys";
-import { readCount, solveLinear } from "../stats/closed_form";
+import { classifyStats, paramStats, statsSource } from "../stats/keys";
+import { solveLinear } from "../stats/closed_form";
+import { checkCounts, readCount } from "../stats/read";
 
 interface RegMeanDetails {
   linear: number;
@@ -27,16 +28,16 @@ export const regmean: MergeMethod = {
   needsStats: true,
   params: [{ name: "alpha", type: "number", default: 0.95, min: 0, max: 1, description: "shrinkage α of the off-diagonal Gram" }],
   async prepare(ctx) {
-    requireStatsFiles("regmean", ctx.experts);
+    const classified = classifyStats("regmean", ctx.floatKeys.map((key) => ({ key, shape: ctx.base.get(key).shape })), ctx.experts);
     const fallback: string[] = [];
-    for (const key of ctx.floatKeys) {
-      const ps = paramStats(key, ctx.base.get(key).shape, ctx.experts);
+    for (const [key, ps] of classified) {
       if (ps.kind === "fallback") fallback.push(key);
       if (ps.kind === "linear")
         ps.counts.forEach((c, t) => {
-          if (!c) throw new TaskmergeError("regmean needs the row count beside the Gram to form the mean Gram", ps.grams[t].file.path, ps.grams[t].info.key.replace(/input_gram$/, "input_count"));
+          if (!c) throw new TaskmergeError("regmean needs the row count beside the Gram to form the mean Gram", ps.grams[t].file.path, ps.grams[t].info.key.replace(/input_gram$/, "input_count"), statsSource(ps.grams[t]));
         });
     }
+    await checkCounts(ctx.experts);
     ctx.details.statsFallback = fallback;
     details(ctx);
   },
