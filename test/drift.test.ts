@@ -21,7 +21,9 @@ function refLinearDrift(W: Float64Array, Wt: Float64Array, G: Float64Array, out:
 
 async function mergeAndMeasure(s: Setup, method: Record<string, unknown> & { name: string }, tag: string): Promise<DriftReport> {
   const out = path.join(s.dir, `${tag}.safetensors`);
-  await merge({ base: s.zoo.base.path, experts: experts(s), method, out });
+  // Only the statistics methods take the statistics files.
+  const withStats = method.name === "lot" || method.name === "regmean";
+  await merge({ base: s.zoo.base.path, experts: withStats ? experts(s) : experts(s).map((e) => e.path), method, out });
   return drift({ base: s.zoo.base.path, merged: out, experts: experts(s) });
 }
 
@@ -94,7 +96,7 @@ describe("CLI", () => {
   const mergedPath = path.join(s.dir, "avg.safetensors");
   const args = () => ["drift", "--base", s.zoo.base.path, ...experts(s).flatMap((e) => ["--expert", e.path, "--stats", e.stats]), "--merged", mergedPath];
   beforeAll(async () => {
-    await merge({ base: s.zoo.base.path, experts: experts(s), method: "average", out: mergedPath });
+    await merge({ base: s.zoo.base.path, experts: experts(s).map((e) => e.path), method: "average", out: mergedPath });
   });
 
   test("prints a table with per-task columns and total/base/ratio rows; --json is the API report", async () => {

@@ -67,7 +67,7 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
     const { base } = inputs;
     const experts = inputs.experts.map((e, i) => ({ spec: o.experts[i], ck: e.checkpoint, stats: e.stats }));
     await checkOutputPath(o.out);
-    const warnings: string[] = [];
+    const warnings: string[] = [...inputs.warnings];
     let statistics: StatsCoverage | undefined;
     if (method.needsStats) {
       // The same checks the statistics methods make before reading data (lib/stats/keys.ts).
@@ -75,7 +75,6 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
       classifyStats(method.name, base.keys().filter((k) => isFloatDType(base.get(k).dtype)).map((key) => ({ key, shape: base.get(key).shape })), se);
       statistics = statsCoverage(base, se, warnings);
     }
-    warnings.push(...inputs.warnings);
 
     const tensors: PlannedTensor[] = base.keys().map((key) => {
       const t = base.get(key);
