@@ -7,7 +7,7 @@
  */
 import * as fs from "fs";
 import * as path from "path";
-import { merge, GramAccumulator } from "../lib";
+import { drift, merge, GramAccumulator } from "../lib";
 import { Checkpoint } from "../lib/checkpoint";
 import { fingerprint } from "../lib/fingerprint";
 import { readHeader, runCli, tmpDir } from "./helpers/fixtures";
@@ -142,6 +142,17 @@ describe("statistics bound to the checkpoint they were collected from", () => {
       "--stats", files[0], "--method", "regmean", "-q", "--out", swapped]);
     expect(r.code).toBe(1);
     expect(r.stderr.trim().split("\n")).toEqual([expect.stringMatching(/statistics 1 were collected from 'task1', not from 'task0'/)]);
+  });
+
+  test("drift checks the statistics' source too", async () => {
+    const files = [await recorded(0, experts(s)[0].path), await recorded(1, experts(s)[1].path)];
+    const merged = path.join(s.dir, "for-drift.safetensors");
+    await merge({ base: s.zoo.base.path, experts: experts(s).map((e) => e.path), method: "average", out: merged });
+    const ok = await drift({ base: s.zoo.base.path, merged, experts: experts(s).map((e) => e.path), stats: files });
+    expect(ok.warnings).toEqual([]);
+    await expect(drift({ base: s.zoo.base.path, merged, experts: experts(s).map((e) => e.path), stats: [files[1], files[0]] })).rejects.toThrow(
+      /statistics 1 were collected from 'task1', not from 'task0'/,
+    );
   });
 
   test("statistics from a checkpoint that is no expert of the merge name its recorded path", async () => {

@@ -14,6 +14,7 @@ import { TaskmergeError, UsageError, throwIfAborted } from "../errors";
 import { checkCompatible } from "../engine/validate";
 import { paramStats, requireStatsFiles } from "../stats/keys";
 import { readGram, readScale } from "../stats/read";
+import { checkStatsSources } from "../stats/source";
 import { ExpertSpec, normalizeExperts } from "./merge";
 import { Progress, ProgressTracker } from "../engine/progress";
 
@@ -26,6 +27,8 @@ export interface DriftOptions {
   /** Statistics files in expert order, as an alternative to ExpertSpec.stats. */
   stats?: string[];
   onProgress?: (p: Progress) => void;
+  /** Warnings about the inputs (statistics that record no source checkpoint; also in the report). */
+  onWarning?: (message: string) => void;
   signal?: AbortSignal;
 }
 
@@ -56,6 +59,7 @@ export interface DriftReport {
   baseTotal: number;
   /** Weights lacking statistics from some expert: not measured. */
   skipped: string[];
+  warnings: string[];
 }
 
 export async function drift(opts: DriftOptions): Promise<DriftReport> {
@@ -79,6 +83,9 @@ export async function drift(opts: DriftOptions): Promise<DriftReport> {
     }
     requireStatsFiles("drift", experts);
     checkCompatible(base, [merged, ...experts.map((e) => e.checkpoint)]);
+    // Statistics measured against the wrong expert would give wrong numbers: the same check as a merge's.
+    const warnings = await checkStatsSources(experts);
+    for (const w of warnings) opts.onWarning?.(w);
 
     const keys = base.keys().filter((k) => isFloatDType(base.get(k).dtype));
     const classified = keys.map((k) => ({ key: k, ps: paramStats(k, base.get(k).shape, experts) }));
@@ -131,6 +138,7 @@ export async function drift(opts: DriftOptions): Promise<DriftReport> {
       merged: merged.path, tasks: experts.map((e) => e.name), layers, totals,
       total: totals.reduce((s, x) => s + x.drift, 0), baseTotal: totals.reduce((s, x) => s + x.baseDrift, 0),
       skipped: classified.filter((c) => c.ps.kind === "fallback").map((c) => c.key),
+      warnings,
     };
   } finally {
     await Promise.all(opened.map((x) => x.close().catch(() => undefined)));

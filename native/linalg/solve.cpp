@@ -72,9 +72,9 @@ SolveInfo solvePsdRows(size_t n, double* A, size_t nrhs, double* B, Solver s, do
   if (n == 0) return info;
   // Inputs were checked finite: a non-finite sum here is an overflow of float64.
   for (size_t i = 0; i < n * n; i++)
-    if (!std::isfinite(A[i])) throw Error("the summed Gram matrix overflows float64");
+    if (!std::isfinite(A[i])) throw Error("the summed Gram matrix holds a non-finite value (float64 overflow)");
   for (size_t i = 0; i < nrhs * n; i++)
-    if (!std::isfinite(B[i])) throw Error("the task vectors times the Grams overflow float64");
+    if (!std::isfinite(B[i])) throw Error("the task vectors times the Grams hold a non-finite value (float64 overflow)");
   if (s != Solver::Eigh) {
     std::vector<double> diag(n);
     double mean = 0;
