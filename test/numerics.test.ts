@@ -124,3 +124,21 @@ describe("a NaN or Inf in an input names its file, the key and the expert by nam
     for (const f of few) expect(err.message).toContain(f);
   });
 });
+
+test("check_finite finds the first NaN/Inf in every float dtype, past block and thread boundaries", async () => {
+  const { runOp } = await import("../lib/native");
+  const n = 10007; // several 4096-element blocks
+  for (const dtype of ["F64", "F32", "F16", "BF16"] as const) {
+    const clean = encode(Array.from({ length: n }, (_, i) => (i % 97) - 48), dtype);
+    expect([dtype, (await runOp("check_finite", { data: clean, dtype })).bad]).toEqual([dtype, -1]);
+    for (const [at, v] of [[n - 1, Infinity], [5000, NaN], [4096, -Infinity]] as const) {
+      const vals = Array.from({ length: n }, (_, i) => (i === at || i === n - 1 ? v : 1));
+      expect([dtype, at, (await runOp("check_finite", { data: encode(vals, dtype), dtype })).bad]).toEqual([dtype, at, at]);
+    }
+  }
+  // Larger than one thread's range: the first bad element wins whichever thread sees it.
+  const big = new Float32Array((1 << 20) + 3).fill(2);
+  big[big.length - 1] = NaN;
+  big[700001] = Infinity;
+  expect((await runOp("check_finite", { data: big, dtype: "F32" })).bad).toBe(700001);
+});

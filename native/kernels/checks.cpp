@@ -20,31 +20,36 @@
 
 namespace taskmerge {
 
-// Whether the element's exponent bits are all ones (NaN or ±Inf), per dtype.
-static bool nonFinite(const uint8_t* p, DType t) {
+// Index of the first element of x[0..n) whose exponent bits are all ones (NaN or ±Inf), or n.
+// U is the element's bit type; the scan ORs a flag per block so that clean data costs one pass.
+template <class U>
+static size_t firstNonFinite(const uint8_t* x, size_t n, U mask) {
+  constexpr size_t B = 4096;
+  for (size_t i0 = 0; i0 < n; i0 += B) {
+    const size_t i1 = std::min(n, i0 + B);
+    U bad = 0;
+    for (size_t i = i0; i < i1; i++) {
+      U u;
+      std::memcpy(&u, x + i * sizeof(U), sizeof(U));
+      bad |= U((u & mask) == mask);
+    }
+    if (!bad) continue;
+    for (size_t i = i0; i < i1; i++) {
+      U u;
+      std::memcpy(&u, x + i * sizeof(U), sizeof(U));
+      if ((u & mask) == mask) return i;
+    }
+  }
+  return n;
+}
+
+static size_t firstNonFinite(const uint8_t* x, size_t n, DType t) {
   switch (t) {
-    case DType::F64: {
-      uint64_t u;
-      std::memcpy(&u, p, 8);
-      return (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
-    }
-    case DType::F32: {
-      uint32_t u;
-      std::memcpy(&u, p, 4);
-      return (u & 0x7f800000u) == 0x7f800000u;
-    }
-    case DType::F16: {
-      uint16_t u;
-      std::memcpy(&u, p, 2);
-      return (u & 0x7c00u) == 0x7c00u;
-    }
-    case DType::BF16: {
-      uint16_t u;
-      std::memcpy(&u, p, 2);
-      return (u & 0x7f80u) == 0x7f80u;
-    }
-    default:
-      return false;
+    case DType::F64: return firstNonFinite<uint64_t>(x, n, 0x7ff0000000000000ull);
+    case DType::F32: return firstNonFinite<uint32_t>(x, n, 0x7f800000u);
+    case DType::F16: return firstNonFinite<uint16_t>(x, n, 0x7c00u);
+    case DType::BF16: return firstNonFinite<uint16_t>(x, n, 0x7f80u);
+    default: return n;
   }
 }
 
@@ -55,14 +60,12 @@ static void checkFiniteOp(const OpArgs& a, OpResult& r) {
   const size_t es = dtypeSize(t), n = b.size / es;
   if (b.size % es) throw Error("check_finite: data is not a whole number of elements");
   std::atomic<size_t> first{n};
-  parallelFor(n, 1 << 16, [&](size_t i0, size_t i1) {
-    for (size_t i = i0; i < i1 && i < first.load(std::memory_order_relaxed); i++)
-      if (nonFinite(b.data + i * es, t)) {
-        size_t cur = first.load();
-        while (i < cur && !first.compare_exchange_weak(cur, i)) {
-        }
-        return;
-      }
+  parallelFor(n, 1 << 18, [&](size_t i0, size_t i1) {
+    size_t i = i0 + firstNonFinite(b.data + i0 * es, i1 - i0, t);
+    if (i == i1) return;
+    size_t cur = first.load();
+    while (i < cur && !first.compare_exchange_weak(cur, i)) {
+    }
   });
   r.nums["bad"] = first == n ? -1.0 : double(first.load());
 }
