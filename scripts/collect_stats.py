@@ -14,6 +14,9 @@ re-run of the attention with an identity output projection.
 
   /usr/bin/python3 scripts/collect_stats.py --module model.py --factory build_model \
       --weights expert.safetensors --inputs inputs.npy --out expert.stats.safetensors
+
+As a progressive merge's --stats-command (statistics of one layer group, computed on the
+partially merged checkpoint): --weights {model} --keys {keys} --out {out}.
 """
 import argparse
 import importlib
@@ -186,12 +189,26 @@ def _mha_hook(stats, name, m):
     return fn
 
 
-def attach(model, stats):
-    """Register hooks on every supported module; return (remover functions, hooked prefixes)."""
+def _prefix(key):
+    """The stats prefix of a weight key (as the merge reads it), or None."""
+    for tail in (".weight", "_weight"):
+        if key.endswith(tail):
+            return key[:-len(tail)]
+    return None
+
+
+def attach(model, stats, only=None):
+    """Register hooks on every supported module (or those with a stats prefix in `only`);
+    return (remover functions, hooked prefixes)."""
     removers, hooked = [], []
     mha_out = {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
     for name, m in model.named_modules():
         pre = name + "." if name else ""
+        if only is not None:
+            own = [pre + p for p in ("in_proj", "q_proj", "k_proj", "v_proj", "out_proj")] \
+                if isinstance(m, nn.MultiheadAttention) else [name]
+            if not any(p in only for p in own):
+                continue
         if isinstance(m, nn.MultiheadAttention):
             removers.append(_add_pre_hook(m, _mha_hook(stats, name, m)))
             proj = ["in_proj"] if m._qkv_same_embed_dim else ["q_proj", "k_proj", "v_proj"]
@@ -225,18 +242,20 @@ def _to_device(batch, device):
     return batch
 
 
-def collect_stats(model, batches, out_path, dtype="f64"):
+def collect_stats(model, batches, out_path, dtype="f64", keys=None):
     """Run every batch through model (eval, no grad) and write the statistics file.
 
     A batch is a tensor (model(batch)), a tuple/list (model(*batch)) or a dict (model(**batch)).
-    Returns {stats prefix: number of rows seen}.
+    keys: weight keys whose statistics to write (e.g. one layer group of a progressive
+    merge); None for every supported module. Returns {stats prefix: number of rows seen}.
     """
     if dtype not in ("f64", "f32"):
         raise ValueError("dtype must be f64 or f32")
     stats = _Stats()
     was_training = model.training
     model.eval()
-    removers, hooked = attach(model, stats)
+    only = None if keys is None else {p for p in map(_prefix, keys) if p is not None}
+    removers, hooked = attach(model, stats, only)
     p = next(model.parameters(), None)
     device = p.device if p is not None else torch.device("cpu")
     fused = _fused_layers(model)
@@ -260,6 +279,15 @@ def collect_stats(model, batches, out_path, dtype="f64"):
         for r in removers:
             r()
         model.train(was_training)
+    if only is not None:  # an attention hook also sees its sibling projections
+        stats.acc = {p: a for p, a in stats.acc.items() if p in only}
+        hooked = [h for h in hooked if h in only]
+        if not hooked:
+            print("collect_stats: warning: no Linear/norm/attention module among the %d keys" % len(keys),
+                  file=sys.stderr)
+            safetensors_io.save_file({}, out_path, metadata={
+                "format": "taskmerge-stats", "producer": "scripts/collect_stats.py", "dtype": dtype})
+            return {}
     if not stats.acc:
         raise RuntimeError("collect_stats: no Linear/norm/attention module saw any input")
     unseen = [h for h in hooked if h not in stats.acc]
@@ -324,7 +352,9 @@ def main(argv=None):
     ap.add_argument("--module", required=True, help="python file or dotted module defining the model")
     ap.add_argument("--factory", required=True, help="function in --module that returns the nn.Module")
     ap.add_argument("--factory-kwargs", default="{}", help="JSON object of keyword arguments for --factory")
-    ap.add_argument("--weights", help="safetensors checkpoint to load (strict)")
+    ap.add_argument("--weights", help="safetensors checkpoint to load (strict); in a progressive merge, {model}")
+    ap.add_argument("--keys", help="text file of weight keys, one a line: write only their modules' statistics "
+                    "(a progressive merge's {keys})")
     ap.add_argument("--inputs", required=True, help=".npy/.npz/.pt file of model inputs")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--dtype", choices=["f64", "f32"], default="f64", help="dtype of the sums")
@@ -342,8 +372,12 @@ def main(argv=None):
     model.to(args.device)
     p = next(model.parameters(), None)
     batches = _load_batches(args.inputs, args.batch_size, p.dtype if p is not None else torch.float32)
-    rows = collect_stats(model, batches, args.out, args.dtype)
-    print("wrote %s: %d modules, %d rows max" % (args.out, len(rows), max(rows.values())))
+    keys = None
+    if args.keys:
+        with open(args.keys) as f:
+            keys = [line.strip() for line in f if line.strip()]
+    rows = collect_stats(model, batches, args.out, args.dtype, keys)
+    print("wrote %s: %d modules, %d rows max" % (args.out, len(rows), max(rows.values(), default=0)))
 
 
 if __name__ == "__main__":

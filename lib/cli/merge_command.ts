@@ -11,6 +11,7 @@ import { formatBytes } from "../units";
 import { VERSION } from "../version";
 import type { Device } from "../device";
 import { withSignals } from "./signals";
+import { statsCommand } from "../progressive/stats_command";
 
 interface MergeFlags {
   base?: string;
@@ -26,6 +27,10 @@ interface MergeFlags {
   tallLambda?: string;
   ridge?: string;
   solver?: string;
+  progressive?: boolean;
+  granularity?: string;
+  moduleOrder?: string;
+  statsCommand?: string;
   dtype?: string;
   device?: string;
   maxShardSize?: string;
@@ -42,6 +47,7 @@ const collect = (v: string, prev: string[] = []) => [...prev, v];
 const PARAM_FLAGS: [keyof MergeFlags, string][] = [
   ["lambda", "lambda"], ["density", "density"], ["k", "k"], ["alpha", "alpha"], ["seed", "seed"],
   ["scope", "scope"], ["tallLambda", "tall_lambda"], ["ridge", "ridge"], ["solver", "solver"],
+  ["progressive", "progressive"], ["granularity", "granularity"], ["moduleOrder", "module_order"],
 ];
 
 const EXAMPLES = `
@@ -51,6 +57,8 @@ Examples:
                   --method ties --density 0.2 --dtype bf16 --out merged.safetensors
   taskmerge merge --base base/ --expert a/ --stats a.stats.safetensors --expert b/ --stats b.stats.safetensors \\
                   --method lot --out merged/
+  taskmerge merge --base base/ --expert a/ --expert b/ --method lot --progressive \\
+                  --stats-command 'python3 collect.py --weights {model} --task {expert} --keys {keys} --out {out}' --out merged/
   taskmerge merge --config merge.yaml                  # every option from the file
   taskmerge merge merge.yaml merged/                   # the same, mergekit-yaml style
   taskmerge merge --config merge.yaml --lambda 0.5 --out other/   # flags override the file
@@ -95,6 +103,10 @@ export function registerMerge(program: Command): void {
     .option("--tall-lambda <x>", "TALL mask λ (consensus_*)")
     .option("--ridge <x>", "LOT ridge ε")
     .addOption(new Option("--solver <s>", "LOT solver").choices(["auto", "cholesky", "eigh"]))
+    .option("--progressive", "lot, regmean: merge layer groups in forward order, statistics collected on the partially merged model (needs --stats-command)")
+    .addOption(new Option("--granularity <g>", "progressive groups: one per block index (default) or one per module of --module-order").choices(["block", "module"]))
+    .option("--module-order <file>", "progressive, granularity module: file of module names in forward order, one a line")
+    .option("--stats-command <cmd>", "progressive: command run per group and expert to write statistics; placeholders {model} {expert} {keys} {out}")
     .addOption(new Option("--dtype <dtype>", "output dtype of float tensors (default: the base's)").choices(["f32", "f16", "bf16"]))
     .addOption(new Option("--device <device>", "compute device").choices(["auto", "cpu", "cuda"]))
     .option("--max-shard-size <size>", "shard limit for directory output (default: 5GB)")
@@ -164,6 +176,7 @@ export function combine(cfg: MergeConfig | undefined, f: MergeFlags): MergeOptio
   if (cfg) checkConfigMethod(cfg, method, overridden);
   const params: Record<string, unknown> = { ...cfg?.params };
   for (const [flag, name] of PARAM_FLAGS) if (f[flag] !== undefined) params[name] = f[flag];
+  const cmd = f.statsCommand ?? cfg?.statsCommand;
   return {
     base,
     out,
@@ -172,5 +185,6 @@ export function combine(cfg: MergeConfig | undefined, f: MergeFlags): MergeOptio
     dtype: f.dtype ?? cfg?.dtype,
     device: (f.device ?? cfg?.device) as Device | undefined,
     maxShardSize: f.maxShardSize ?? cfg?.maxShardSize,
+    ...(cmd !== undefined ? { collectStats: statsCommand(cmd) } : {}),
   };
 }
