@@ -300,6 +300,39 @@ def collect_stats(model, batches, out_path, dtype="f64", keys=None):
     return {p: int(a["input_count"]) for p, a in stats.acc.items()}
 
 
+def module_order(model, batch):
+    """Names owning the model's floating-point keys in the order one forward pass reaches them
+    (a progressive merge's --module-order file): every module with parameters or float buffers
+    of its own, by first call; the root module's own tensors (cls_token...) by key name."""
+    order, removers = [], []
+    owners = [(n, m) for n, m in model.named_modules()
+              if any(t.is_floating_point() for t in list(m.parameters(recurse=False)) + list(m.buffers(recurse=False)))]
+    for name, m in owners:
+        removers.append(_add_pre_hook(m, lambda a, k, name=name: order.append(name) if name not in order else None))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            batch = _to_device(batch, next(model.parameters()).device)
+            model(**batch) if isinstance(batch, dict) else model(*batch) if isinstance(batch, (tuple, list)) else model(batch)
+    finally:
+        for r in removers:
+            r()
+        model.train(was_training)
+    unseen = [n for n, _ in owners if n not in order]
+    if unseen:  # merged last: their statistics (if any) then see every other module merged
+        print("collect_stats: warning: the forward pass never called %s; listed last" % ", ".join(unseen[:8]), file=sys.stderr)
+    out = []
+    for name in order + unseen:
+        if name:
+            out.append(name)
+        else:
+            m = model
+            out += [k for k, t in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False))
+                    if t.is_floating_point()]
+    return out
+
+
 # ---------------------------------------------------------------- command line
 
 def _import(spec):
@@ -360,8 +393,12 @@ def main(argv=None):
     ap.add_argument("--dtype", choices=["f64", "f32"], default="f64", help="dtype of the sums")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    ap.add_argument("--out", required=True, help="statistics .safetensors to write")
+    ap.add_argument("--out", help="statistics .safetensors to write")
+    ap.add_argument("--print-module-order", action="store_true",
+                    help="print the module names in forward order (for a progressive merge's --module-order) and exit")
     args = ap.parse_args(argv)
+    if not args.out and not args.print_module_order:
+        ap.error("--out is required")
     import json
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -372,6 +409,9 @@ def main(argv=None):
     model.to(args.device)
     p = next(model.parameters(), None)
     batches = _load_batches(args.inputs, args.batch_size, p.dtype if p is not None else torch.float32)
+    if args.print_module_order:
+        print("\n".join(module_order(model, batches[0])))
+        return
     keys = None
     if args.keys:
         with open(args.keys) as f:

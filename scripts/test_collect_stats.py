@@ -287,6 +287,23 @@ def test_keys(tmp, model, batches, want):
         FAILS.append("keys= without a module wrote statistics")
 
 
+def test_module_order():
+    """Forward order, not definition order; the root's own tensors by key; unused modules last."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(4, 2)      # defined first, runs last
+            self.unused = nn.Linear(4, 4)
+            self.cls = nn.Parameter(torch.zeros(4))
+            self.body = nn.Sequential(nn.LayerNorm(4), nn.ReLU(), nn.Linear(4, 4))
+
+        def forward(self, x):
+            return self.head(self.body(x + self.cls))
+    got = collect_stats.module_order(Net(), torch.zeros(3, 4))
+    if got != ["cls", "body.0", "body.2", "head", "unused"]:
+        FAILS.append("module_order: %s" % got)
+
+
 def main():
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -295,6 +312,7 @@ def main():
         test_encoder_fast_path(tmp)
         test_cli(tmp, model, batches, want)
         test_keys(tmp, model, batches, want)
+    test_module_order()
     if FAILS:
         print("FAIL\n  " + "\n  ".join(FAILS))
         sys.exit(1)
