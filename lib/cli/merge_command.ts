@@ -12,6 +12,7 @@ import { VERSION } from "../version";
 import type { Device } from "../device";
 import { withSignals } from "./signals";
 import { statsCommand } from "../progressive/stats_command";
+import type { ProgressiveDetails } from "../progressive/engine";
 
 interface MergeFlags {
   base?: string;
@@ -142,9 +143,20 @@ export function registerMerge(program: Command): void {
           `merged ${report.tensors} tensors with ${report.method} into ${report.out} in ${report.seconds.toFixed(1)} s ` +
             `(read ${formatBytes(report.bytesRead)}, wrote ${formatBytes(report.bytesWritten)}, peak memory ${formatBytes(peakMemoryBytes)})\n`,
         );
-        for (const [k, v] of Object.entries(report.details)) process.stderr.write(`  ${k}: ${brief(v)}\n`);
+        for (const [k, v] of Object.entries(report.details))
+          process.stderr.write(`  ${k}: ${k === "progressive" ? progressiveLine(v as ProgressiveDetails) : brief(v)}\n`);
       }
     });
+}
+
+/** Groups, collector runs and where the time went, in one line. */
+function progressiveLine(d: ProgressiveDetails): string {
+  const names = d.groups.map((g) => g.name);
+  const shown = names.length > 8 ? [...names.slice(0, 4), "…", ...names.slice(-2)] : names;
+  return (
+    `${d.granularity} granularity, ${names.length} groups (${shown.join(", ")}), ${d.collectorRuns} collector runs; ` +
+    `collection ${d.collectSeconds.toFixed(1)} s, merging ${d.mergeSeconds.toFixed(1)} s, writing ${d.writeSeconds.toFixed(1)} s`
+  );
 }
 
 /** One line of a report detail; --json has the whole of it. */
