@@ -111,7 +111,7 @@ export async function mergeProgressive(ctx: MergeContext, o: ProgressiveOptions)
         ctx.progress.tensorDone(e.name);
       }
       // The method's own checks and closed form, on this group's keys and statistics.
-      const gctx: MergeContext = { ...ctx, experts, floatKeys: g.keys };
+      const gctx: MergeContext = { ...ctx, experts, floatKeys: g.keys, collectedStats: true };
       ctx.progress.phase(`group ${gi + 1}/${groups.length} ${g.name}: merge`, g.keys.length, 0);
       await timed("mergeSeconds", async () => {
         if (o.method.prepare) await o.method.prepare(gctx);
