@@ -11,6 +11,7 @@ import { spawn } from "child_process";
 import { blockGroups, moduleGroups, parseModuleOrder } from "../lib/progressive/groups";
 import { merge, GramAccumulator, AbortError, UsageError, TaskmergeError } from "../lib";
 import type { CollectStatsRequest } from "../lib";
+import { quantize, RefFloat } from "./helpers/floatref";
 import { CLI, makeZoo, readSafetensors, values, rng, runCli, tmpDir, listTree, KeySpec } from "./helpers/fixtures";
 
 describe("groups", () => {
@@ -79,19 +80,23 @@ async function randomStats(req: CollectStatsRequest, seed: number): Promise<stri
   return req.out;
 }
 
-function zoo() {
+function zoo(expertDtypes?: RefFloat[]) {
   const dir = tmpDir("tm-prog-");
-  const z = makeZoo(dir, { T: 2, keys: KEYS, scale: 0.5 });
+  const z = makeZoo(dir, { T: 2, keys: KEYS, scale: 0.5, expertDtypes });
   return { dir, base: z.base.path, experts: z.experts.map((e) => e.path), z };
 }
 
 describe("the collector's view", () => {
-  test("each call sees earlier groups merged, this group from the expert, later groups from the base; temporaries sit beside the output and go", async () => {
-    const { dir, base, experts, z } = zoo();
+  test.each([
+    ["F32 in and out", undefined, undefined],
+    ["bf16 experts, f16 output: the partial checkpoint holds the output dtype", ["BF16", "BF16"] as RefFloat[], "f16"],
+  ])("each call sees earlier groups merged, this group from the expert, later groups from the base; temporaries sit beside the output and go (%s)", async (_, expertDtypes, dtype) => {
+    const { dir, base, experts, z } = zoo(expertDtypes);
     const out = path.join(dir, "merged.safetensors");
+    const q = (v: Float64Array) => (dtype ? quantize(v, "F16") : v);
     const seen: { req: CollectStatsRequest; model: Record<string, Float64Array> }[] = [];
     const report = await merge({
-      base, experts, out, method: { name: "lot", progressive: true },
+      base, experts, out, method: { name: "lot", progressive: true }, dtype,
       collectStats: async (req) => {
         const raw = readSafetensors(req.model);
         expect(raw.steps).toEqual(z.base.raw.steps); // every key, non-float ones from the base
@@ -117,7 +122,7 @@ describe("the collector's view", () => {
       expect(path.dirname(path.dirname(req.out))).toBe(dir);
       expect(path.basename(path.dirname(req.out))).toMatch(/^\.merged\.safetensors\.tmp-/);
       groups.forEach((keys, h) => {
-        for (const k of keys) close(model[k], h < g ? values(merged[k]) : h === g ? z.experts[t].floats[k] : z.base.floats[k]);
+        for (const k of keys) close(model[k], h < g ? values(merged[k]) : q(h === g ? z.experts[t].floats[k] : z.base.floats[k]));
       });
     });
     expect(listTree(dir)).toEqual(["base.safetensors", "merged.safetensors", "task0.safetensors", "task1.safetensors"]);
