@@ -157,6 +157,17 @@ describe("failing and aborted collectors", () => {
     expect(listTree(dir)).toEqual(["base.safetensors", "task0.safetensors", "task1.safetensors"]);
   });
 
+  test("a collector that writes something else than statistics: the error names the expert and group; nothing is left", async () => {
+    const { dir, base, experts } = zoo();
+    await expect(
+      merge({
+        base, experts, out: path.join(dir, "m"), method: { name: "lot", progressive: true },
+        collectStats: ({ out }) => (fs.writeFileSync(out, "not safetensors"), out),
+      }),
+    ).rejects.toThrow(/statistics of expert 'task0' for group 'first' from the collector: /);
+    expect(listTree(dir)).toEqual(["base.safetensors", "task0.safetensors", "task1.safetensors"]);
+  });
+
   test("an abort while a callback runs rejects at once with AbortError and leaves nothing", async () => {
     const { dir, base, experts } = zoo();
     const ac = new AbortController();

@@ -105,7 +105,9 @@ export async function mergeProgressive(ctx: MergeContext, o: ProgressiveOptions)
           callCollector(o.collect, { model: p.path, expert: e.name, keys: g.keys, group: g.name, groupIndex: gi, groups: groups.length, out, signal: ac.signal }),
         );
         d.collectorRuns++;
-        const stats = await SafetensorsFile.open(file);
+        const stats = await SafetensorsFile.open(file).catch((err) => {
+          throw new TaskmergeError(`statistics of expert '${e.name}' for group '${g.name}' from the collector: ${(err as Error).message}`);
+        });
         open.push(stats);
         experts.push({ ...e, stats });
         ctx.progress.tensorDone(e.name);

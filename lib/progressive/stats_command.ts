@@ -81,11 +81,16 @@ function run(command: string, req: CollectStatsRequest): Promise<void> {
       killTimer = setTimeout(() => kill("SIGKILL"), KILL_GRACE_MS);
     };
     signal.addEventListener("abort", onAbort, { once: true });
+    // Exiting without cleanup (a second Ctrl-C) must not leave the collector running.
+    const onExit = () => kill("SIGKILL");
+    process.on("exit", onExit);
     child.on("error", (e) => {
+      process.off("exit", onExit);
       signal.removeEventListener("abort", onAbort);
       reject(new TaskmergeError(`cannot run the statistics command: ${e.message}`));
     });
     child.on("close", (code, sig) => {
+      process.off("exit", onExit);
       signal.removeEventListener("abort", onAbort);
       if (killTimer) clearTimeout(killTimer);
       if (signal.aborted) return reject(new AbortError());
