@@ -239,6 +239,7 @@ describe("usage errors", () => {
     const out = path.join(dir, "m");
     await expect(merge({ base, experts, out, method: { name: "lot", progressive: true } })).rejects.toThrow(/needs a statistics collector/);
     await expect(merge({ base, experts, out, method: "lot", collectStats: () => "x" })).rejects.toThrow(/used only by a progressive merge/);
+    await expect(merge({ base, experts, out, method: { name: "lot", granularity: "module" } })).rejects.toThrow(/granularity only apply to a progressive merge/);
     await expect(merge({ base, experts: experts.map((p) => ({ path: p, stats: p })), out, method: { name: "lot", progressive: true }, collectStats: () => "x" }))
       .rejects.toThrow(/drop the statistics files given for 'task0', 'task1'/);
     await expect(merge({ base, experts, out, method: { name: "ties", progressive: true } })).rejects.toBeInstanceOf(UsageError);

@@ -147,6 +147,8 @@ function withoutProgressive(params: Params): Params {
 /** The collector of a progressive merge, or undefined for a usual one; misuse is a usage error. */
 export function checkProgressive(method: string, params: Params, o: EngineOptions): CollectStats | undefined {
   if (params.progressive !== true) {
+    const given = ["granularity", "module_order"].filter((k) => o.params[k] !== undefined);
+    if (given.length) throw new UsageError(`${given.join(" and ")} only apply to a progressive merge; set progressive: true on ${method} (--progressive)`);
     if (o.collectStats) throw new UsageError(`a statistics collector (collectStats, --stats-command) is used only by a progressive merge; set progressive: true on ${method}`);
     return undefined;
   }
