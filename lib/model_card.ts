@@ -5,6 +5,7 @@
  */
 import * as path from "path";
 import YAML from "yaml";
+import { mergekitConfig } from "./methods/mergekit/reproduce";
 
 export interface MergeManifest {
   taskmerge: string;
@@ -53,7 +54,7 @@ export function modelCard(m: MergeManifest, details: Record<string, unknown>, me
     "This merge.yaml reproduces the merge (`taskmerge merge --config merge.yaml --out DIR`):",
     "",
     "```yaml",
-    reproducingConfig(m).trimEnd(),
+    (details.definition === "mergekit" ? YAML.stringify(mergekitConfig(m)) : reproducingConfig(m)).trimEnd(),
     "```",
     "",
   );

@@ -236,6 +236,7 @@ describe("output directory", () => {
       taskmerge: VERSION, method: "task_arithmetic", params: { lambda: 0.25 }, base: baseDir, dtype: "F16",
       experts: [{ name: "task0", path: path.join(dir, "task0"), weight: 1 }, { name: "task1", path: path.join(dir, "task1"), weight: 1 }],
       details: {},
+      files: ["README.md", "config.json", "model.safetensors", "taskmerge.json", "tokenizer.json"],
     });
 
     const card = fs.readFileSync(path.join(out, "README.md"), "utf8");

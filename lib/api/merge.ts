@@ -7,6 +7,7 @@ import { parseByteSize } from "../units";
 import { UsageError } from "../errors";
 import { resolveDevice, Device } from "../device";
 import type { CollectStats, CollectStatsRequest } from "../progressive/collect";
+import type { Setting } from "../methods/mergekit/settings";
 
 export interface ExpertSpec {
   path: string;
@@ -16,6 +17,8 @@ export interface ExpertSpec {
   weight?: number;
   /** Statistics file for regmean / lot. */
   stats?: string;
+  /** Per-model settings of the mergekit:* methods (weight, density), as mergekit's `models[].parameters`. */
+  parameters?: Record<string, Setting>;
 }
 
 export interface MethodSpec {
@@ -56,7 +59,10 @@ export function normalizeExperts(experts: (string | ExpertSpec)[]) {
     if (!spec || typeof spec.path !== "string" || !spec.path) throw new UsageError("every expert needs a path");
     const weight = spec.weight ?? 1;
     if (typeof weight !== "number" || !Number.isFinite(weight)) throw new UsageError(`expert ${spec.path}: weight must be a finite number`);
-    return { path: spec.path, name: spec.name ?? expertName(spec.path), weight, stats: spec.stats };
+    return {
+      path: spec.path, name: spec.name ?? expertName(spec.path), weight, stats: spec.stats,
+      ...(spec.parameters ? { parameters: spec.parameters } : {}),
+    };
   });
   const names = new Set<string>();
   for (const e of out) {
@@ -95,16 +101,6 @@ export function engineOptions(opts: MergeOptions): EngineOptions {
     throw new UsageError((e as Error).message);
   }
   const experts = normalizeExperts(opts.experts);
-  // Replacing an input with the output would destroy it when the output is renamed into place.
-  const out = path.resolve(opts.out);
-  const clash = [opts.base, ...experts.flatMap((e) => (e.stats ? [e.path, e.stats] : [e.path]))].find((p) => {
-    const abs = path.resolve(p);
-    return abs === out || abs.startsWith(out + path.sep);
-  });
-  if (clash)
-    throw new UsageError(
-      `the output ${opts.out} ${path.resolve(clash) === out ? "is also" : "contains"} an input (${clash}); write the merge somewhere else`,
-    );
   return {
     base: opts.base,
     experts,

@@ -6,6 +6,7 @@ import { UsageError } from "../errors";
 import { formatBytes } from "../units";
 import { VERSION } from "../version";
 import { withSignals } from "./signals";
+import { printReclaimed } from "./reclaimed";
 
 interface CompressFlags {
   base?: string;
@@ -70,6 +71,7 @@ export function registerCompress(program: Command): void {
           density: parseDensity(flags.density), scope: flags.scope, dtype: flags.dtype, onProgress: (p) => view.update(p), signal,
         }),
       ).finally(() => view.stop());
+      printReclaimed(report.reclaimed);
       const peakMemoryBytes = process.resourceUsage().maxRSS * 1024;
       if (flags.json) {
         process.stdout.write(JSON.stringify({ taskmerge: VERSION, ...report, peakMemoryBytes }, null, 2) + "\n");

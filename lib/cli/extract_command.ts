@@ -6,6 +6,7 @@ import { UsageError } from "../errors";
 import { formatBytes } from "../units";
 import { VERSION } from "../version";
 import { withSignals } from "./signals";
+import { printReclaimed } from "./reclaimed";
 
 interface ExtractFlags {
   bundle?: string;
@@ -43,6 +44,7 @@ Examples:
           onProgress: (p) => view.update(p), signal,
         }),
       ).finally(() => view.stop());
+      printReclaimed(report.reclaimed);
       if (flags.json) process.stdout.write(JSON.stringify({ taskmerge: VERSION, ...report }, null, 2) + "\n");
       else if (!flags.quiet)
         process.stdout.write(

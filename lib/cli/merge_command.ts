@@ -13,6 +13,7 @@ import type { Device } from "../device";
 import { withSignals } from "./signals";
 import { statsCommand } from "../progressive/stats_command";
 import type { ProgressiveDetails } from "../progressive/engine";
+import { printReclaimed } from "./reclaimed";
 
 interface MergeFlags {
   base?: string;
@@ -82,7 +83,7 @@ merge.yaml (mergekit form):
   parameters: {lambda: 1.0}
   dtype: bfloat16
 
-Exit status: 0 success, 1 failure, 2 usage or config error, 130/143 interrupted (SIGINT/SIGTERM; no output is left).`;
+Exit status: 0 success, 1 failure, 2 usage or config error, 130/143 interrupted (SIGINT/SIGTERM; no output is left, unless it came during the final rename, which completes).`;
 
 export function registerMerge(program: Command): void {
   program
@@ -132,6 +133,7 @@ export function registerMerge(program: Command): void {
       const report = await withSignals((signal) => merge({ ...opts, onProgress: (p) => view.update(p), signal })).finally(() =>
         view.stop(),
       );
+      printReclaimed(report.reclaimed);
       // maxRSS is in kilobytes.
       const peakMemoryBytes = process.resourceUsage().maxRSS * 1024;
       if (flags.json) {
@@ -185,7 +187,7 @@ export function combine(cfg: MergeConfig | undefined, f: MergeFlags): MergeOptio
     experts = experts.map((e, i) => ({ ...(typeof e === "string" ? { path: e } : e), stats: f.stats![i] }));
   }
   const overridden = new Set(PARAM_FLAGS.filter(([flag]) => f[flag] !== undefined).map(([, name]) => name));
-  if (cfg) checkConfigMethod(cfg, method, overridden);
+  const name = cfg ? checkConfigMethod(cfg, method, overridden) : method;
   const params: Record<string, unknown> = { ...cfg?.params };
   for (const [flag, name] of PARAM_FLAGS) if (f[flag] !== undefined) params[name] = f[flag];
   const cmd = f.statsCommand ?? cfg?.statsCommand;
@@ -193,7 +195,7 @@ export function combine(cfg: MergeConfig | undefined, f: MergeFlags): MergeOptio
     base,
     out,
     experts,
-    method: { name: method, ...params },
+    method: { name, ...params },
     dtype: f.dtype ?? cfg?.dtype,
     device: (f.device ?? cfg?.device) as Device | undefined,
     maxShardSize: f.maxShardSize ?? cfg?.maxShardSize,

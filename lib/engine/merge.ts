@@ -7,11 +7,13 @@ import * as path from "path";
 import { Checkpoint } from "../checkpoint";
 import { FloatDType, isFloatDType } from "../safetensors/dtypes";
 import { OutTensor, tensorBytes } from "../safetensors/writer";
-import { Output } from "../output";
+import { checkpointKind, Output } from "../output";
+import { OutputSlot } from "../out_path/slot";
+import { checkInputClash } from "../out_path/clash";
 import { AbortError, TaskmergeError, UsageError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
 import type { Expert, MergeContext, MergeMethod, Params } from "../methods/types";
-import { openInputs, Inputs, ResolvedExpert } from "./inputs";
+import { namedPaths, openInputs, Inputs, ResolvedExpert } from "./inputs";
 import { modelCard } from "../model_card";
 import { Progress, ProgressTracker } from "./progress";
 import { VERSION } from "../version";
@@ -44,6 +46,8 @@ export interface MergeReport {
   bytesWritten: number;
   seconds: number;
   details: Record<string, unknown>;
+  /** Leftovers of killed runs on the same output that were removed or restored, one line each. */
+  reclaimed: string[];
 }
 
 export const DEFAULT_CHUNK_ELEMS = Number(process.env.TASKMERGE_CHUNK_ELEMS) || 4 << 20;
@@ -56,12 +60,19 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
   const progressive = checkProgressive(method.name, params, o);
   throwIfAborted(o.signal);
 
+  // Before reading anything: no input at the output path, and the path ours to write.
+  const named = namedPaths(o.base, o.experts);
+  await checkInputClash(o.out, named);
+  const slot = await OutputSlot.claim(o.out, checkpointKind(o.out), o.signal);
   let inputs: Inputs | undefined;
   let output: Output | undefined;
   try {
     // A progressive merge collects its statistics itself.
     inputs = await openInputs(o.base, o.experts, !!method.needsStats && !progressive);
     const { base, experts } = inputs;
+    // Shards and index files of the inputs, now that they are known.
+    await checkInputClash(o.out, [...named, ...inputs.files]);
+    method.validate?.(base, experts, params);
 
     const keys = base.keys();
     const isFloat = (k: string) => isFloatDType(base.get(k).dtype);
@@ -78,10 +89,13 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
       method: method.name,
       params: progressive ? params : withoutProgressive(params),
       base: o.base,
-      experts: o.experts.map((e) => ({ name: e.name, path: e.path, weight: e.weight, ...(e.stats ? { stats: e.stats } : {}) })),
+      experts: o.experts.map((e, i) => {
+        const parameters = method.expertParameters?.(experts[i], params);
+        return { name: e.name, path: e.path, weight: e.weight, ...(e.stats ? { stats: e.stats } : {}), ...(parameters ? { parameters } : {}) };
+      }),
       ...(o.dtype ? { dtype: o.dtype } : {}),
     };
-    output = await Output.create(o.out, plan, {
+    output = await Output.create(slot, plan, {
       maxShardSize: o.maxShardSize,
       copyFrom: base.dir,
       metadata: { format: "pt" },
@@ -96,19 +110,20 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
     } else bytesWritten = await mergeInKeyOrder(ctx, method, out, wrap);
     throwIfAborted(o.signal);
     // Written last so that they carry the method's report (thresholds, fallbacks).
-    await output.commit({
-      "taskmerge.json": JSON.stringify({ ...manifest, details: ctx.details }, null, 2) + "\n",
-      "README.md": modelCard(manifest, ctx.details, method.description, path.basename(path.resolve(o.out))),
-    });
+    await output.commit(
+      { "README.md": modelCard(manifest, ctx.details, method.description, path.basename(path.resolve(o.out))) },
+      { ...manifest, details: ctx.details },
+    );
     return {
       method: method.name, params, out: path.resolve(o.out), tensors: keys.length, bytesRead: progress.bytesRead,
-      bytesWritten, seconds: (Date.now() - t0) / 1000, details: ctx.details,
+      bytesWritten, seconds: (Date.now() - t0) / 1000, details: ctx.details, reclaimed: slot.reclaimed,
     };
   } catch (e) {
     await output?.abort().catch(() => undefined);
     throw e;
   } finally {
     await inputs?.close();
+    await slot.release();
   }
 }
 

@@ -8,6 +8,7 @@ import { dareLinear, dareTies } from "./dare";
 import { consensusTa, consensusTies } from "./consensus";
 import { lot } from "./lot";
 import { regmean } from "./regmean";
+import { getMergekitMethod, MERGEKIT_PREFIX } from "./mergekit";
 
 const METHODS: MergeMethod[] = [average, taskArithmetic, ties, dareLinear, dareTies, consensusTa, consensusTies, regmean, lot];
 
@@ -15,7 +16,9 @@ export function listMethods(): readonly MergeMethod[] {
   return METHODS;
 }
 
+/** A method by name; "mergekit:<name>" is mergekit's definition of <name> (lib/methods/mergekit). */
 export function getMethod(name: string): MergeMethod {
+  if (name.startsWith(MERGEKIT_PREFIX)) return getMergekitMethod(name.slice(MERGEKIT_PREFIX.length));
   const m = METHODS.find((x) => x.name === name);
   if (!m) throw new UsageError(`unknown method '${name}' (available: ${METHODS.map((x) => x.name).join(", ")})`);
   return m;

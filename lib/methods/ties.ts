@@ -24,12 +24,13 @@ export async function trimFor(ctx: MergeContext, scan: KeyScan, report: string):
 
 /**
  * Methods whose definition has no per-expert weight refuse weights other than 1
- * rather than ignore them (mergekit's weighted TIES is not this definition).
+ * rather than ignore them (mergekit's weighted TIES is mergekit:ties, lib/methods/mergekit).
  */
 export function rejectWeights(ctx: MergeContext, method: string): void {
   const weighted = ctx.experts.find((e) => e.weight !== 1);
   if (weighted)
-    throw new UsageError(`method '${method}' takes no per-expert weight (expert '${weighted.name}' has weight ${weighted.weight}); use task_arithmetic or dare_linear for weighted sums`);
+    throw new UsageError(`method '${method}' takes no per-expert weight (expert '${weighted.name}' has weight ${weighted.weight}); use task_arithmetic or dare_linear for weighted sums` +
+      (method === "ties" || method === "dare_ties" ? `, or mergekit:${method} for mergekit's weighted sign election` : ""));
 }
 
 /** prepare() of the TIES-family methods: global thresholds and majority sign when scope is global. */

@@ -7,6 +7,7 @@ import type { Checkpoint } from "../checkpoint";
 import type { SafetensorsFile } from "../safetensors/file";
 import type { FloatDType } from "../safetensors/dtypes";
 import type { ProgressTracker } from "../engine/progress";
+import type { Setting } from "./mergekit/settings";
 
 export interface ParamSpec {
   name: string;
@@ -27,6 +28,8 @@ export interface Expert {
   weight: number;
   /** Statistics file (regmean, lot), when given. */
   stats?: SafetensorsFile;
+  /** Per-tensor settings of mergekit's methods (weight, density: numbers, gradients or filters). */
+  parameters?: Record<string, Setting>;
 }
 
 export interface MergeContext {
@@ -59,6 +62,10 @@ export interface MergeMethod {
   params: readonly ParamSpec[];
   /** Whether the method reads per-expert statistics files. */
   needsStats?: boolean;
+  /** Checks the inputs against the parameters before any data is read (merge and --dry-run). */
+  validate?(base: Checkpoint, experts: readonly Expert[], params: Params): void;
+  /** An expert's resolved per-model parameters (mergekit:* methods), for --dry-run and the manifest. */
+  expertParameters?(expert: Expert, params: Params): Record<string, unknown>;
   /** Passes over the inputs before merging (e.g. a global threshold); reports its own progress phase. */
   prepare?(ctx: MergeContext): Promise<void>;
   /** Writes the merged tensor `key` in the output dtype to `sink`. */

@@ -11,7 +11,6 @@
  */
 import { promises as fsp } from "fs";
 import * as path from "path";
-import { randomBytes } from "crypto";
 import type { Expert, MergeContext, MergeMethod } from "../methods/types";
 import type { OutTensor } from "../safetensors/writer";
 import type { Output } from "../output";
@@ -20,6 +19,7 @@ import { TaskmergeError, UsageError, throwIfAborted } from "../errors";
 import { blockGroups, moduleGroups, parseModuleOrder, KeyGroup } from "./groups";
 import { callCollector, CollectStats } from "./collect";
 import { PartialCheckpoint } from "./partial";
+import { tempName } from "../out_path/names";
 
 export interface ProgressiveOptions {
   method: MergeMethod;
@@ -63,7 +63,8 @@ export async function formGroups(ctx: MergeContext): Promise<KeyGroup[]> {
 export async function mergeProgressive(ctx: MergeContext, o: ProgressiveOptions): Promise<void> {
   const groups = await formGroups(ctx);
   const abs = path.resolve(o.out);
-  const tmp = path.join(path.dirname(abs), `.${path.basename(abs)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
+  // The output slot's temporary naming: a killed run's folder is reclaimed by the next run.
+  const tmp = tempName(abs);
   const d: ProgressiveDetails = {
     granularity: ctx.params.granularity as string,
     groups: groups.map((g) => ({ name: g.name, keys: g.name === "first" || g.name === "last" ? g.keys : g.keys.length })),
