@@ -141,6 +141,23 @@ describe("the collector's view", () => {
   });
 });
 
+describe("the record of a progressive merge", () => {
+  test("--stats-command into a directory: taskmerge.json and the model card's merge.yaml carry it", async () => {
+    const { dir, base, experts } = zoo();
+    const ready = path.join(dir, "ready.stats.safetensors");
+    await randomStats({ keys: KEYS.map((k) => k.name), out: ready } as CollectStatsRequest, 1);
+    const cmd = `cp ${ready} {out} # {model}`;
+    const out = path.join(dir, "merged");
+    const r = await runCli(["merge", "--base", base, "--expert", experts[0], "--expert", experts[1], "--method", "lot", "--progressive", "--stats-command", cmd, "--out", out]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/progressive: block granularity, 4 groups \(first, blocks.0, blocks.1, last\), 8 collector runs; collection [\d.]+ s, merging [\d.]+ s, writing [\d.]+ s/);
+    const manifest = JSON.parse(fs.readFileSync(path.join(out, "taskmerge.json"), "utf8"));
+    expect(manifest).toMatchObject({ statsCommand: cmd, params: { progressive: true, granularity: "block" }, details: { progressive: { collectorRuns: 8 } } });
+    expect(manifest.params).not.toHaveProperty("module_order");
+    expect(fs.readFileSync(path.join(out, "README.md"), "utf8")).toContain(`stats_command: ${JSON.stringify(cmd)}`); // YAML quotes the braces and #
+  });
+});
+
 describe("failing and aborted collectors", () => {
   test("a throwing callback stops the merge with its error; nothing is left", async () => {
     const { dir, base, experts } = zoo();

@@ -87,13 +87,14 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
     const manifest = {
       taskmerge: VERSION,
       method: method.name,
-      params: progressive ? params : withoutProgressive(params),
+      params: progressive ? progressiveParams(params) : withoutProgressive(params),
       base: o.base,
       experts: o.experts.map((e, i) => {
         const parameters = method.expertParameters?.(experts[i], params);
         return { name: e.name, path: e.path, weight: e.weight, ...(e.stats ? { stats: e.stats } : {}), ...(parameters ? { parameters } : {}) };
       }),
       ...(o.dtype ? { dtype: o.dtype } : {}),
+      ...commandOf(progressive),
     };
     output = await Output.create(slot, plan, {
       maxShardSize: o.maxShardSize,
@@ -157,6 +158,18 @@ async function mergeInKeyOrder(ctx: MergeContext, method: MergeMethod, out: Outp
 function withoutProgressive(params: Params): Params {
   const { progressive, granularity, module_order, ...rest } = params;
   return progressive === undefined ? params : rest;
+}
+
+/** The --stats-command behind a collector, for the manifest and the model card. */
+function commandOf(collect: CollectStats | undefined): { statsCommand?: string } {
+  const command = (collect as { command?: unknown } | undefined)?.command;
+  return typeof command === "string" ? { statsCommand: command } : {};
+}
+
+/** A progressive merge's parameters, module_order only when given. */
+function progressiveParams(params: Params): Params {
+  const { module_order, ...rest } = params;
+  return module_order ? params : rest;
 }
 
 /** The collector of a progressive merge, or undefined for a usual one; misuse is a usage error. */

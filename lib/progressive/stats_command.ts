@@ -38,7 +38,7 @@ export function statsCommand(cmd: string): CollectStats {
   if (typeof cmd !== "string" || !cmd.trim()) throw new UsageError("--stats-command needs a command");
   for (const p of ["model", "out"])
     if (!cmd.includes(`{${p}}`)) throw new UsageError(`--stats-command must use {${p}} (placeholders: ${PLACEHOLDERS.map((x) => `{${x}}`).join(", ")})`);
-  return async (req: CollectStatsRequest) => {
+  const collect = async (req: CollectStatsRequest) => {
     const keysFile = path.join(path.dirname(req.out), `${path.basename(req.out, ".safetensors")}.keys.txt`);
     await fsp.writeFile(keysFile, req.keys.join("\n") + "\n");
     try {
@@ -51,6 +51,8 @@ export function statsCommand(cmd: string): CollectStats {
       throw new TaskmergeError(`the statistics command exited 0 for expert '${req.expert}', group '${req.group}' but wrote no file at {out}`, req.out);
     return req.out;
   };
+  // Recorded in taskmerge.json and the model card's merge.yaml.
+  return Object.assign(collect, { command: cmd });
 }
 
 function run(command: string, req: CollectStatsRequest): Promise<void> {
