@@ -13,10 +13,12 @@ import type { BaseInfo } from "./base_info";
 export interface MergeManifest {
   taskmerge: string;
   method: string;
-  params: Record<string, number | string>;
+  params: Record<string, number | string | boolean>;
   base: string;
   experts: { name: string; path: string; weight: number; stats?: string }[];
   dtype?: string;
+  /** A progressive merge's --stats-command (absent when a library callback collected). */
+  statsCommand?: string;
 }
 
 export interface CardContext {
@@ -127,7 +129,8 @@ export function reproducingConfig(m: MergeManifest): string {
     const plain = e.weight === 1 && !e.stats && e.name === path.basename(e.path).replace(/\.safetensors$/, "");
     return plain ? e.path : { path: e.path, name: e.name, ...(e.weight !== 1 ? { weight: e.weight } : {}), ...(e.stats ? { stats: e.stats } : {}) };
   });
-  return YAML.stringify({ base: m.base, experts, method: m.method, ...m.params, ...(m.dtype ? { dtype: m.dtype.toLowerCase() } : {}) });
+  const collector = m.params.progressive === true ? { stats_command: m.statsCommand ?? "(the statistics were collected by a library callback: give a command here)" } : {};
+  return YAML.stringify({ base: m.base, experts, method: m.method, ...m.params, ...(m.dtype ? { dtype: m.dtype.toLowerCase() } : {}), ...collector });
 }
 
 /** Keeps a table cell on one row. */

@@ -55,7 +55,7 @@ describe("taskmerge merge", () => {
     const options = r.stdout.slice(0, r.stdout.indexOf("Methods and their parameters"));
     for (const m of listMethods())
       for (const p of m.params) {
-        expect(options).toMatch(new RegExp(`^  ${flag(p.name)} <`, "m"));
+        expect(options).toMatch(new RegExp(`^  ${flag(p.name)}${p.type === "boolean" ? " " : " <"}`, "m"));
         expect(paramLine(r.stdout, m.name, flag(p.name))).toContain(`default ${show(p.default)}`);
       }
   });

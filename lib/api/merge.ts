@@ -7,6 +7,7 @@ import type { MergekitMethodSpec, MethodName, MethodSpec } from "../methods";
 import { parseByteSize } from "../units";
 import { UsageError } from "../errors";
 import { resolveDevice, Device } from "../device";
+import type { CollectStats, CollectStatsRequest } from "../progressive/collect";
 import type { Setting } from "../methods/mergekit/settings";
 import { isHubId } from "../base_info";
 
@@ -42,9 +43,15 @@ export interface MergeOptions {
   /** Warnings about the inputs, e.g. statistics files that record no source checkpoint (also in the report). */
   onWarning?: (message: string) => void;
   signal?: AbortSignal;
+  /**
+   * Progressive lot / regmean (method { progressive: true }): called once per
+   * layer group and expert to write that group's statistics, computed on the
+   * partially merged checkpoint `model`; returns the statistics file's path.
+   */
+  collectStats?: CollectStats;
 }
 
-export type { MergeReport, Progress, MethodName, MethodSpec, MergekitMethodSpec, OutputDType };
+export type { MergeReport, Progress, MethodName, MethodSpec, MergekitMethodSpec, OutputDType, CollectStats, CollectStatsRequest };
 
 export function expertName(p: string): string {
   return path.basename(path.resolve(p)).replace(/\.safetensors$/, "");
@@ -114,5 +121,6 @@ export function engineOptions(opts: MergeOptions): EngineOptions {
     onProgress: opts.onProgress,
     onWarning: opts.onWarning,
     signal: opts.signal,
+    collectStats: opts.collectStats,
   };
 }

@@ -13,6 +13,8 @@ import { formatBytes } from "../units";
 import { VERSION } from "../version";
 import type { Device } from "../device";
 import { withSignals } from "./signals";
+import { statsCommand } from "../progressive/stats_command";
+import type { ProgressiveDetails } from "../progressive/engine";
 import { printReclaimed } from "./reclaimed";
 
 interface MergeFlags {
@@ -22,6 +24,7 @@ interface MergeFlags {
   method?: string;
   /** Method parameters, by the flags' attribute names (tallLambda for --tall-lambda). */
   [param: string]: unknown;
+  statsCommand?: string;
   dtype?: string;
   baseModel?: string;
   device?: string;
@@ -48,7 +51,7 @@ function addParamFlags(cmd: Command): [string, string][] {
       pairs.push([existing.attributeName(), f.name]);
       continue;
     }
-    const opt = new Option(`${f.flag} ${valuePlaceholder(f.spec)}`, `${f.description ?? "method parameter, see below"} (${f.methods.join(", ")})`);
+    const opt = new Option(`${f.flag} ${valuePlaceholder(f.spec)}`.trimEnd(), `${f.description ?? "method parameter, see below"} (${f.methods.join(", ")})`);
     if (f.choices) opt.choices(f.choices);
     cmd.addOption(opt);
     pairs.push([opt.attributeName(), f.name]);
@@ -63,6 +66,8 @@ Examples:
                   --method ties --density 0.2 --dtype bf16 --out merged.safetensors
   taskmerge merge --base base/ --expert a/ --stats a.stats.safetensors --expert b/ --stats b.stats.safetensors \\
                   --method lot --out merged/
+  taskmerge merge --base base/ --expert a/ --expert b/ --method lot --progressive \\
+                  --stats-command 'python3 collect.py --weights {model} --task {expert} --keys {keys} --out {out}' --out merged/
   taskmerge merge --config merge.yaml                  # every option from the file
   taskmerge merge merge.yaml merged/                   # the same, mergekit-yaml style
   taskmerge merge --config merge.yaml --lambda 0.5 --out other/   # flags override the file
@@ -98,6 +103,7 @@ export function registerMerge(program: Command): void {
     .option("--expert <path>", "fine-tuned checkpoint (repeat for each expert)", collect)
     .option("--stats <path>", "statistics file per expert, in --expert order (regmean, lot)", collect)
     .option("--method <name>", `merge method: ${listMethods().map((m) => m.name).join(", ")}`)
+    .option("--stats-command <cmd>", "progressive: command run per group and expert to write statistics; placeholders {model} {expert} {keys} {out}")
     .addOption(dtypeOption("output dtype of float tensors (default: the base's); mergekit's names too"))
     .addOption(new Option("--device <device>", "compute device").choices(["auto", "cpu", "cuda"]))
     .option("--base-model <id>", "the base's Hugging Face Hub id for the model card's base_model (default: the base's config.json _name_or_path)")
@@ -137,9 +143,20 @@ export function registerMerge(program: Command): void {
           `merged ${report.tensors} tensors with ${report.method}${params ? ` (${params})` : ""} into ${report.out} in ${report.seconds.toFixed(1)} s ` +
             `(read ${formatBytes(report.bytesRead)}, wrote ${formatBytes(report.bytesWritten)}, peak memory ${formatBytes(peakMemoryBytes)})\n`,
         );
-        for (const [k, v] of Object.entries(report.details)) process.stderr.write(`  ${k}: ${brief(v)}\n`);
+        for (const [k, v] of Object.entries(report.details))
+          process.stderr.write(`  ${k}: ${k === "progressive" ? progressiveLine(v as ProgressiveDetails) : brief(v)}\n`);
       }
     });
+}
+
+/** Groups, collector runs and where the time went, in one line. */
+function progressiveLine(d: ProgressiveDetails): string {
+  const names = d.groups.map((g) => g.name);
+  const shown = names.length > 8 ? [...names.slice(0, 4), "…", ...names.slice(-2)] : names;
+  return (
+    `${d.granularity} granularity, ${names.length} groups (${shown.join(", ")}), ${d.collectorRuns} collector runs; ` +
+    `collection ${d.collectSeconds.toFixed(1)} s, merging ${d.mergeSeconds.toFixed(1)} s, writing ${d.writeSeconds.toFixed(1)} s`
+  );
 }
 
 /** One line of a report detail; --json has the whole of it. */
@@ -171,6 +188,7 @@ export function combine(cfg: MergeConfig | undefined, f: MergeFlags, paramAttrs:
   const name = cfg ? checkConfigMethod(cfg, method, overridden) : method;
   const params: Record<string, unknown> = { ...cfg?.params };
   for (const [attr, name] of paramAttrs) if (f[attr] !== undefined) params[name] = f[attr];
+  const cmd = f.statsCommand ?? cfg?.statsCommand;
   return {
     base,
     out,
@@ -181,5 +199,6 @@ export function combine(cfg: MergeConfig | undefined, f: MergeFlags, paramAttrs:
     baseModel: f.baseModel,
     device: (f.device ?? cfg?.device) as Device | undefined,
     maxShardSize: f.maxShardSize ?? cfg?.maxShardSize,
+    ...(cmd !== undefined ? { collectStats: statsCommand(cmd) } : {}),
   };
 }

@@ -5,13 +5,13 @@
  */
 import * as path from "path";
 import { FloatDType, isFloatDType } from "../safetensors/dtypes";
-import { OutTensor } from "../safetensors/writer";
+import { OutTensor, tensorBytes } from "../safetensors/writer";
 import { checkpointKind, Output } from "../output";
 import { OutputSlot } from "../out_path/slot";
 import { checkInputClash } from "../out_path/clash";
-import { AbortError, TaskmergeError, throwIfAborted } from "../errors";
+import { AbortError, TaskmergeError, UsageError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
-import type { MergeContext, Params } from "../methods/types";
+import type { MergeContext, MergeMethod, Params } from "../methods/types";
 import { namedPaths, openInputs, Inputs, ResolvedExpert } from "./inputs";
 import { attribute, chunkInputs } from "./provenance";
 import { finiteSink } from "./finite_output";
@@ -19,6 +19,8 @@ import { modelCard } from "../model_card";
 import { outputConfigFiles, readBaseInfo } from "../base_info";
 import { Progress, ProgressTracker } from "./progress";
 import { VERSION } from "../version";
+import { mergeProgressive } from "../progressive/engine";
+import type { CollectStats } from "../progressive/collect";
 
 export type { ResolvedExpert } from "./inputs";
 
@@ -37,6 +39,8 @@ export interface EngineOptions {
   /** Called once per warning about the inputs, before merging starts (also listed in the report). */
   onWarning?: (message: string) => void;
   signal?: AbortSignal;
+  /** Statistics collector of a progressive merge (lot, regmean with progressive: true). */
+  collectStats?: CollectStats;
 }
 
 export interface MergeReport {
@@ -61,6 +65,7 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
   const method = getMethod(o.method);
   const params = resolveParams(method, o.params);
   if (!o.experts.length) throw new TaskmergeError("no experts given");
+  const progressive = checkProgressive(method.name, params, o);
   throwIfAborted(o.signal);
 
   // Before reading anything: no input at the output path, and the path ours to write.
@@ -70,7 +75,8 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
   let inputs: Inputs | undefined;
   let output: Output | undefined;
   try {
-    inputs = await openInputs(o.base, o.experts, !!method.needsStats);
+    // A progressive merge collects its statistics itself.
+    inputs = await openInputs(o.base, o.experts, !!method.needsStats && !progressive);
     const { base, experts } = inputs;
     // Shards and index files of the inputs, now that they are known.
     await checkInputClash(o.out, [...named, ...inputs.files]);
@@ -90,13 +96,14 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
     const manifest = {
       taskmerge: VERSION,
       method: method.name,
-      params,
+      params: progressive ? progressiveParams(params) : withoutProgressive(params),
       base: o.base,
       experts: o.experts.map((e, i) => {
         const parameters = method.expertParameters?.(experts[i], params);
         return { name: e.name, path: e.path, weight: e.weight, ...(e.stats ? { stats: e.stats } : {}), ...(parameters ? { parameters } : {}) };
       }),
       ...(o.dtype ? { dtype: o.dtype } : {}),
+      ...commandOf(progressive),
     };
     output = await Output.create(slot, plan, {
       maxShardSize: o.maxShardSize,
@@ -105,25 +112,13 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
     });
 
     const baseInfo = await readBaseInfo(base.dir, o.baseModel);
-    if (method.prepare) await method.prepare(ctx);
     const out = output;
-    let bytesWritten = 0;
-    const totalBytes = keys.reduce((s, k) => s + base.get(k).nbytes * (isFloat(k) ? 1 + experts.length : 1), 0);
-    progress.phase("merge", keys.length, totalBytes);
-    for (const key of keys) {
-      throwIfAborted(o.signal);
-      const sink = async (data: Uint8Array) => {
-        bytesWritten += data.length;
-        await out.write(key, data);
-      };
-      try {
-        if (isFloat(key)) await method.mergeTensor(ctx, key, finiteSink(key, outDtype(key), sink));
-        else await copyTensor(ctx, key, sink);
-      } catch (e) {
-        throw keyError(e, key, ctx);
-      }
-      progress.tensorDone(key);
-    }
+    const wrap = (e: unknown, key: string) => keyError(e, key, ctx);
+    let bytesWritten: number;
+    if (progressive) {
+      await mergeProgressive(ctx, { method, plan, collect: progressive, out: o.out, output: out, keyError: wrap });
+      bytesWritten = plan.reduce((s, t) => s + tensorBytes(t), 0);
+    } else bytesWritten = await mergeInKeyOrder(ctx, method, out, wrap);
     throwIfAborted(o.signal);
     // Written last so that they carry the method's report (thresholds, fallbacks).
     await output.commit(
@@ -144,6 +139,66 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
     await inputs?.close();
     await slot.release();
   }
+}
+
+/** The usual merge: every key in the base's order, straight into the output. Returns the bytes written. */
+async function mergeInKeyOrder(ctx: MergeContext, method: MergeMethod, out: Output, wrap: (e: unknown, key: string) => unknown): Promise<number> {
+  const { base, experts } = ctx;
+  const keys = base.keys();
+  const isFloat = (k: string) => isFloatDType(base.get(k).dtype);
+  if (method.prepare) await method.prepare(ctx);
+  let bytesWritten = 0;
+  const totalBytes = keys.reduce((s, k) => s + base.get(k).nbytes * (isFloat(k) ? 1 + experts.length : 1), 0);
+  ctx.progress.phase("merge", keys.length, totalBytes);
+  for (const key of keys) {
+    throwIfAborted(ctx.signal);
+    const sink = async (data: Uint8Array) => {
+      bytesWritten += data.length;
+      await out.write(key, data);
+    };
+    try {
+      if (isFloat(key)) await method.mergeTensor(ctx, key, finiteSink(key, ctx.outDtype(key), sink));
+      else await copyTensor(ctx, key, sink);
+    } catch (e) {
+      throw wrap(e, key);
+    }
+    ctx.progress.tensorDone(key);
+  }
+  return bytesWritten;
+}
+
+/** A usual merge's parameters, without the progressive ones it leaves at their defaults. */
+function withoutProgressive(params: Params): Params {
+  const { progressive, granularity, module_order, ...rest } = params;
+  return progressive === undefined ? params : rest;
+}
+
+/** The --stats-command behind a collector, for the manifest and the model card. */
+function commandOf(collect: CollectStats | undefined): { statsCommand?: string } {
+  const command = (collect as { command?: unknown } | undefined)?.command;
+  return typeof command === "string" ? { statsCommand: command } : {};
+}
+
+/** A progressive merge's parameters, module_order only when given. */
+function progressiveParams(params: Params): Params {
+  const { module_order, ...rest } = params;
+  return module_order ? params : rest;
+}
+
+/** The collector of a progressive merge, or undefined for a usual one; misuse is a usage error. */
+export function checkProgressive(method: string, params: Params, o: EngineOptions): CollectStats | undefined {
+  if (params.progressive !== true) {
+    const given = ["granularity", "module_order"].filter((k) => o.params[k] !== undefined);
+    if (given.length) throw new UsageError(`${given.join(" and ")} only apply to a progressive merge; set progressive: true on ${method} (--progressive)`);
+    if (o.collectStats) throw new UsageError(`a statistics collector (collectStats, --stats-command) is used only by a progressive merge; set progressive: true on ${method}`);
+    return undefined;
+  }
+  if (typeof o.collectStats !== "function")
+    throw new UsageError(`progressive ${method} needs a statistics collector: collectStats (library) or --stats-command (CLI)`);
+  const given = o.experts.filter((e) => e.stats).map((e) => e.name);
+  if (given.length)
+    throw new UsageError(`progressive ${method} collects its statistics on the partially merged model; drop the statistics files given for ${given.map((n) => `'${n}'`).join(", ")}`);
+  return o.collectStats;
 }
 
 /** Non-float tensors (integer buffers, bool) come from the base unchanged. */

@@ -16,7 +16,9 @@ import { getMethod, resolveParams } from "../methods";
 import type { Params } from "../methods/types";
 import { namedPaths, openInputs } from "./inputs";
 import { classifyStats, paramStats, statsPrefix } from "../stats/keys";
-import { DEFAULT_CHUNK_ELEMS, EngineOptions } from "./merge";
+import { DEFAULT_CHUNK_ELEMS, EngineOptions, checkProgressive } from "./merge";
+import { formGroups } from "../progressive/engine";
+import type { MergeContext } from "../methods/types";
 
 export interface PlannedTensor {
   key: string;
@@ -60,6 +62,8 @@ export interface MergePlan {
   /** Estimated peak memory: streaming buffers + statistics + the runtime itself. */
   memory: { peakBytes: number; buffers: number; statistics: number; runtime: number };
   statistics?: StatsCoverage;
+  /** Progressive merges: the layer groups in merge order (name, number of keys). */
+  progressive?: { groups: { name: string; keys: number }[] };
   warnings: string[];
 }
 
@@ -69,10 +73,11 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
   if (!o.experts.length) throw new TaskmergeError("no experts given");
   throwIfAborted(o.signal);
   // The checks runMerge makes before it writes, in the same order.
+  const progressive = params.progressive === true;
   const named = namedPaths(o.base, o.experts);
   await checkInputClash(o.out, named);
   await checkReplaceable(path.resolve(o.out), o.out, checkpointKind(o.out));
-  const inputs = await openInputs(o.base, o.experts, !!method.needsStats);
+  const inputs = await openInputs(o.base, o.experts, !!method.needsStats && !progressive);
   try {
     const { base } = inputs;
     method.validate?.(base, inputs.experts, params);
@@ -82,7 +87,14 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
     await checkInputClash(o.out, [...named, ...inputs.files]);
     const warnings: string[] = [...inputs.warnings];
     let statistics: StatsCoverage | undefined;
-    if (method.needsStats) {
+    let progressiveGroups: { name: string; keys: number }[] | undefined;
+    if (progressive) {
+      // What the merge checks before its first collector run: the collector, the groups.
+      checkProgressive(method.name, params, o);
+      const floatKeys = base.keys().filter((k) => isFloatDType(base.get(k).dtype));
+      const groups = await formGroups({ params, floatKeys } as Pick<MergeContext, "params" | "floatKeys"> as MergeContext);
+      progressiveGroups = groups.map((g) => ({ name: g.name, keys: g.keys.length }));
+    } else if (method.needsStats) {
       // The same checks the statistics methods make before reading data (lib/stats/keys.ts).
       const se = experts.map((e) => ({ name: e.spec.name, stats: e.stats }));
       classifyStats(method.name, base.keys().filter((k) => isFloatDType(base.get(k).dtype)).map((key) => ({ key, shape: base.get(key).shape })), se);
@@ -138,6 +150,7 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
       io: { bytesPerPass, statisticsBytes: statistics?.bytes ?? 0, bytesWritten: files.reduce((n, f) => n + f.bytes, 0) },
       memory: { peakBytes: buffers + statsMemory + runtime, buffers, statistics: statsMemory, runtime },
       ...(statistics ? { statistics } : {}),
+      ...(progressiveGroups ? { progressive: { groups: progressiveGroups } } : {}),
       warnings,
     };
   } finally {

@@ -55,7 +55,8 @@ export function paramFlags(methods: readonly MergeMethod[] = listMethods()): Par
 
 /** The placeholder of a flag's value: `<x>` a number, `<n>` an integer, `<s>` a string. */
 export function valuePlaceholder(p: ParamSpec): string {
-  return p.type === "number" ? "<x>" : p.type === "integer" ? "<n>" : "<s>";
+  // A boolean parameter is a switch: its flag takes no value.
+  return p.type === "boolean" ? "" : p.type === "number" ? "<x>" : p.type === "integer" ? "<n>" : "<s>";
 }
 
 function table(rows: string[][], indent: string): string[] {

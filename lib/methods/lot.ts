@@ -10,6 +10,7 @@ import { defineMethod, MergeContext } from "./types";
 import { classifyStats, paramStats } from "../stats/keys";
 import { solveLinear } from "../stats/closed_form";
 import { checkCounts, readScale } from "../stats/read";
+import { PROGRESSIVE_PARAMS } from "../progressive/params";
 
 interface LotDetails {
   linear: number;
@@ -32,10 +33,11 @@ export const lot = defineMethod({
     { name: "ridge", type: "number", default: 1e-6, min: 0, description: "Cholesky ridge ε, relative to mean(diag ΣG)" },
     { name: "solver", type: "string", default: "auto", choices: ["auto", "cholesky", "eigh"], description: "linear solver" },
     { name: "rcond", type: "number", default: 0, min: 0, description: "eigen pseudo-inverse cut-off: eigenvalues ≤ rcond·max λ are dropped (0: in·ε of the least precise Gram dtype)" },
+    ...PROGRESSIVE_PARAMS,
   ],
   async prepare(ctx) {
     // Check every statistics tensor's shape and dtype, the coverage and the counts before any weight is read.
-    const classified = classifyStats("lot", ctx.floatKeys.map((key) => ({ key, shape: ctx.base.get(key).shape })), ctx.experts);
+    const classified = classifyStats("lot", ctx.floatKeys.map((key) => ({ key, shape: ctx.base.get(key).shape })), ctx.experts, { group: ctx.collectedStats });
     await checkCounts(ctx.experts);
     ctx.details.statsFallback = ctx.floatKeys.filter((key) => classified.get(key)!.kind === "fallback");
     lotDetails(ctx);

@@ -7,6 +7,7 @@
  */
 import { mergeElementwise } from "../engine/stream";
 import { defineMethod, MergeContext } from "./types";
+import { PROGRESSIVE_PARAMS } from "../progressive/params";
 import { TaskmergeError } from "../errors";
 import { classifyStats, paramStats, statsSource } from "../stats/keys";
 import { solveLinear } from "../stats/closed_form";
@@ -29,9 +30,10 @@ export const regmean = defineMethod({
   params: [
     { name: "alpha", type: "number", default: 0.95, min: 0, max: 1, description: "shrinkage α of the off-diagonal Gram" },
     { name: "rcond", type: "number", default: 0, min: 0, description: "eigen pseudo-inverse cut-off: eigenvalues ≤ rcond·max λ are dropped (0: in·ε of the least precise Gram dtype)" },
+    ...PROGRESSIVE_PARAMS,
   ],
   async prepare(ctx) {
-    const classified = classifyStats("regmean", ctx.floatKeys.map((key) => ({ key, shape: ctx.base.get(key).shape })), ctx.experts);
+    const classified = classifyStats("regmean", ctx.floatKeys.map((key) => ({ key, shape: ctx.base.get(key).shape })), ctx.experts, { group: ctx.collectedStats });
     const fallback: string[] = [];
     for (const [key, ps] of classified) {
       if (ps.kind === "fallback") fallback.push(key);

@@ -11,15 +11,15 @@ import type { Setting } from "./mergekit/settings";
 
 export interface ParamSpec {
   name: string;
-  type: "number" | "integer" | "string";
-  default: number | string;
+  type: "number" | "integer" | "string" | "boolean";
+  default: number | string | boolean;
   choices?: readonly string[];
   min?: number;
   max?: number;
   description: string;
 }
 
-export type Params = Record<string, number | string>;
+export type Params = Record<string, number | string | boolean>;
 
 export interface Expert {
   name: string;
@@ -45,6 +45,12 @@ export interface MergeContext {
   chunkElems: number;
   /** Method-specific details for the final report (thresholds, fallbacks...). */
   details: Record<string, unknown>;
+  /**
+   * Set in a progressive merge: the experts' statistics come from the collector, computed
+   * on taskmerge's own partial checkpoint, so they are not bound to the expert's checkpoint
+   * (checks of a statistics file's recorded source do not apply).
+   */
+  collectedStats?: boolean;
 }
 
 /** Receives a tensor's output bytes in order, possibly in several pieces. */

@@ -108,9 +108,13 @@ export function dtypeEps(dtype: string): number {
  * prefix differs, or it belongs to another model) is an error, and so is a set
  * of files that leaves every weight to the mean — not a silent fallback.
  */
-export function classifyStats(method: string, keys: { key: string; shape: number[] }[], experts: StatsExpert[]): Map<string, ParamStats> {
+export function classifyStats(
+  method: string, keys: { key: string; shape: number[] }[], experts: StatsExpert[], opts: { group?: boolean } = {},
+): Map<string, ParamStats> {
   requireStatsFiles(method, experts);
   const out = new Map(keys.map(({ key, shape }) => [key, paramStats(key, shape, experts)]));
+  // One layer group of a progressive merge may hold no weight that statistics describe (embeddings, a head's bias).
+  if (opts.group && !keys.some(({ key, shape }) => mainStatKey(key, shape) !== undefined)) return out;
   experts.forEach((e, index) => {
     if (keys.some(({ key, shape }) => { const m = mainStatKey(key, shape); return m !== undefined && !!e.stats!.tensor(m); })) return;
     const first = e.stats!.tensors[0]?.key;

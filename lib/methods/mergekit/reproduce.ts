@@ -8,7 +8,7 @@ import * as path from "path";
 
 interface Manifest {
   method: string;
-  params: Record<string, number | string>;
+  params: Record<string, number | string | boolean>;
   base: string;
   experts: { name: string; path: string; weight: number; parameters?: Record<string, unknown> }[];
   dtype?: string;
