@@ -50,8 +50,9 @@ function locate(): AddonLocation {
         "run 'npm rebuild taskmerge' (needs cmake or a C++ compiler)",
     );
   }
-  const prebuilds = path.join(root, "prebuilds") + path.sep;
-  return { path: file, origin: file.startsWith(prebuilds) ? "prebuilt" : "local build" };
+  // node-gyp-build also finds prebuilds beside the node binary: only build/ is a local build.
+  const local = path.join(root, "build") + path.sep;
+  return { path: file, origin: file.startsWith(local) ? "local build" : "prebuilt" };
 }
 
 function load(): { addon: Addon; location: AddonLocation } {
