@@ -50,12 +50,25 @@ function makeModels(dir: string): void {
 }
 
 /** What the config asks for, read independently of lib/cli/config.ts. */
-function expected(doc: Record<string, any>): { method: string; params: Record<string, unknown>; weights: number[]; out: string } {
+/** mergekit's methods, which a config in mergekit's form runs with mergekit's meaning (per-model weight and density). */
+const MERGEKIT = new Set(["linear", "task_arithmetic", "ties", "dare_linear", "dare_ties"]);
+
+function expected(doc: Record<string, any>): {
+  method: string; params: Record<string, unknown>; weights: number[]; out: string; modelParams?: Record<string, unknown>[];
+} {
   if (doc.merge_method) {
-    const params: Record<string, unknown> = { ...doc.parameters };
+    const mk = MERGEKIT.has(doc.merge_method);
+    const params: Record<string, unknown> = {};
+    // mergekit's booleans are the methods' "true"/"false"; top-level weight and density are every model's default.
+    for (const [k, v] of Object.entries(doc.parameters ?? {}))
+      if (!(mk && (k === "weight" || k === "density"))) params[k] = typeof v === "boolean" ? String(v) : v;
     const models = doc.models.filter((m: any) => m.model !== doc.base_model);
-    for (const m of models) if (m.parameters?.density !== undefined) params.density = m.parameters.density;
-    return { method: doc.merge_method, params, weights: models.map((m: any) => m.parameters?.weight ?? 1), out: doc.out };
+    if (!mk) for (const m of models) if (m.parameters?.density !== undefined) params.density = m.parameters.density;
+    const modelParams = models.map((m: any) => {
+      const density = m.parameters?.density ?? doc.parameters?.density;
+      return { weight: m.parameters?.weight ?? doc.parameters?.weight ?? 1, ...(density !== undefined ? { density } : {}) };
+    });
+    return { method: doc.merge_method, params, weights: models.map((m: any) => m.parameters?.weight ?? 1), out: doc.out, ...(mk ? { modelParams } : {}) };
   }
   const nonParams = new Set(["base", "experts", "stats", "method", "out", "dtype", "device", "max_shard_size"]);
   const { name, ...methodParams } = typeof doc.method === "string" ? { name: doc.method } : doc.method;
@@ -96,6 +109,7 @@ describe.each(registered.filter((m) => examples.includes(m)))("examples/configs/
     const plan = JSON.parse(dry.stdout);
     expect(plan).toMatchObject({ method: name, params: want.params });
     expect(plan.experts.map((e: { name: string; weight: number }) => [e.name, e.weight])).toEqual([["math", want.weights[0]], ["code", want.weights[1]]]);
+    if (want.modelParams) expect(plan.experts.map((e: { parameters: unknown }) => e.parameters)).toEqual(want.modelParams);
     expect(fs.existsSync(out)).toBe(false);
     const needsStats = listMethods().find((m) => m.name === name)!.needsStats;
     if (needsStats) {
@@ -111,7 +125,10 @@ describe.each(registered.filter((m) => examples.includes(m)))("examples/configs/
     expect(manifest.experts.map((e: { name: string; weight: number }) => [e.name, e.weight])).toEqual([["math", want.weights[0]], ["code", want.weights[1]]]);
     if (needsStats) expect(JSON.stringify(manifest.details)).toContain("embed.weight"); // the fallback is reported
     expect(fs.readFileSync(path.join(out, "README.md"), "utf8")).toContain(`**${name}**`);
-    expect(fs.readFileSync(path.join(out, "config.json"), "utf8")).toBe('{"model_type": "toy"}');
+    // config.json is the base's; a config's dtype (f32 or mergekit's float32) sets its torch_dtype.
+    const torchDtype = ({ f32: "float32", f16: "float16", bf16: "bfloat16" } as Record<string, string>)[doc.dtype] ?? doc.dtype;
+    if (doc.dtype) expect(JSON.parse(fs.readFileSync(path.join(out, "config.json"), "utf8"))).toEqual({ model_type: "toy", torch_dtype: torchDtype });
+    else expect(fs.readFileSync(path.join(out, "config.json"), "utf8")).toBe('{"model_type": "toy"}');
     const merged = readSafetensors(out);
     expect(Object.keys(merged)).toEqual(smallModel().map((k) => k.name));
     for (const [k, t] of Object.entries(merged))

@@ -4,7 +4,7 @@
  * a lower summed-over-tasks drift on any linear layer (or norm scale).
  */
 import * as path from "path";
-import { drift, merge, DriftReport, Progress } from "../lib";
+import { drift, merge, DriftReport, MethodSpec, Progress } from "../lib";
 import { readSafetensors, runCli, values } from "./helpers/fixtures";
 import { experts, setup, Setup } from "./reference/lot";
 import { matmul, transpose } from "./reference/linalg";
@@ -21,7 +21,7 @@ function refLinearDrift(W: Float64Array, Wt: Float64Array, G: Float64Array, out:
 
 async function mergeAndMeasure(s: Setup, method: Record<string, unknown> & { name: string }, tag: string): Promise<DriftReport> {
   const out = path.join(s.dir, `${tag}.safetensors`);
-  await merge({ base: s.zoo.base.path, experts: experts(s), method, out });
+  await merge({ base: s.zoo.base.path, experts: experts(s), method: method as MethodSpec, out });
   return drift({ base: s.zoo.base.path, merged: out, experts: experts(s) });
 }
 

@@ -7,12 +7,15 @@ import * as path from "path";
 import { Checkpoint } from "../checkpoint";
 import { FloatDType, isFloatDType } from "../safetensors/dtypes";
 import { OutTensor } from "../safetensors/writer";
-import { Output } from "../output";
+import { checkpointKind, Output } from "../output";
+import { OutputSlot } from "../out_path/slot";
+import { checkInputClash } from "../out_path/clash";
 import { AbortError, TaskmergeError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
 import type { Expert, MergeContext, Params } from "../methods/types";
-import { openInputs, Inputs, ResolvedExpert } from "./inputs";
+import { namedPaths, openInputs, Inputs, ResolvedExpert } from "./inputs";
 import { modelCard } from "../model_card";
+import { outputConfigFiles, readBaseInfo } from "../base_info";
 import { Progress, ProgressTracker } from "./progress";
 import { VERSION } from "../version";
 
@@ -25,6 +28,8 @@ export interface EngineOptions {
   params: Record<string, unknown>;
   out: string;
   dtype?: FloatDType;
+  /** The base's Hub id for the model card. */
+  baseModel?: string;
   maxShardSize?: number;
   chunkElems?: number;
   onProgress?: (p: Progress) => void;
@@ -40,6 +45,8 @@ export interface MergeReport {
   bytesWritten: number;
   seconds: number;
   details: Record<string, unknown>;
+  /** Leftovers of killed runs on the same output that were removed or restored, one line each. */
+  reclaimed: string[];
 }
 
 export const DEFAULT_CHUNK_ELEMS = Number(process.env.TASKMERGE_CHUNK_ELEMS) || 4 << 20;
@@ -51,11 +58,18 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
   if (!o.experts.length) throw new TaskmergeError("no experts given");
   throwIfAborted(o.signal);
 
+  // Before reading anything: no input at the output path, and the path ours to write.
+  const named = namedPaths(o.base, o.experts);
+  await checkInputClash(o.out, named);
+  const slot = await OutputSlot.claim(o.out, checkpointKind(o.out), o.signal);
   let inputs: Inputs | undefined;
   let output: Output | undefined;
   try {
     inputs = await openInputs(o.base, o.experts, !!method.needsStats);
     const { base, experts } = inputs;
+    // Shards and index files of the inputs, now that they are known.
+    await checkInputClash(o.out, [...named, ...inputs.files]);
+    method.validate?.(base, experts, params);
 
     const keys = base.keys();
     const isFloat = (k: string) => isFloatDType(base.get(k).dtype);
@@ -72,15 +86,19 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
       method: method.name,
       params,
       base: o.base,
-      experts: o.experts.map((e) => ({ name: e.name, path: e.path, weight: e.weight, ...(e.stats ? { stats: e.stats } : {}) })),
+      experts: o.experts.map((e, i) => {
+        const parameters = method.expertParameters?.(experts[i], params);
+        return { name: e.name, path: e.path, weight: e.weight, ...(e.stats ? { stats: e.stats } : {}), ...(parameters ? { parameters } : {}) };
+      }),
       ...(o.dtype ? { dtype: o.dtype } : {}),
     };
-    output = await Output.create(o.out, plan, {
+    output = await Output.create(slot, plan, {
       maxShardSize: o.maxShardSize,
       copyFrom: base.dir,
       metadata: { format: "pt" },
     });
 
+    const baseInfo = await readBaseInfo(base.dir, o.baseModel);
     if (method.prepare) await method.prepare(ctx);
     const out = output;
     let bytesWritten = 0;
@@ -102,19 +120,23 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
     }
     throwIfAborted(o.signal);
     // Written last so that they carry the method's report (thresholds, fallbacks).
-    await output.commit({
-      "taskmerge.json": JSON.stringify({ ...manifest, details: ctx.details }, null, 2) + "\n",
-      "README.md": modelCard(manifest, ctx.details, method.description, path.basename(path.resolve(o.out))),
-    });
+    await output.commit(
+      {
+        "README.md": modelCard(manifest, ctx.details, method.description, { outDir: o.out, base: baseInfo }),
+        ...outputConfigFiles(baseInfo, o.dtype),
+      },
+      { ...manifest, details: ctx.details },
+    );
     return {
       method: method.name, params, out: path.resolve(o.out), tensors: keys.length, bytesRead: progress.bytesRead,
-      bytesWritten, seconds: (Date.now() - t0) / 1000, details: ctx.details,
+      bytesWritten, seconds: (Date.now() - t0) / 1000, details: ctx.details, reclaimed: slot.reclaimed,
     };
   } catch (e) {
     await output?.abort().catch(() => undefined);
     throw e;
   } finally {
     await inputs?.close();
+    await slot.release();
   }
 }
 

@@ -8,11 +8,13 @@ import { Checkpoint, CheckpointLayout } from "../checkpoint";
 import { SafetensorsFile } from "../safetensors/file";
 import { DTYPE_SIZE, DType, FloatDType, isFloatDType } from "../safetensors/dtypes";
 import { encodeHeader, OutTensor, tensorBytes } from "../safetensors/writer";
-import { checkOutputPath, DEFAULT_MAX_SHARD, isFileOutput, listOtherFiles, planShards, shardFileName } from "../output";
+import { checkpointKind, DEFAULT_MAX_SHARD, isFileOutput, listOtherFiles, planShards, shardFileName } from "../output";
+import { checkReplaceable } from "../out_path/owned";
+import { checkInputClash } from "../out_path/clash";
 import { TaskmergeError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
 import type { Params } from "../methods/types";
-import { openInputs } from "./inputs";
+import { namedPaths, openInputs } from "./inputs";
 import { paramStats, requireStatsFiles, statsPrefix } from "../stats/keys";
 import { DEFAULT_CHUNK_ELEMS, EngineOptions } from "./merge";
 
@@ -38,7 +40,11 @@ export interface MergePlan {
   method: string;
   params: Params;
   base: { path: string; layout: CheckpointLayout; tensors: number; bytes: number };
-  experts: { name: string; path: string; weight: number; stats?: string; layout: CheckpointLayout; bytes: number }[];
+  experts: {
+    name: string; path: string; weight: number; stats?: string; layout: CheckpointLayout; bytes: number;
+    /** The method's resolved per-model parameters (mergekit:* methods), by name. */
+    parameters?: Record<string, unknown>;
+  }[];
   out: {
     path: string;
     kind: "file" | "directory";
@@ -62,11 +68,18 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
   const params = resolveParams(method, o.params);
   if (!o.experts.length) throw new TaskmergeError("no experts given");
   throwIfAborted(o.signal);
+  // The checks runMerge makes before it writes, in the same order.
+  const named = namedPaths(o.base, o.experts);
+  await checkInputClash(o.out, named);
+  await checkReplaceable(path.resolve(o.out), o.out, checkpointKind(o.out));
   const inputs = await openInputs(o.base, o.experts, !!method.needsStats);
   try {
     const { base } = inputs;
-    const experts = inputs.experts.map((e, i) => ({ spec: o.experts[i], ck: e.checkpoint, stats: e.stats }));
-    await checkOutputPath(o.out);
+    method.validate?.(base, inputs.experts, params);
+    const experts = inputs.experts.map((e, i) => ({
+      spec: o.experts[i], ck: e.checkpoint, stats: e.stats, parameters: method.expertParameters?.(e, params),
+    }));
+    await checkInputClash(o.out, [...named, ...inputs.files]);
     const warnings: string[] = [];
     let statistics: StatsCoverage | undefined;
     if (method.needsStats) {
@@ -118,7 +131,7 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
       base: { path: base.path, layout: base.layout, tensors: tensors.length, bytes: base.fileBytes },
       experts: experts.map((e) => ({
         name: e.spec.name, path: e.ck.path, weight: e.spec.weight, ...(e.spec.stats ? { stats: path.resolve(e.spec.stats) } : {}),
-        layout: e.ck.layout, bytes: e.ck.fileBytes,
+        layout: e.ck.layout, bytes: e.ck.fileBytes, ...(e.parameters ? { parameters: e.parameters } : {}),
       })),
       out: { path: path.resolve(o.out), kind: file ? "file" : "directory", dtype: o.dtype ?? "base", files, copied },
       tensors,

@@ -6,7 +6,7 @@
  * mean and are listed in the report (details.statsFallback).
  */
 import { mergeElementwise } from "../engine/stream";
-import type { MergeContext, MergeMethod } from "./types";
+import { defineMethod, MergeContext } from "./types";
 import { paramStats, requireStatsFiles } from "../stats/keys";
 import { solveLinear, statsError } from "../stats/closed_form";
 
@@ -22,7 +22,7 @@ function lotDetails(ctx: MergeContext): LotDetails {
   return (ctx.details.lot ??= { linear: 0, norm: 0, mean: 0, eighFallback: [] }) as LotDetails;
 }
 
-export const lot: MergeMethod = {
+export const lot = defineMethod({
   name: "lot",
   description: "LOT Merging: closed-form feature-drift minimiser per linear layer from input Gram statistics",
   needsStats: true,
@@ -30,6 +30,7 @@ export const lot: MergeMethod = {
     { name: "lambda", type: "number", default: 1.0, description: "scale of the merged task vector" },
     { name: "ridge", type: "number", default: 1e-6, min: 0, description: "Cholesky ridge ε, relative to mean(diag ΣG)" },
     { name: "solver", type: "string", default: "auto", choices: ["auto", "cholesky", "eigh"], description: "linear solver" },
+    { name: "rcond", type: "number", default: 0, min: 0, description: "eigen pseudo-inverse cut-off: eigenvalues ≤ rcond·max λ are dropped (0: in·ε of the least precise Gram dtype)" },
   ],
   async prepare(ctx) {
     requireStatsFiles("lot", ctx.experts);
@@ -46,7 +47,7 @@ export const lot: MergeMethod = {
     if (ps.kind === "linear") {
       const r = await solveLinear(ctx, key, sink, {
         out: ps.out, in: ps.in, grams: ps.grams, transforms: ps.grams.map(() => ({ scale: 1, alpha: 1 })),
-        solver: ctx.params.solver as string, ridge: ctx.params.ridge as number, lambda,
+        solver: ctx.params.solver as string, ridge: ctx.params.ridge as number, rcond: ctx.params.rcond as number, lambda,
       });
       d.linear++;
       if (r.eigh && ctx.params.solver !== "eigh") d.eighFallback.push(key);
@@ -67,4 +68,4 @@ export const lot: MergeMethod = {
     const T = ctx.experts.length;
     return mergeElementwise(ctx, key, sink, "task_arithmetic", { coeffs: ctx.experts.map(() => lambda / T) });
   },
-};
+});

@@ -20,6 +20,8 @@ export interface LinearSolveOptions {
   transforms: { scale: number; alpha: number }[];
   solver: string;
   ridge: number;
+  /** Eigen pseudo-inverse cut-off relative to the largest eigenvalue; 0: in·ε of the least precise Gram dtype. */
+  rcond: number;
   lambda: number;
 }
 
@@ -69,8 +71,8 @@ export async function solveLinear(ctx: MergeContext, key: string, sink: TensorSi
   throwIfAborted(ctx.signal);
   const outDtype = ctx.outDtype(key);
   const result = Buffer.allocUnsafe(out * n * DTYPE_SIZE[outDtype]);
-  // Pseudo-inverse cut-off from the least precise Gram: n·ε of its dtype.
-  const rcond = n * Math.max(...o.grams.map((g) => dtypeEps(g.info.dtype)));
+  // Default pseudo-inverse cut-off from the least precise Gram: n·ε of its dtype.
+  const rcond = o.rcond > 0 ? o.rcond : n * Math.max(...o.grams.map((g) => dtypeEps(g.info.dtype)));
   const r = await runOp("gram_solve", {
     linalg: process.env.TASKMERGE_LINALG,
     out, in: n, A, BT, solver: o.solver, ridge: o.ridge, rcond, base, baseDtype: baseInfo.dtype, lambda: o.lambda,

@@ -12,13 +12,11 @@
  * Calls are queued, so they may be issued without awaiting each; a row
  * buffer must not change until its call's promise settles.
  */
-import { promises as fsp } from "fs";
-import * as path from "path";
-import { randomBytes } from "crypto";
 import { runOp } from "../native";
 import { TaskmergeError, UsageError } from "../errors";
 import { SafetensorsWriter, OutTensor } from "../safetensors/writer";
 import { SafetensorsFile } from "../safetensors/file";
+import { OutputSlot } from "../out_path/slot";
 import { VERSION } from "../version";
 
 type Rows = Float32Array | Float64Array;
@@ -142,23 +140,29 @@ export class GramAccumulator {
       }
       tensors.push(count);
     }
-    const abs = path.resolve(file);
-    const tmp = path.join(path.dirname(abs), `.${path.basename(abs)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
-    let w: SafetensorsWriter;
+    // The same path every output takes: lock, leftovers reclaimed, only a safetensors file replaced.
+    const slot = await OutputSlot.claim(file, { kind: "file" });
     try {
-      w = await SafetensorsWriter.create(abs, tmp, tensors.map(({ key, dtype, shape }) => ({ key, dtype, shape })), {
-        format: "taskmerge-stats", producer: `taskmerge ${VERSION} GramAccumulator`, dtype, ...opts.metadata,
-      });
-    } catch (e) {
-      if (e instanceof TaskmergeError) throw e;
-      throw new TaskmergeError(`cannot write statistics: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, file);
-    }
-    try {
-      for (const t of tensors) await w.write(t.key, t.data);
-      await w.finish();
-    } catch (e) {
-      await w.close();
-      throw e;
+      const tmp = slot.tempPath();
+      let w: SafetensorsWriter;
+      try {
+        w = await SafetensorsWriter.create(tmp, tmp, tensors.map(({ key, dtype, shape }) => ({ key, dtype, shape })), {
+          format: "taskmerge-stats", producer: `taskmerge ${VERSION} GramAccumulator`, dtype, ...opts.metadata,
+        });
+      } catch (e) {
+        if (e instanceof TaskmergeError) throw e;
+        throw new TaskmergeError(`cannot write statistics: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, file);
+      }
+      try {
+        for (const t of tensors) await w.write(t.key, t.data);
+        await w.finish();
+        await slot.place(tmp);
+      } catch (e) {
+        await w.close();
+        throw e;
+      }
+    } finally {
+      await slot.release();
     }
   }
 
