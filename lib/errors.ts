@@ -1,7 +1,16 @@
 /** Errors with the context a user needs: which file, which key. */
 
+/** Which input an error is about, for callers that act on it without reading the message. */
+export interface Provenance {
+  role: "base" | "expert" | "stats" | "bundle" | "output";
+  /** Position among the inputs of that role (experts and their statistics: --expert order). */
+  index?: number;
+  /** The expert's name, for role expert or stats. */
+  name?: string;
+}
+
 export class TaskmergeError extends Error {
-  constructor(message: string, readonly file?: string, readonly key?: string) {
+  constructor(message: string, readonly file?: string, readonly key?: string, readonly source?: Provenance) {
     super(TaskmergeError.compose(message, file, key));
     this.name = "TaskmergeError";
   }

@@ -9,6 +9,9 @@ import * as fs from "fs";
 import * as path from "path";
 import YAML from "yaml";
 import { listMethods } from "../lib/methods";
+import { Checkpoint } from "../lib/checkpoint";
+import { fingerprint } from "../lib/fingerprint";
+import { sourceMetadata } from "../lib/stats/source";
 import { ROOT, genTensors, saveModel, smallModel, writeSafetensors, readSafetensors, values, rng, runCli, tmpDir, Model } from "./helpers/fixtures";
 
 const CONFIGS = path.join(ROOT, "examples", "configs");
@@ -16,7 +19,7 @@ const registered = listMethods().map((m) => m.name);
 const examples = fs.readdirSync(CONFIGS).filter((f) => f.endsWith(".yaml")).map((f) => f.replace(/\.yaml$/, ""));
 
 /** Input Grams for the linear layers and Σx̂² for the norm; none for the embedding, which must fall back. */
-function writeStats(file: string, seed: number): void {
+function writeStats(file: string, seed: number, metadata: Record<string, string>): void {
   const r = rng(seed);
   const rows = 40;
   const tensors: Record<string, { dtype: string; shape: number[]; data: Buffer }> = {};
@@ -32,21 +35,23 @@ function writeStats(file: string, seed: number): void {
   const sq = new Float32Array(8).map(() => rows * (0.5 + r.u()));
   tensors["blocks.0.norm.norm_sq_sum"] = { dtype: "F32", shape: [8], data: Buffer.from(sq.buffer) };
   tensors["blocks.0.norm.input_count"] = count();
-  writeSafetensors(file, tensors);
+  writeSafetensors(file, tensors, metadata);
 }
 
-/** The checkpoints the example configs name, relative to their directory. */
-function makeModels(dir: string): void {
+/** The checkpoints the example configs name, relative to their directory; statistics record their expert, as collectors write them. */
+async function makeModels(dir: string): Promise<void> {
   const keys = smallModel("F32");
   const models = path.join(dir, "models");
   fs.mkdirSync(models);
   const base: Model = genTensors(keys, 7);
   saveModel(base, path.join(models, "base"), "dir");
   fs.writeFileSync(path.join(models, "base", "config.json"), '{"model_type": "toy"}');
-  ["math", "code"].forEach((name, t) => {
-    saveModel(genTensors(keys, 100 + t, base, 0.1), path.join(models, name), "dir");
-    writeStats(path.join(models, `${name}.stats.safetensors`), 200 + t);
-  });
+  for (const [t, name] of ["math", "code"].entries()) {
+    const p = saveModel(genTensors(keys, 100 + t, base, 0.1), path.join(models, name), "dir");
+    const ck = await Checkpoint.open(p);
+    writeStats(path.join(models, `${name}.stats.safetensors`), 200 + t, sourceMetadata(p, await fingerprint(ck)));
+    await ck.close();
+  }
 }
 
 /** What the config asks for, read independently of lib/cli/config.ts. */
@@ -78,9 +83,9 @@ function expected(doc: Record<string, any>): {
 
 let models: Promise<string> | undefined;
 /** One set of checkpoints for all configs, made on first use (concurrent tests do not wait for beforeAll). */
-const work = () => (models ??= Promise.resolve().then(() => {
+const work = () => (models ??= Promise.resolve().then(async () => {
   const d = tmpDir("tm-examples-");
-  makeModels(d);
+  await makeModels(d);
   return d;
 }));
 

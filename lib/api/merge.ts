@@ -39,6 +39,8 @@ export interface MergeOptions {
   /** Shard limit for directory output, bytes or "5GB". */
   maxShardSize?: string | number;
   onProgress?: (p: Progress) => void;
+  /** Warnings about the inputs, e.g. statistics files that record no source checkpoint (also in the report). */
+  onWarning?: (message: string) => void;
   signal?: AbortSignal;
 }
 
@@ -110,6 +112,7 @@ export function engineOptions(opts: MergeOptions): EngineOptions {
     baseModel: opts.baseModel,
     maxShardSize,
     onProgress: opts.onProgress,
+    onWarning: opts.onWarning,
     signal: opts.signal,
   };
 }

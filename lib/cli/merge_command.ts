@@ -121,7 +121,7 @@ export function registerMerge(program: Command): void {
         return;
       }
       const view = createProgressView({ quiet: flags.quiet });
-      const report = await withSignals((signal) => merge({ ...opts, onProgress: (p) => view.update(p), signal })).finally(() =>
+      const report = await withSignals((signal) => merge({ ...opts, onProgress: (p) => view.update(p), onWarning: (w) => process.stderr.write(`warning: ${w}\n`), signal })).finally(() =>
         view.stop(),
       );
       printReclaimed(report.reclaimed);

@@ -9,6 +9,8 @@ import type { Expert } from "../methods/types";
 import { checkCompatible } from "./validate";
 import { checkpointFiles } from "../out_path/clash";
 import type { Setting } from "../methods/mergekit/settings";
+import { checkStatsSources } from "../stats/source";
+import { UsageError } from "../errors";
 
 export interface ResolvedExpert {
   path: string;
@@ -23,11 +25,16 @@ export interface Inputs {
   experts: Expert[];
   /** Every file the checkpoints read from (safetensors files, shard indexes), for the output clash check. */
   files: string[];
+  /** Warnings about the inputs (statistics that record no source checkpoint). */
+  warnings: string[];
   /** Closes every file opened here; safe to call more than once. */
   close(): Promise<void>;
 }
 
 export async function openInputs(base: string, experts: ResolvedExpert[], withStats: boolean): Promise<Inputs> {
+  const given = experts.find((e) => e.stats);
+  if (!withStats && given)
+    throw new UsageError(`statistics given (${given.stats}) but the method uses none; drop --stats (or stats:) or use lot or regmean`);
   const opened: { close(): Promise<void> }[] = [];
   const track = <T extends { close(): Promise<void> }>(x: T): T => (opened.push(x), x);
   const close = async () => {
@@ -43,7 +50,8 @@ export async function openInputs(base: string, experts: ResolvedExpert[], withSt
     }
     checkCompatible(b, list.map((e) => e.checkpoint));
     const files = [b, ...list.map((e) => e.checkpoint)].flatMap(checkpointFiles);
-    return { base: b, experts: list, files, close };
+    const warnings = withStats ? await checkStatsSources(list) : [];
+    return { base: b, experts: list, files, warnings, close };
   } catch (e) {
     await close();
     throw e;

@@ -4,7 +4,6 @@
  * any particular method.
  */
 import * as path from "path";
-import { Checkpoint } from "../checkpoint";
 import { FloatDType, isFloatDType } from "../safetensors/dtypes";
 import { OutTensor } from "../safetensors/writer";
 import { checkpointKind, Output } from "../output";
@@ -12,8 +11,10 @@ import { OutputSlot } from "../out_path/slot";
 import { checkInputClash } from "../out_path/clash";
 import { AbortError, TaskmergeError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
-import type { Expert, MergeContext, Params } from "../methods/types";
+import type { MergeContext, Params } from "../methods/types";
 import { namedPaths, openInputs, Inputs, ResolvedExpert } from "./inputs";
+import { attribute, chunkInputs } from "./provenance";
+import { finiteSink } from "./finite_output";
 import { modelCard } from "../model_card";
 import { outputConfigFiles, readBaseInfo } from "../base_info";
 import { Progress, ProgressTracker } from "./progress";
@@ -33,6 +34,8 @@ export interface EngineOptions {
   maxShardSize?: number;
   chunkElems?: number;
   onProgress?: (p: Progress) => void;
+  /** Called once per warning about the inputs, before merging starts (also listed in the report). */
+  onWarning?: (message: string) => void;
   signal?: AbortSignal;
 }
 
@@ -44,6 +47,8 @@ export interface MergeReport {
   bytesRead: number;
   bytesWritten: number;
   seconds: number;
+  /** Warnings about the inputs (e.g. statistics that record no source checkpoint). */
+  warnings: string[];
   details: Record<string, unknown>;
   /** Leftovers of killed runs on the same output that were removed or restored, one line each. */
   reclaimed: string[];
@@ -70,6 +75,7 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
     // Shards and index files of the inputs, now that they are known.
     await checkInputClash(o.out, [...named, ...inputs.files]);
     method.validate?.(base, experts, params);
+    for (const w of inputs.warnings) o.onWarning?.(w);
 
     const keys = base.keys();
     const isFloat = (k: string) => isFloatDType(base.get(k).dtype);
@@ -111,10 +117,10 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
         await out.write(key, data);
       };
       try {
-        if (isFloat(key)) await method.mergeTensor(ctx, key, sink);
+        if (isFloat(key)) await method.mergeTensor(ctx, key, finiteSink(key, outDtype(key), sink));
         else await copyTensor(ctx, key, sink);
       } catch (e) {
-        throw keyError(e, key, base, experts);
+        throw keyError(e, key, ctx);
       }
       progress.tensorDone(key);
     }
@@ -129,7 +135,7 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
     );
     return {
       method: method.name, params, out: path.resolve(o.out), tensors: keys.length, bytesRead: progress.bytesRead,
-      bytesWritten, seconds: (Date.now() - t0) / 1000, details: ctx.details, reclaimed: slot.reclaimed,
+      bytesWritten, seconds: (Date.now() - t0) / 1000, warnings: inputs.warnings, details: ctx.details, reclaimed: slot.reclaimed,
     };
   } catch (e) {
     await output?.abort().catch(() => undefined);
@@ -151,10 +157,9 @@ async function copyTensor(ctx: MergeContext, key: string, sink: (d: Uint8Array) 
   }
 }
 
-/** Gives native and internal errors the key and, where known, the file they concern. */
-function keyError(e: unknown, key: string, base: Checkpoint, experts: Expert[]): unknown {
+/** Gives native and internal errors the key and, for a bad input, its file (from the error's provenance). */
+function keyError(e: unknown, key: string, ctx: MergeContext): unknown {
   if (e instanceof TaskmergeError || e instanceof AbortError || !(e instanceof Error)) return e;
-  const m = /\bexpert (\d+)\b/.exec(e.message);
-  const file = m ? experts[Number(m[1])]?.checkpoint.path : /\bbase\b/.test(e.message) ? base.path : undefined;
-  return new TaskmergeError(e.message, file, key);
+  const a = attribute(e, chunkInputs(ctx, key));
+  return a instanceof TaskmergeError ? a : new TaskmergeError(e.message, undefined, key);
 }

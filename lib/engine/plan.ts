@@ -15,7 +15,7 @@ import { TaskmergeError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
 import type { Params } from "../methods/types";
 import { namedPaths, openInputs } from "./inputs";
-import { paramStats, requireStatsFiles, statsPrefix } from "../stats/keys";
+import { classifyStats, paramStats, statsPrefix } from "../stats/keys";
 import { DEFAULT_CHUNK_ELEMS, EngineOptions } from "./merge";
 
 export interface PlannedTensor {
@@ -80,14 +80,14 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
       spec: o.experts[i], ck: e.checkpoint, stats: e.stats, parameters: method.expertParameters?.(e, params),
     }));
     await checkInputClash(o.out, [...named, ...inputs.files]);
-    const warnings: string[] = [];
+    const warnings: string[] = [...inputs.warnings];
     let statistics: StatsCoverage | undefined;
     if (method.needsStats) {
       // The same checks the statistics methods make before reading data (lib/stats/keys.ts).
       const se = experts.map((e) => ({ name: e.spec.name, stats: e.stats }));
-      requireStatsFiles(method.name, se);
+      classifyStats(method.name, base.keys().filter((k) => isFloatDType(base.get(k).dtype)).map((key) => ({ key, shape: base.get(key).shape })), se);
       statistics = statsCoverage(base, se, warnings);
-    } else if (o.experts.some((e) => e.stats)) warnings.push(`method '${method.name}' does not use statistics; --stats files are ignored`);
+    }
 
     const tensors: PlannedTensor[] = base.keys().map((key) => {
       const t = base.get(key);

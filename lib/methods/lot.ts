@@ -7,8 +7,9 @@
  */
 import { mergeElementwise } from "../engine/stream";
 import { defineMethod, MergeContext } from "./types";
-import { paramStats, requireStatsFiles } from "../stats/keys";
-import { solveLinear, statsError } from "../stats/closed_form";
+import { classifyStats, paramStats } from "../stats/keys";
+import { solveLinear } from "../stats/closed_form";
+import { checkCounts, readScale } from "../stats/read";
 
 interface LotDetails {
   linear: number;
@@ -33,11 +34,10 @@ export const lot = defineMethod({
     { name: "rcond", type: "number", default: 0, min: 0, description: "eigen pseudo-inverse cut-off: eigenvalues ≤ rcond·max λ are dropped (0: in·ε of the least precise Gram dtype)" },
   ],
   async prepare(ctx) {
-    requireStatsFiles("lot", ctx.experts);
-    // Check every statistics tensor's shape before any data is read.
-    const fallback: string[] = [];
-    for (const key of ctx.floatKeys) if (paramStats(key, ctx.base.get(key).shape, ctx.experts).kind === "fallback") fallback.push(key);
-    ctx.details.statsFallback = fallback;
+    // Check every statistics tensor's shape and dtype, the coverage and the counts before any weight is read.
+    const classified = classifyStats("lot", ctx.floatKeys.map((key) => ({ key, shape: ctx.base.get(key).shape })), ctx.experts);
+    await checkCounts(ctx.experts);
+    ctx.details.statsFallback = ctx.floatKeys.filter((key) => classified.get(key)!.kind === "fallback");
     lotDetails(ctx);
   },
   async mergeTensor(ctx, key, sink) {
@@ -54,14 +54,10 @@ export const lot = defineMethod({
       return;
     }
     if (ps.kind === "norm") {
-      const scales = await Promise.all(ps.scales.map((s) => s.file.read(s.info.key)));
+      const scales = await Promise.all(ps.scales.map(readScale));
       d.norm++;
       return mergeElementwise(ctx, key, sink, "lot_norm", {
         scales, scaleDtypes: ps.scales.map((s) => s.info.dtype), total: ctx.base.get(key).numel, lambda,
-      }).catch((e) => {
-        // "statistics of expert N" names the statistics file, not the checkpoint.
-        const m = /statistics of expert (\d+)/.exec(String((e as { message?: unknown })?.message));
-        throw m ? statsError(e, ps.scales[Number(m[1])]) : e;
       });
     }
     d.mean++;

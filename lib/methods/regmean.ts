@@ -8,8 +8,9 @@
 import { mergeElementwise } from "../engine/stream";
 import { defineMethod, MergeContext } from "./types";
 import { TaskmergeError } from "../errors";
-import { paramStats, requireStatsFiles } from "../stats/keys";
-import { readCount, solveLinear } from "../stats/closed_form";
+import { classifyStats, paramStats, statsSource } from "../stats/keys";
+import { solveLinear } from "../stats/closed_form";
+import { checkCounts, readCount } from "../stats/read";
 
 interface RegMeanDetails {
   linear: number;
@@ -30,16 +31,16 @@ export const regmean = defineMethod({
     { name: "rcond", type: "number", default: 0, min: 0, description: "eigen pseudo-inverse cut-off: eigenvalues ≤ rcond·max λ are dropped (0: in·ε of the least precise Gram dtype)" },
   ],
   async prepare(ctx) {
-    requireStatsFiles("regmean", ctx.experts);
+    const classified = classifyStats("regmean", ctx.floatKeys.map((key) => ({ key, shape: ctx.base.get(key).shape })), ctx.experts);
     const fallback: string[] = [];
-    for (const key of ctx.floatKeys) {
-      const ps = paramStats(key, ctx.base.get(key).shape, ctx.experts);
+    for (const [key, ps] of classified) {
       if (ps.kind === "fallback") fallback.push(key);
       if (ps.kind === "linear")
         ps.counts.forEach((c, t) => {
-          if (!c) throw new TaskmergeError("regmean needs the row count beside the Gram to form the mean Gram", ps.grams[t].file.path, ps.grams[t].info.key.replace(/input_gram$/, "input_count"));
+          if (!c) throw new TaskmergeError("regmean needs the row count beside the Gram to form the mean Gram", ps.grams[t].file.path, ps.grams[t].info.key.replace(/input_gram$/, "input_count"), statsSource(ps.grams[t]));
         });
     }
+    await checkCounts(ctx.experts);
     ctx.details.statsFallback = fallback;
     details(ctx);
   },

@@ -11,6 +11,7 @@ import { forEachChunk, chunkArgs, Chunk, mergeElementwise, releaseChunk } from "
 import { ProgressTracker } from "../engine/progress";
 import { throwIfAborted } from "../errors";
 import type { MergeContext, TensorSink } from "./types";
+import { blaming, chunkInputs } from "../engine/provenance";
 import { entrySign, windowThresholds, WindowMiss, WindowSelection } from "./ties_window";
 
 const HIGH_BINS = 1 << 15;
@@ -84,7 +85,7 @@ export class KeyScan {
   readonly scan: Scan = async (fn) => {
     if (!this.single) return forEachChunk(silent(this.ctx), this.key, fn);
     const c = await this.readSingle(silent(this.ctx));
-    if (c) await fn(c);
+    if (c) await blaming(chunkInputs(this.ctx, this.key), () => fn(c));
   };
 
   /** The final pass: reports progress and releases the cached chunk. */
@@ -100,7 +101,7 @@ export class KeyScan {
       this.ctx.progress.bytes(n, this.key);
       this.ctx.progress.bytesRead -= n;
     }
-    await fn(c);
+    await blaming(chunkInputs(this.ctx, this.key), () => fn(c));
   }
 }
 

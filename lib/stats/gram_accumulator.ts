@@ -7,7 +7,7 @@
  *   const acc = new GramAccumulator();
  *   await acc.add("blocks.0.mlp.fc1", rows, 768);     // rows: Float32Array, k×768
  *   await acc.addNorm("blocks.0.norm1", xhat, 768);
- *   await acc.save("task.stats.safetensors");
+ *   await acc.save("task.stats.safetensors", { checkpoint: "task/" });  // the weights the pass ran
  *
  * Calls are queued, so they may be issued without awaiting each; a row
  * buffer must not change until its call's promise settles.
@@ -18,6 +18,9 @@ import { SafetensorsWriter, OutTensor } from "../safetensors/writer";
 import { SafetensorsFile } from "../safetensors/file";
 import { OutputSlot } from "../out_path/slot";
 import { VERSION } from "../version";
+import { Checkpoint } from "../checkpoint";
+import { fingerprint, sameFingerprint } from "../fingerprint";
+import { RecordedSource, recordedSource, sourceMetadata } from "./source";
 
 type Rows = Float32Array | Float64Array;
 
@@ -33,12 +36,20 @@ interface ModuleAcc {
 export interface SaveOptions {
   /** Storage dtype of the Gram / sums: "f64" (default) or "f32". Counts are always F64. */
   dtype?: "f64" | "f32";
+  /**
+   * The checkpoint whose forward pass produced the activations: its fingerprint
+   * is recorded in the file, and merges check it against the expert the file is
+   * given for. Without it (and without a record from load()) merges warn.
+   */
+  checkpoint?: string;
   metadata?: Record<string, string>;
 }
 
 export class GramAccumulator {
   private readonly acc = new Map<string, ModuleAcc>();
   private queue: Promise<void> = Promise.resolve();
+  /** The source checkpoint recorded in a file given to load(). */
+  private source?: RecordedSource;
 
   /** Adds rows (k rows of `width` values, row-major) of the input of linear module `module`. */
   add(module: string, rows: Rows, width: number): Promise<void> {
@@ -78,6 +89,7 @@ export class GramAccumulator {
     const acc = new GramAccumulator();
     const f = await SafetensorsFile.open(file);
     try {
+      acc.source = recordedSource(f);
       const read = async (key: string, n: number): Promise<Float64Array> => {
         const t = f.tensor(key);
         if (!t) throw new TaskmergeError("missing statistics tensor", file, key);
@@ -140,6 +152,7 @@ export class GramAccumulator {
       }
       tensors.push(count);
     }
+    const source = await this.sourceRecord(opts.checkpoint);
     // The same path every output takes: lock, leftovers reclaimed, only a safetensors file replaced.
     const slot = await OutputSlot.claim(file, { kind: "file" });
     try {
@@ -147,7 +160,7 @@ export class GramAccumulator {
       let w: SafetensorsWriter;
       try {
         w = await SafetensorsWriter.create(tmp, tmp, tensors.map(({ key, dtype, shape }) => ({ key, dtype, shape })), {
-          format: "taskmerge-stats", producer: `taskmerge ${VERSION} GramAccumulator`, dtype, ...opts.metadata,
+          format: "taskmerge-stats", producer: `taskmerge ${VERSION} GramAccumulator`, dtype, ...opts.metadata, ...source,
         });
       } catch (e) {
         if (e instanceof TaskmergeError) throw e;
@@ -164,6 +177,22 @@ export class GramAccumulator {
     } finally {
       await slot.release();
     }
+  }
+
+  /** Metadata naming the source checkpoint: `checkpoint`'s fingerprint, else the one load() found. */
+  private async sourceRecord(checkpoint: string | undefined): Promise<Record<string, string>> {
+    if (checkpoint === undefined) return this.source ? sourceMetadata(this.source.path, this.source.fingerprint) : {};
+    if (typeof checkpoint !== "string" || !checkpoint) throw new UsageError("save: checkpoint must be a path");
+    const ck = await Checkpoint.open(checkpoint);
+    let fp;
+    try {
+      fp = await fingerprint(ck);
+    } finally {
+      await ck.close();
+    }
+    if (this.source && !sameFingerprint(this.source.fingerprint, fp))
+      throw new UsageError(`save: the loaded statistics were collected from ${this.source.path}, not from ${checkpoint}`);
+    return sourceMetadata(checkpoint, fp);
   }
 
   private module(name: string, kind: "linear" | "norm", rows: Rows, width: number): ModuleAcc {

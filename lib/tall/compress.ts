@@ -28,7 +28,8 @@ import { reconstruct, roundUp8 } from "./reconstruct";
 import { OutputSlot } from "../out_path/slot";
 import { checkInputClash } from "../out_path/clash";
 import type { OutputKind } from "../out_path/owned";
-import { BUNDLE_FORMAT, BUNDLE_JSON, BUNDLE_VERSION, BundleManifest, MASKS_FILE, maskBytes, maskKey, sampleHash, TAU_FILE } from "./bundle";
+import { BUNDLE_FORMAT, BUNDLE_JSON, BUNDLE_VERSION, BundleManifest, MASKS_FILE, maskBytes, maskKey, TAU_FILE } from "./bundle";
+import { fingerprint } from "../fingerprint";
 
 export const DEFAULT_GRID = [0.2, 0.3, 0.4, 0.5, 0.6];
 export const DEFAULT_TALL_LAMBDA = 0.4;
@@ -158,7 +159,7 @@ export async function runCompress(o: CompressEngineOptions): Promise<CompressRep
       tau: { kind: o.tau, file: TAU_FILE, dtype: o.dtype ?? (floatKeys.length ? tauDtype(floatKeys[0]) : "F32"), ...(o.tau === "ties" ? { density: o.density, scope: o.scope } : {}) },
       masks: { file: MASKS_FILE, bitorder: "big", name: "<task>::<key>" },
       tasks: experts.map((e, t) => ({ name: e.name, lambda: lambdas![t], expert: e.checkpoint.path, bytes: e.checkpoint.fileBytes })),
-      base: { path: base.path, bytes: base.fileBytes, headerHash: base.headerHash, sampleHash: await sampleHash(base) },
+      base: { path: base.path, ...(await fingerprint(base)) },
       keys: floatKeys.map((k) => ({ key: k, shape: base.get(k).shape, dtype: base.get(k).dtype })),
     };
     await fsp.writeFile(path.join(tmpDir, BUNDLE_JSON), JSON.stringify(manifest, null, 2) + "\n");
