@@ -26,11 +26,12 @@ function inputBytes(dir: string, T: number, ext = ".safetensors"): number {
 }
 
 describe("help, version, exit codes", () => {
-  test("--version and -V print the package version", async () => {
+  test("--version and -V print the package version first, then the addon", async () => {
     for (const flag of ["--version", "-V"]) {
       const r = await runCli([flag]);
       expect(r.code).toBe(0);
-      expect(r.stdout.trim()).toBe(VERSION);
+      expect(r.stdout.split("\n")[0]).toBe(VERSION);
+      expect(r.stdout.split("\n")[1]).toMatch(/^addon: /);
     }
   });
 
