@@ -7,7 +7,8 @@ import * as path from "path";
 import { createHash } from "crypto";
 import { SafetensorsFile } from "./safetensors/file";
 import { TensorInfo } from "./safetensors/header";
-import { TaskmergeError } from "./errors";
+import { quote, TaskmergeError } from "./errors";
+import { readRegularFile } from "./input_file";
 
 export type CheckpointLayout = "file" | "directory" | "sharded";
 
@@ -60,9 +61,11 @@ export class Checkpoint {
   private static async openSharded(dir: string, indexPath: string): Promise<Checkpoint> {
     let index: { weight_map?: unknown };
     try {
-      index = JSON.parse(await fsp.readFile(indexPath, "utf8"));
+      const text = (await readRegularFile(indexPath)).toString("utf8");
+      index = JSON.parse(text);
     } catch (e) {
-      throw new TaskmergeError(`invalid index JSON: ${(e as Error).message}`, indexPath);
+      if (e instanceof TaskmergeError) throw e;
+      throw new TaskmergeError(`invalid index JSON: ${(e as Error).message.split("\n")[0]}`, indexPath);
     }
     const wm = index.weight_map;
     if (typeof wm !== "object" || wm === null || Array.isArray(wm))
@@ -72,7 +75,7 @@ export class Checkpoint {
       if (typeof shard !== "string") throw new TaskmergeError("weight_map value is not a file name", indexPath, key);
       const resolved = path.resolve(dir, shard);
       if (path.isAbsolute(shard) || path.dirname(resolved) !== dir)
-        throw new TaskmergeError(`shard name '${shard}' escapes the checkpoint directory`, indexPath, key);
+        throw new TaskmergeError(`shard name ${quote(shard)} escapes the checkpoint directory`, indexPath, key);
       if (!shardNames.includes(shard)) shardNames.push(shard);
     }
     shardNames.sort();
@@ -88,7 +91,7 @@ export class Checkpoint {
       }
       for (const [key, shard] of wanted) {
         if (!byShard.get(shard)?.tensor(key))
-          throw new TaskmergeError(`index lists key in shard '${shard}' but the shard does not hold it`, indexPath, key);
+          throw new TaskmergeError(`index lists key in shard ${quote(shard)} but the shard does not hold it`, indexPath, key);
       }
       return new Checkpoint(dir, "sharded", files, dir, order);
     } catch (e) {

@@ -45,9 +45,16 @@ export async function inspect(p: string): Promise<InspectReport> {
         bytes: tensors.reduce((s, t) => s + t.bytes, 0),
         byDtype,
       },
-      metadata: Object.assign({}, ...ck.files.map((f) => f.metadata)),
+      metadata: mergedMetadata(ck),
     };
   } finally {
     await ck.close();
   }
+}
+
+/** Every file's metadata in one null-prototype object (a key such as `__proto__` stays a key). */
+function mergedMetadata(ck: Checkpoint): Record<string, string> {
+  const out: Record<string, string> = Object.create(null);
+  for (const f of ck.files) for (const k of Object.keys(f.metadata)) out[k] = f.metadata[k];
+  return out;
 }

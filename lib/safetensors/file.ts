@@ -3,6 +3,7 @@ import { promises as fsp } from "fs";
 import { createHash } from "crypto";
 import { Header, headerLength, parseHeader, TensorInfo } from "./header";
 import { TaskmergeError } from "../errors";
+import { openRegularFile } from "../input_file";
 
 export class SafetensorsFile {
   private readonly byKey: Map<string, TensorInfo>;
@@ -19,19 +20,13 @@ export class SafetensorsFile {
   }
 
   static async open(path: string): Promise<SafetensorsFile> {
-    let fh: fsp.FileHandle;
-    try {
-      fh = await fsp.open(path, "r");
-    } catch (e) {
-      throw new TaskmergeError(`cannot open: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, path);
-    }
+    const fh = await openRegularFile(path);
     try {
       const st = await fh.stat();
-      if (!st.isFile()) throw new TaskmergeError("not a regular file", path);
       const prefix = await readExactly(fh, 0, Math.min(8, st.size), path);
       const n = headerLength(prefix, st.size, path);
       const json = await readExactly(fh, 8, n, path);
-      const header = parseHeader(json, st.size, path);
+      const header = await parseHeader(json, st.size, path);
       const hash = createHash("sha256").update(json).digest("hex");
       return new SafetensorsFile(path, st.size, header, hash, fh);
     } catch (e) {

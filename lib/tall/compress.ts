@@ -176,7 +176,7 @@ function trimArgs(t: TiesTrim): OpArgs {
 
 async function tensorTrim(ctx: MergeContext, scan: KeyScan, density: number): Promise<TiesTrim> {
   const t = await tensorTiesTrim(ctx, scan, density);
-  ((ctx.details.tensors ??= {}) as Record<string, unknown>)[scan.key] = describeTrim(ctx, t);
+  ((ctx.details.tensors ??= Object.create(null)) as Record<string, unknown>)[scan.key] = describeTrim(ctx, t); // keyed by tensor keys
   return t;
 }
 
