@@ -3,6 +3,7 @@
  * which runs a named C++ op on a worker thread and resolves with its results.
  */
 import * as path from "path";
+import { envValue } from "./env";
 
 export type OpArg = number | boolean | string | Uint8Array | ArrayBufferView | number[] | string[] | ArrayBufferView[];
 export type OpResult = Record<string, number | number[] | Buffer>;
@@ -36,6 +37,9 @@ function load(): Addon {
 
 /** Always a promise: argument errors the addon throws synchronously become rejections. */
 export async function runOp(op: string, args: Record<string, OpArg | undefined>): Promise<OpResult> {
+  // The addon reads TASKMERGE_THREADS and TASKMERGE_LINALG itself and would ignore a bad value.
+  envValue("TASKMERGE_THREADS");
+  envValue("TASKMERGE_LINALG");
   return load().run(op, args);
 }
 

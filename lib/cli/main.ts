@@ -15,6 +15,7 @@ import { registerDrift } from "./drift_command";
 import { registerCompress } from "./compress_command";
 import { registerExtract } from "./extract_command";
 import { InterruptedError } from "./signals";
+import { checkEnvironment } from "../env";
 
 export function buildProgram(): Command {
   const program = new Command("taskmerge")
@@ -47,6 +48,7 @@ Exit status: 0 success, 1 failure, 2 usage or config error, 130/143 interrupted 
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
+    checkEnvironment();
     await program.parseAsync(argv);
     return 0;
   } catch (e) {

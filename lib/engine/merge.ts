@@ -15,6 +15,7 @@ import { openInputs, Inputs, ResolvedExpert } from "./inputs";
 import { modelCard } from "../model_card";
 import { Progress, ProgressTracker } from "./progress";
 import { VERSION } from "../version";
+import { envNumber } from "../env";
 
 export type { ResolvedExpert } from "./inputs";
 
@@ -42,7 +43,12 @@ export interface MergeReport {
   details: Record<string, unknown>;
 }
 
-export const DEFAULT_CHUNK_ELEMS = Number(process.env.TASKMERGE_CHUNK_ELEMS) || 4 << 20;
+export const DEFAULT_CHUNK_ELEMS = 4 << 20;
+
+/** Elements per streamed chunk: TASKMERGE_CHUNK_ELEMS when set (validated), else DEFAULT_CHUNK_ELEMS. */
+export function defaultChunkElems(): number {
+  return envNumber("TASKMERGE_CHUNK_ELEMS") ?? DEFAULT_CHUNK_ELEMS;
+}
 
 export async function runMerge(o: EngineOptions): Promise<MergeReport> {
   const t0 = Date.now();
@@ -65,7 +71,7 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
     const progress = new ProgressTracker(o.onProgress);
     const ctx: MergeContext = {
       base, experts, params, floatKeys: keys.filter(isFloat), outDtype, signal: o.signal, progress,
-      chunkElems: o.chunkElems ?? DEFAULT_CHUNK_ELEMS, details: {},
+      chunkElems: o.chunkElems ?? defaultChunkElems(), details: {},
     };
     const manifest = {
       taskmerge: VERSION,

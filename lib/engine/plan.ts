@@ -14,7 +14,7 @@ import { getMethod, resolveParams } from "../methods";
 import type { Params } from "../methods/types";
 import { openInputs } from "./inputs";
 import { paramStats, requireStatsFiles, statsPrefix } from "../stats/keys";
-import { DEFAULT_CHUNK_ELEMS, EngineOptions } from "./merge";
+import { defaultChunkElems, EngineOptions } from "./merge";
 
 export interface PlannedTensor {
   key: string;
@@ -96,7 +96,7 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
     // (TIES-family thresholds take extra ones): the plan states the per-pass figure.
     let bytesPerPass = 0;
     let buffers = 0;
-    const chunk = Math.max(1, o.chunkElems ?? DEFAULT_CHUNK_ELEMS);
+    const chunk = Math.max(1, o.chunkElems ?? defaultChunkElems());
     for (const t of tensors) {
       const b = base.get(t.key);
       const n = Math.min(chunk, b.numel);

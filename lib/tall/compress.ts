@@ -16,7 +16,7 @@ import { DTYPE_SIZE, FloatDType, isFloatDType } from "../safetensors/dtypes";
 import { Chunk, chunkArgs, forEachChunk, releaseChunk } from "../engine/stream";
 import { chunkPool } from "../engine/buffer_pool";
 import { openInputs } from "../engine/inputs";
-import { DEFAULT_CHUNK_ELEMS } from "../engine/merge";
+import { defaultChunkElems } from "../engine/merge";
 import type { ResolvedExpert } from "../engine/inputs";
 import { Progress, ProgressTracker } from "../engine/progress";
 import { TaskmergeError, throwIfAborted } from "../errors";
@@ -83,7 +83,7 @@ export async function runCompress(o: CompressEngineOptions): Promise<CompressRep
     const progress = new ProgressTracker(o.onProgress);
     const ctx: MergeContext = {
       base, experts, params: { density: o.density, scope: o.scope }, floatKeys, outDtype: tauDtype, signal: o.signal, progress,
-      chunkElems: roundUp8(o.chunkElems ?? DEFAULT_CHUNK_ELEMS), details: {},
+      chunkElems: roundUp8(o.chunkElems ?? defaultChunkElems()), details: {},
     };
 
     tmp = path.join(path.dirname(outAbs), `.${path.basename(outAbs)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);

@@ -3,7 +3,7 @@ import * as path from "path";
 import { Checkpoint } from "../checkpoint";
 import { Output } from "../output";
 import { FloatDType, isFloatDType } from "../safetensors/dtypes";
-import { DEFAULT_CHUNK_ELEMS } from "../engine/merge";
+import { defaultChunkElems } from "../engine/merge";
 import { Progress, ProgressTracker } from "../engine/progress";
 import { TaskmergeError, throwIfAborted } from "../errors";
 import { VERSION } from "../version";
@@ -60,7 +60,7 @@ export async function runExtract(o: ExtractEngineOptions): Promise<ExtractReport
     }, 0);
     progress.phase("extract", plan.length, toRead);
     const bytesWritten = await reconstruct({
-      base: b, tau: bundle.tau, source: { masks: bundle.masks, task: task.name }, outDtype, chunkElems: o.chunkElems ?? DEFAULT_CHUNK_ELEMS,
+      base: b, tau: bundle.tau, source: { masks: bundle.masks, task: task.name }, outDtype, chunkElems: o.chunkElems ?? defaultChunkElems(),
       write: (k, d) => out.write(k, d), progress, signal: o.signal,
     });
     throwIfAborted(o.signal);
