@@ -8,7 +8,7 @@ import { createHash } from "crypto";
 import { SafetensorsFile } from "./safetensors/file";
 import { TensorInfo } from "./safetensors/header";
 import { quote, TaskmergeError } from "./errors";
-import { readRegularFile } from "./input_file";
+import { fileKind, readRegularFile } from "./input_file";
 
 export type CheckpointLayout = "file" | "directory" | "sharded";
 
@@ -47,7 +47,7 @@ export class Checkpoint {
       const f = await SafetensorsFile.open(abs);
       return new Checkpoint(abs, "file", [f], undefined, f.tensors.map((t) => ({ ...t, file: f })));
     }
-    if (!st.isDirectory()) throw new TaskmergeError("not a file or directory", p);
+    if (!st.isDirectory()) throw new TaskmergeError(`not a regular file (${fileKind(st)}) nor a checkpoint directory`, p);
     const single = path.join(abs, "model.safetensors");
     const index = path.join(abs, "model.safetensors.index.json");
     if (await exists(index)) return Checkpoint.openSharded(abs, index);

@@ -10,7 +10,8 @@ import { TaskmergeError } from "./errors";
 
 const OPEN_FLAGS = constants.O_RDONLY | (constants.O_NONBLOCK ?? 0) | (constants.O_NOCTTY ?? 0);
 
-function kind(st: Stats): string {
+/** What a non-regular file is, for messages. */
+export function fileKind(st: Stats): string {
   if (st.isDirectory()) return "a directory";
   if (st.isFIFO()) return "a FIFO";
   if (st.isSocket()) return "a socket";
@@ -20,7 +21,7 @@ function kind(st: Stats): string {
 }
 
 function notRegular(st: Stats, file: string): TaskmergeError {
-  return new TaskmergeError(`not a regular file (${kind(st)}); inputs must be regular files`, file);
+  return new TaskmergeError(`not a regular file (${fileKind(st)}); inputs must be regular files`, file);
 }
 
 function cannotOpen(e: unknown, file: string): TaskmergeError {

@@ -197,10 +197,10 @@ class Reader {
     const t = this.numberToken(key);
     if (!/^(0|[1-9][0-9]*)$/.test(t)) {
       this.pos = at;
-      this.bad(`${what} ${t.length > 24 ? t.slice(0, 24) + "…" : t} is not a non-negative integer`, key);
+      this.fail(`${what} ${t.length > 24 ? t.slice(0, 24) + "…" : t} is not a non-negative integer`, key);
     }
     const v = Number(t);
-    if (!Number.isSafeInteger(v)) { this.pos = at; this.bad(`${what} ${t.length > 24 ? t.slice(0, 24) + "…" : t} is too large`, key); }
+    if (!Number.isSafeInteger(v)) { this.pos = at; this.fail(`${what} ${t.length > 24 ? t.slice(0, 24) + "…" : t} is too large`, key); }
     return v;
   }
 
