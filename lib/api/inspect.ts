@@ -54,6 +54,7 @@ export async function inspect(p: string): Promise<InspectReport> {
 
 /** Every file's metadata in one null-prototype object (a key such as `__proto__` stays a key). */
 function mergedMetadata(ck: Checkpoint): Record<string, string> {
+  if (ck.files.length === 1) return ck.files[0].metadata; // already one (a copy of a huge one would block)
   const out: Record<string, string> = Object.create(null);
   for (const f of ck.files) for (const k of Object.keys(f.metadata)) out[k] = f.metadata[k];
   return out;
