@@ -17,11 +17,20 @@ function quotePath(p: string): string {
   return /[\x00-\x1f\x7f]/.test(p) ? JSON.stringify(p) : p;
 }
 
+/** Which input an error is about, for callers that act on it without reading the message. */
+export interface Provenance {
+  role: "base" | "expert" | "stats" | "bundle" | "output";
+  /** Position among the inputs of that role (experts and their statistics: --expert order). */
+  index?: number;
+  /** The expert's name, for role expert or stats. */
+  name?: string;
+}
+
 export class TaskmergeError extends Error {
   /** The message without the file and key. */
   readonly reason: string;
 
-  constructor(message: string, readonly file?: string, readonly key?: string) {
+  constructor(message: string, readonly file?: string, readonly key?: string, readonly source?: Provenance) {
     super(TaskmergeError.compose(message, file, key));
     this.name = "TaskmergeError";
     this.reason = message;

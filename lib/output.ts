@@ -1,22 +1,21 @@
 /**
  * Where a merge writes: one .safetensors file, or a Hugging Face style
  * directory (model.safetensors or shards plus index, the base's other files,
- * taskmerge.json). Everything is written under a temporary name in the same
- * directory and renamed into place only on commit(), so a failed or killed
- * run leaves nothing at the output path.
+ * taskmerge.json listing every file). Everything is written under a temporary
+ * name beside the output and put in place by the output's slot only on
+ * commit(), so a failed or killed run leaves nothing at the output path.
  */
 import { promises as fsp } from "fs";
 import * as path from "path";
-import { randomBytes } from "crypto";
 import { OutTensor, SafetensorsWriter, tensorBytes } from "./safetensors/writer";
 import { TaskmergeError } from "./errors";
+import { OutputSlot } from "./out_path/slot";
+import { CHECKPOINT_DIR, MANIFEST, OutputKind } from "./out_path/owned";
 
 export interface OutputOptions {
   maxShardSize?: number;
   /** Base checkpoint directory whose non-weight files are copied (directory output only). */
   copyFrom?: string;
-  /** Extra JSON files to write into a directory output (name → content). */
-  extraFiles?: Record<string, string>;
   metadata?: Record<string, string>;
 }
 
@@ -50,14 +49,9 @@ export function shardFileName(i: number, n: number): string {
   return n === 1 ? "model.safetensors" : `model-${pad(i + 1)}-of-${pad(n)}.safetensors`;
 }
 
-/** Checks that `out` can be written (parent exists, no file/directory clash), writing nothing. */
-export async function checkOutputPath(out: string): Promise<void> {
-  const abs = path.resolve(out);
-  const st = await fsp.stat(path.dirname(abs)).catch(() => undefined);
-  if (!st?.isDirectory()) throw new TaskmergeError("output's parent directory does not exist", out);
-  const existing = await fsp.stat(abs).catch(() => undefined);
-  if (isFileOutput(abs) && existing?.isDirectory()) throw new TaskmergeError("output path is a directory", out);
-  if (!isFileOutput(abs) && existing && !existing.isDirectory()) throw new TaskmergeError("output path exists and is not a directory", out);
+/** What a checkpoint output at `out` is: one file, or a directory marked by taskmerge.json. */
+export function checkpointKind(out: string): OutputKind {
+  return isFileOutput(out) ? { kind: "file" } : CHECKPOINT_DIR;
 }
 
 export class Output {
@@ -66,33 +60,27 @@ export class Output {
   private closed = false;
 
   private constructor(
-    readonly out: string,
+    private readonly slot: OutputSlot,
     /** Temporary file (file output) or directory (directory output). */
     private readonly tmp: string,
     private readonly shards: OutTensor[][],
     private readonly opts: OutputOptions,
   ) {}
 
-  static async create(out: string, tensors: OutTensor[], opts: OutputOptions = {}): Promise<Output> {
-    await checkOutputPath(out);
-    const abs = path.resolve(out);
-    const parent = path.dirname(abs);
-    const tag = `.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
-    if (isFileOutput(abs)) {
-      const tmp = path.join(parent, `.${path.basename(abs)}${tag}`);
-      return new Output(abs, tmp, [tensors], opts);
-    }
-    const tmp = path.join(parent, `.${path.basename(abs)}${tag}`);
+  /** Starts writing the output claimed by `slot` (see OutputSlot.claim). */
+  static async create(slot: OutputSlot, tensors: OutTensor[], opts: OutputOptions = {}): Promise<Output> {
+    const tmp = slot.tempPath();
+    if (isFileOutput(slot.out)) return new Output(slot, tmp, [tensors], opts);
     await fsp.mkdir(tmp);
-    return new Output(abs, tmp, planShards(tensors, opts.maxShardSize ?? DEFAULT_MAX_SHARD), opts);
+    return new Output(slot, tmp, planShards(tensors, opts.maxShardSize ?? DEFAULT_MAX_SHARD), opts);
+  }
+
+  get out(): string {
+    return this.slot.out;
   }
 
   get isFile(): boolean {
     return isFileOutput(this.out);
-  }
-
-  private shardPath(i: number): string {
-    return this.isFile ? this.out : path.join(this.tmp, shardFileName(i, this.shards.length));
   }
 
   /** Appends data of `key`; keys must arrive in the planned order. */
@@ -105,26 +93,30 @@ export class Output {
     if (this.writer) await this.writer.finish();
     this.shard++;
     if (this.shard >= this.shards.length) throw new TaskmergeError("internal: more data than planned", this.out);
-    const final = this.shardPath(this.shard);
+    // A file output stays at its temporary name (the slot renames it); shards get their names in the temporary directory.
+    const final = this.isFile ? this.tmp : path.join(this.tmp, shardFileName(this.shard, this.shards.length));
     const tmp = this.isFile ? this.tmp : `${final}.part`;
     this.writer = await SafetensorsWriter.create(final, tmp, this.shards[this.shard], this.opts.metadata);
   }
 
-  /** Finishes the output; `extraFiles` (directory output) join those given at creation. */
-  async commit(extraFiles: Record<string, string> = {}): Promise<void> {
+  /**
+   * Finishes the output and puts it in place. A directory output gets `extraFiles`
+   * and, last, taskmerge.json: `manifest` plus the list of every file of the
+   * directory, which is what lets a later run know the directory is its own to replace.
+   */
+  async commit(extraFiles: Record<string, string> = {}, manifest?: Record<string, unknown>): Promise<void> {
     // Shards after the last written one (only empty tensors) still need their files.
     while (this.shard < this.shards.length - 1) await this.nextShard();
     await this.writer?.finish();
     this.writer = undefined;
-    if (this.isFile) {
-      this.closed = true;
-      return;
+    if (!this.isFile) {
+      if (this.shards.length > 1) await this.writeIndex();
+      for (const [name, content] of Object.entries(extraFiles)) await fsp.writeFile(path.join(this.tmp, name), content);
+      if (this.opts.copyFrom) await copyOtherFiles(this.opts.copyFrom, this.tmp);
+      const files = [...new Set([...(await fsp.readdir(this.tmp)), MANIFEST])].sort();
+      await fsp.writeFile(path.join(this.tmp, MANIFEST), JSON.stringify({ ...manifest, files }, null, 2) + "\n");
     }
-    if (this.shards.length > 1) await this.writeIndex();
-    for (const [name, content] of Object.entries({ ...this.opts.extraFiles, ...extraFiles }))
-      await fsp.writeFile(path.join(this.tmp, name), content);
-    if (this.opts.copyFrom) await copyOtherFiles(this.opts.copyFrom, this.tmp);
-    await swapIntoPlace(this.tmp, this.out);
+    await this.slot.place(this.tmp);
     this.closed = true;
   }
 
@@ -146,7 +138,7 @@ export class Output {
     if (this.closed) return;
     this.closed = true;
     await this.writer?.close();
-    if (!this.isFile) await fsp.rm(this.tmp, { recursive: true, force: true });
+    await fsp.rm(this.tmp, { recursive: true, force: true });
   }
 }
 
@@ -155,7 +147,7 @@ const WEIGHT_FILE = /(\.safetensors|\.bin|\.pt|\.pth|\.ckpt|\.safetensors\.index
 /** The base directory's other top-level files (config, tokenizer) that a directory output copies. */
 export async function listOtherFiles(from: string): Promise<string[]> {
   const entries = await fsp.readdir(from, { withFileTypes: true });
-  return entries.filter((e) => e.isFile() && !WEIGHT_FILE.test(e.name) && e.name !== "taskmerge.json").map((e) => e.name);
+  return entries.filter((e) => e.isFile() && !WEIGHT_FILE.test(e.name) && e.name !== MANIFEST).map((e) => e.name);
 }
 
 async function copyOtherFiles(from: string, to: string): Promise<void> {
@@ -164,17 +156,4 @@ async function copyOtherFiles(from: string, to: string): Promise<void> {
     if (await fsp.stat(dst).catch(() => undefined)) continue; // files the merge wrote win
     await fsp.copyFile(path.join(from, name), dst);
   }
-}
-
-/** Renames the finished temporary directory to `out`, replacing an old one. */
-async function swapIntoPlace(tmp: string, out: string): Promise<void> {
-  const old = await fsp.stat(out).catch(() => undefined);
-  if (!old) {
-    await fsp.rename(tmp, out);
-    return;
-  }
-  const trash = `${tmp}.old`;
-  await fsp.rename(out, trash);
-  await fsp.rename(tmp, out);
-  await fsp.rm(trash, { recursive: true, force: true });
 }

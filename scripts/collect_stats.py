@@ -16,9 +16,11 @@ re-run of the attention with an identity output projection.
       --weights expert.safetensors --inputs inputs.npy --out expert.stats.safetensors
 """
 import argparse
+import hashlib
 import importlib
 import importlib.util
 import inspect
+import json
 import os
 import sys
 
@@ -225,10 +227,51 @@ def _to_device(batch, device):
     return batch
 
 
-def collect_stats(model, batches, out_path, dtype="f64"):
+_SIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def checkpoint_fingerprint(path):
+    """Metadata naming the checkpoint the statistics come from, as taskmerge records it
+    (lib/fingerprint.ts, lib/stats/source.ts): size in bytes, sha256 over the hex sha256 of
+    each shard's raw header (shards in name order), and sha256 over every key in storage
+    order followed by the bytes of its first 256 entries. A file, an HF directory with
+    model.safetensors, or one with model.safetensors.index.json and its shards."""
+    index = os.path.join(path, "model.safetensors.index.json")
+    if os.path.isdir(path) and os.path.exists(index):
+        with open(index) as f:
+            weight_map = json.load(f)["weight_map"]
+        shards = sorted(set(weight_map.values()))
+        files = [(os.path.join(path, s), lambda k, s=s: weight_map.get(k) == s) for s in shards]
+    else:
+        single = os.path.join(path, "model.safetensors") if os.path.isdir(path) else path
+        files = [(single, lambda k: True)]
+    headers, sample, size = hashlib.sha256(), hashlib.sha256(), 0
+    for file, mine in files:
+        size += os.path.getsize(file)
+        with open(file, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            raw = f.read(n)
+            headers.update(hashlib.sha256(raw).hexdigest().encode())
+            entries = [(k, v) for k, v in json.loads(raw).items() if k != "__metadata__" and mine(k)]
+            entries.sort(key=lambda kv: (kv[1]["data_offsets"][0], kv[1]["data_offsets"][1] - kv[1]["data_offsets"][0]))
+            for k, v in entries:
+                numel = 1
+                for d in v["shape"]:
+                    numel *= d
+                sample.update(k.encode())
+                if numel:
+                    f.seek(8 + n + v["data_offsets"][0])
+                    sample.update(f.read(min(numel, 256) * _SIZE[v["dtype"]]))
+    return {"checkpoint": path, "checkpoint_bytes": str(size),
+            "checkpoint_header_sha256": headers.hexdigest(), "checkpoint_sample_sha256": sample.hexdigest()}
+
+
+def collect_stats(model, batches, out_path, dtype="f64", checkpoint=None):
     """Run every batch through model (eval, no grad) and write the statistics file.
 
     A batch is a tensor (model(batch)), a tuple/list (model(*batch)) or a dict (model(**batch)).
+    checkpoint: path of the checkpoint model's weights come from; its fingerprint is recorded
+    so that merges can check the file is given for that expert (without it they warn).
     Returns {stats prefix: number of rows seen}.
     """
     if dtype not in ("f64", "f32"):
@@ -267,8 +310,9 @@ def collect_stats(model, batches, out_path, dtype="f64"):
         print("collect_stats: warning: no input reached %d module(s): %s" % (
             len(unseen), ", ".join(unseen[:8]) + (" ..." if len(unseen) > 8 else "")), file=sys.stderr)
     tensors = stats.tensors(torch.float64 if dtype == "f64" else torch.float32)
-    safetensors_io.save_file(tensors, out_path, metadata={
-        "format": "taskmerge-stats", "producer": "scripts/collect_stats.py", "dtype": dtype})
+    source = checkpoint_fingerprint(checkpoint) if checkpoint else {}
+    safetensors_io.save_file(tensors, out_path, metadata=dict(
+        {"format": "taskmerge-stats", "producer": "scripts/collect_stats.py", "dtype": dtype}, **source))
     return {p: int(a["input_count"]) for p, a in stats.acc.items()}
 
 
@@ -342,7 +386,7 @@ def main(argv=None):
     model.to(args.device)
     p = next(model.parameters(), None)
     batches = _load_batches(args.inputs, args.batch_size, p.dtype if p is not None else torch.float32)
-    rows = collect_stats(model, batches, args.out, args.dtype)
+    rows = collect_stats(model, batches, args.out, args.dtype, checkpoint=args.weights)
     print("wrote %s: %d modules, %d rows max" % (args.out, len(rows), max(rows.values())))
 
 

@@ -253,6 +253,30 @@ def test_cli(tmp, model, batches, want):
     got = safetensors_io.load_file(out)
     for k in want:
         check("cli " + k, got.get(k, np.full(np.shape(want[k]), np.nan)), want[k], 1e-12)
+    # the statistics record the checkpoint they came from (--weights)
+    meta = safetensors_io.read_header(out)[1]
+    fp = collect_stats.checkpoint_fingerprint(weights)
+    for k in ("checkpoint", "checkpoint_bytes", "checkpoint_header_sha256", "checkpoint_sample_sha256"):
+        if meta.get(k) != fp[k]:
+            FAILS.append("cli metadata %s: %r, wanted %r" % (k, meta.get(k), fp[k]))
+    if fp["checkpoint_bytes"] != str(os.path.getsize(weights)):
+        FAILS.append("fingerprint bytes %s != file size" % fp["checkpoint_bytes"])
+    # the same weights as an HF directory: same hashes; other weights: another sample hash
+    hf = os.path.join(tmp, "hf")
+    os.makedirs(hf)
+    safetensors_io.save_file(model.state_dict(), os.path.join(hf, "model.safetensors"))
+    fp_dir = collect_stats.checkpoint_fingerprint(hf)
+    if [fp_dir[k] for k in ("checkpoint_header_sha256", "checkpoint_sample_sha256")] != \
+            [fp[k] for k in ("checkpoint_header_sha256", "checkpoint_sample_sha256")]:
+        FAILS.append("HF directory fingerprint differs from its file's")
+    other = os.path.join(tmp, "other.safetensors")
+    sd = {k: v + 1 if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    safetensors_io.save_file(sd, other)
+    fp_other = collect_stats.checkpoint_fingerprint(other)
+    if fp_other["checkpoint_sample_sha256"] == fp["checkpoint_sample_sha256"]:
+        FAILS.append("different weights, same sample hash")
+    if fp_other["checkpoint_header_sha256"] != fp["checkpoint_header_sha256"]:
+        FAILS.append("same layout, different header hash")
 
 
 def main():

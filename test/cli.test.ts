@@ -229,27 +229,31 @@ describe("output directory", () => {
     const r = await runCli(args);
     expect(r.code).toBe(0);
     expect(fs.readdirSync(out).sort()).toEqual(["README.md", "config.json", "model.safetensors", "taskmerge.json", "tokenizer.json"]);
-    for (const f of ["config.json", "tokenizer.json"]) expect(fs.readFileSync(path.join(out, f))).toEqual(fs.readFileSync(path.join(baseDir, f)));
+    expect(fs.readFileSync(path.join(out, "tokenizer.json"))).toEqual(fs.readFileSync(path.join(baseDir, "tokenizer.json")));
+    // --dtype f16: config.json says so.
+    expect(JSON.parse(fs.readFileSync(path.join(out, "config.json"), "utf8"))).toEqual({ model_type: "toy", torch_dtype: "float16" });
 
     const manifest = JSON.parse(fs.readFileSync(path.join(out, "taskmerge.json"), "utf8"));
     expect(manifest).toEqual({
       taskmerge: VERSION, method: "task_arithmetic", params: { lambda: 0.25 }, base: baseDir, dtype: "F16",
       experts: [{ name: "task0", path: path.join(dir, "task0"), weight: 1 }, { name: "task1", path: path.join(dir, "task1"), weight: 1 }],
       details: {},
+      files: ["README.md", "config.json", "model.safetensors", "taskmerge.json", "tokenizer.json"],
     });
 
     const card = fs.readFileSync(path.join(out, "README.md"), "utf8");
     const front = YAML.parse(card.split("---\n")[1]);
     expect(front).toEqual({ tags: ["merge", "taskmerge", "task_arithmetic"] });
-    expect(card).toContain(`- Base: \`${baseDir}\``);
+    expect(card).toContain("- Base: `../base`");
     expect(card).toContain(`merged with taskmerge ${VERSION} using the **task_arithmetic** method`);
     expect(card).toContain("| lambda | 0.25 |");
-    expect(card).toContain(`| task0 | \`${path.join(dir, "task0")}\` | 1 | — |`);
+    expect(card).toContain("| task0 | `../task0` | 1 | — |");
+    expect(card).not.toContain(dir);
     expect(card).toContain("Output dtype of float tensors: F16.");
     // The card's merge.yaml, run as a config, gives the same bytes.
     const yaml = /```yaml\n([\s\S]*?)```/.exec(card)![1];
-    fs.writeFileSync(path.join(dir, "again.yaml"), yaml);
-    const again = await runCli(["merge", "--config", path.join(dir, "again.yaml"), "--out", path.join(dir, "again"), "-q"]);
+    fs.writeFileSync(path.join(out, "merge.yaml"), yaml);
+    const again = await runCli(["merge", "--config", path.join(out, "merge.yaml"), "--out", path.join(dir, "again"), "-q"]);
     expect(again.stderr).toBe("");
     expect(again.code).toBe(0);
     expect(fs.readFileSync(path.join(dir, "again", "model.safetensors"))).toEqual(fs.readFileSync(path.join(out, "model.safetensors")));

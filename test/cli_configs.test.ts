@@ -9,6 +9,9 @@ import * as fs from "fs";
 import * as path from "path";
 import YAML from "yaml";
 import { listMethods } from "../lib/methods";
+import { Checkpoint } from "../lib/checkpoint";
+import { fingerprint } from "../lib/fingerprint";
+import { sourceMetadata } from "../lib/stats/source";
 import { ROOT, genTensors, saveModel, smallModel, writeSafetensors, readSafetensors, values, rng, runCli, tmpDir, Model } from "./helpers/fixtures";
 
 const CONFIGS = path.join(ROOT, "examples", "configs");
@@ -16,7 +19,7 @@ const registered = listMethods().map((m) => m.name);
 const examples = fs.readdirSync(CONFIGS).filter((f) => f.endsWith(".yaml")).map((f) => f.replace(/\.yaml$/, ""));
 
 /** Input Grams for the linear layers and Σx̂² for the norm; none for the embedding, which must fall back. */
-function writeStats(file: string, seed: number): void {
+function writeStats(file: string, seed: number, metadata: Record<string, string>): void {
   const r = rng(seed);
   const rows = 40;
   const tensors: Record<string, { dtype: string; shape: number[]; data: Buffer }> = {};
@@ -32,30 +35,45 @@ function writeStats(file: string, seed: number): void {
   const sq = new Float32Array(8).map(() => rows * (0.5 + r.u()));
   tensors["blocks.0.norm.norm_sq_sum"] = { dtype: "F32", shape: [8], data: Buffer.from(sq.buffer) };
   tensors["blocks.0.norm.input_count"] = count();
-  writeSafetensors(file, tensors);
+  writeSafetensors(file, tensors, metadata);
 }
 
-/** The checkpoints the example configs name, relative to their directory. */
-function makeModels(dir: string): void {
+/** The checkpoints the example configs name, relative to their directory; statistics record their expert, as collectors write them. */
+async function makeModels(dir: string): Promise<void> {
   const keys = smallModel("F32");
   const models = path.join(dir, "models");
   fs.mkdirSync(models);
   const base: Model = genTensors(keys, 7);
   saveModel(base, path.join(models, "base"), "dir");
   fs.writeFileSync(path.join(models, "base", "config.json"), '{"model_type": "toy"}');
-  ["math", "code"].forEach((name, t) => {
-    saveModel(genTensors(keys, 100 + t, base, 0.1), path.join(models, name), "dir");
-    writeStats(path.join(models, `${name}.stats.safetensors`), 200 + t);
-  });
+  for (const [t, name] of ["math", "code"].entries()) {
+    const p = saveModel(genTensors(keys, 100 + t, base, 0.1), path.join(models, name), "dir");
+    const ck = await Checkpoint.open(p);
+    writeStats(path.join(models, `${name}.stats.safetensors`), 200 + t, sourceMetadata(p, await fingerprint(ck)));
+    await ck.close();
+  }
 }
 
 /** What the config asks for, read independently of lib/cli/config.ts. */
-function expected(doc: Record<string, any>): { method: string; params: Record<string, unknown>; weights: number[]; out: string } {
+/** mergekit's methods, which a config in mergekit's form runs with mergekit's meaning (per-model weight and density). */
+const MERGEKIT = new Set(["linear", "task_arithmetic", "ties", "dare_linear", "dare_ties"]);
+
+function expected(doc: Record<string, any>): {
+  method: string; params: Record<string, unknown>; weights: number[]; out: string; modelParams?: Record<string, unknown>[];
+} {
   if (doc.merge_method) {
-    const params: Record<string, unknown> = { ...doc.parameters };
+    const mk = MERGEKIT.has(doc.merge_method);
+    const params: Record<string, unknown> = {};
+    // mergekit's booleans are the methods' "true"/"false"; top-level weight and density are every model's default.
+    for (const [k, v] of Object.entries(doc.parameters ?? {}))
+      if (!(mk && (k === "weight" || k === "density"))) params[k] = typeof v === "boolean" ? String(v) : v;
     const models = doc.models.filter((m: any) => m.model !== doc.base_model);
-    for (const m of models) if (m.parameters?.density !== undefined) params.density = m.parameters.density;
-    return { method: doc.merge_method, params, weights: models.map((m: any) => m.parameters?.weight ?? 1), out: doc.out };
+    if (!mk) for (const m of models) if (m.parameters?.density !== undefined) params.density = m.parameters.density;
+    const modelParams = models.map((m: any) => {
+      const density = m.parameters?.density ?? doc.parameters?.density;
+      return { weight: m.parameters?.weight ?? doc.parameters?.weight ?? 1, ...(density !== undefined ? { density } : {}) };
+    });
+    return { method: doc.merge_method, params, weights: models.map((m: any) => m.parameters?.weight ?? 1), out: doc.out, ...(mk ? { modelParams } : {}) };
   }
   const nonParams = new Set(["base", "experts", "stats", "method", "out", "dtype", "device", "max_shard_size"]);
   const { name, ...methodParams } = typeof doc.method === "string" ? { name: doc.method } : doc.method;
@@ -65,9 +83,9 @@ function expected(doc: Record<string, any>): { method: string; params: Record<st
 
 let models: Promise<string> | undefined;
 /** One set of checkpoints for all configs, made on first use (concurrent tests do not wait for beforeAll). */
-const work = () => (models ??= Promise.resolve().then(() => {
+const work = () => (models ??= Promise.resolve().then(async () => {
   const d = tmpDir("tm-examples-");
-  makeModels(d);
+  await makeModels(d);
   return d;
 }));
 
@@ -96,6 +114,7 @@ describe.each(registered.filter((m) => examples.includes(m)))("examples/configs/
     const plan = JSON.parse(dry.stdout);
     expect(plan).toMatchObject({ method: name, params: want.params });
     expect(plan.experts.map((e: { name: string; weight: number }) => [e.name, e.weight])).toEqual([["math", want.weights[0]], ["code", want.weights[1]]]);
+    if (want.modelParams) expect(plan.experts.map((e: { parameters: unknown }) => e.parameters)).toEqual(want.modelParams);
     expect(fs.existsSync(out)).toBe(false);
     const needsStats = listMethods().find((m) => m.name === name)!.needsStats;
     if (needsStats) {
@@ -111,7 +130,10 @@ describe.each(registered.filter((m) => examples.includes(m)))("examples/configs/
     expect(manifest.experts.map((e: { name: string; weight: number }) => [e.name, e.weight])).toEqual([["math", want.weights[0]], ["code", want.weights[1]]]);
     if (needsStats) expect(JSON.stringify(manifest.details)).toContain("embed.weight"); // the fallback is reported
     expect(fs.readFileSync(path.join(out, "README.md"), "utf8")).toContain(`**${name}**`);
-    expect(fs.readFileSync(path.join(out, "config.json"), "utf8")).toBe('{"model_type": "toy"}');
+    // config.json is the base's; a config's dtype (f32 or mergekit's float32) sets its torch_dtype.
+    const torchDtype = ({ f32: "float32", f16: "float16", bf16: "bfloat16" } as Record<string, string>)[doc.dtype] ?? doc.dtype;
+    if (doc.dtype) expect(JSON.parse(fs.readFileSync(path.join(out, "config.json"), "utf8"))).toEqual({ model_type: "toy", torch_dtype: torchDtype });
+    else expect(fs.readFileSync(path.join(out, "config.json"), "utf8")).toBe('{"model_type": "toy"}');
     const merged = readSafetensors(out);
     expect(Object.keys(merged)).toEqual(smallModel().map((k) => k.name));
     for (const [k, t] of Object.entries(merged))

@@ -5,7 +5,7 @@
  */
 import * as fs from "fs";
 import * as path from "path";
-import { planMerge, TaskmergeError } from "../lib";
+import { planMerge, TaskmergeError, UsageError } from "../lib";
 import { makeZoo, runCli, tmpDir, listTree, writeSafetensors, Zoo } from "./helpers/fixtures";
 
 /** Statistics of the small model's linear layers and norm; values do not matter for planning. */
@@ -48,7 +48,10 @@ describe("statistics in the plan", () => {
     expect(plan.statistics!.bytes).toBe(2 * (4 * 64 + 8 + 4 * 1024 + 8 + 4 * 8));
     expect(plan.io.statisticsBytes).toBe(plan.statistics!.bytes);
     expect(plan.memory.statistics).toBeGreaterThan(0);
-    expect(plan.warnings).toEqual([`${a}: 1 statistics tensor matches no weight of the base (first: 'model.blocks.0.attn.qkv.input_gram')`]);
+    expect(plan.warnings).toEqual([
+      ...[a, b].map((f, t) => `${f}: the statistics do not record which checkpoint they were collected from; cannot check that they belong to expert 'task${t}'`),
+      `${a}: 1 statistics tensor matches no weight of the base (first: 'model.blocks.0.attn.qkv.input_gram')`,
+    ]);
     expect(fs.existsSync(p("never.safetensors"))).toBe(false);
   });
 
@@ -59,11 +62,13 @@ describe("statistics in the plan", () => {
     const args = ["merge", "--base", zoo.base.path, "--expert", zoo.experts[0].path, "--stats", good, "--expert", zoo.experts[1].path,
       "--stats", bad, "--method", "regmean", "--out", p("out")];
     const [dry, real] = await Promise.all([runCli([...args, "--dry-run"]), runCli(args)]);
+    // The merge warns first that these test statistics record no source checkpoint; the error line is the same.
+    const errors = (r: { stderr: string }) => r.stderr.split("\n").filter((l) => !l.startsWith("warning: ")).join("\n").trim();
     for (const r of [dry, real]) {
       expect(r.code).toBe(1);
-      expect(r.stderr.trim()).toMatch(/^taskmerge: error: statistics tensor is F32 \[32, 33\] .*'blocks\.0\.mlp\.fc2\.weight' \[8, 32\].*bad\.stats\.safetensors.*blocks\.0\.mlp\.fc2\.input_gram/);
+      expect(errors(r)).toMatch(/^taskmerge: error: statistics tensor is F32 \[32, 33\] .*'blocks\.0\.mlp\.fc2\.weight' \[8, 32\].*bad\.stats\.safetensors.*blocks\.0\.mlp\.fc2\.input_gram/);
     }
-    expect(dry.stderr).toBe(real.stderr);
+    expect(errors(dry)).toBe(errors(real));
     expect(listTree(dir)).toEqual(before);
   });
 
@@ -76,11 +81,11 @@ describe("statistics in the plan", () => {
     );
   });
 
-  test("statistics given to a method that does not use them: a warning, not an error", async () => {
+  test("statistics given to a method that does not use them: a usage error, in the dry run as in the merge", async () => {
     const s = writeStats(p("unused.stats.safetensors"));
-    const plan = await planMerge({ base: zoo.base.path, experts: zoo.experts.map((e) => ({ path: e.path, stats: s })), method: "average", out: p("y") });
-    expect(plan.statistics).toBeUndefined();
-    expect(plan.warnings).toEqual(["method 'average' does not use statistics; --stats files are ignored"]);
+    const err = await planMerge({ base: zoo.base.path, experts: zoo.experts.map((e) => ({ path: e.path, stats: s })), method: "average", out: p("y") }).catch((e) => e);
+    expect(err).toBeInstanceOf(UsageError);
+    expect(err.message).toMatch(/statistics given .* but the method uses none/);
   });
 });
 

@@ -10,7 +10,9 @@
 import * as fs from "fs";
 import * as path from "path";
 import { spawnSync } from "child_process";
-import { ROOT, readSafetensors, readHeader, values, tmpDir, maxRelErr } from "./helpers/fixtures";
+import { ROOT, readSafetensors, readHeader, values, tmpDir, maxRelErr, makeZoo, smallModel } from "./helpers/fixtures";
+import { Checkpoint } from "../lib/checkpoint";
+import { fingerprint } from "../lib/fingerprint";
 
 const PY = "/usr/bin/python3";
 const hasTorch = fs.existsSync(PY) && spawnSync(PY, ["-c", "import torch, numpy"], { stdio: "ignore" }).status === 0;
@@ -128,7 +130,7 @@ function run(cmd: string, args: string[]) {
   return r;
 }
 
-maybe("collect_stats.py matches an independent forward pass (Linear, LayerNorm, MultiheadAttention)", () => {
+maybe("collect_stats.py matches an independent forward pass (Linear, LayerNorm, MultiheadAttention)", async () => {
   const dir = tmpDir("tm-stats-");
   fs.writeFileSync(path.join(dir, "tiny.py"), MODEL_PY);
   fs.writeFileSync(path.join(dir, "gen.py"), GEN_PY);
@@ -163,9 +165,42 @@ maybe("collect_stats.py matches an independent forward pass (Linear, LayerNorm, 
     expect([key, maxRelErr(stats[key].v, want, 1) < 1e-12]).toEqual([key, true]);
   }
   expect(stats["attn.in_proj.input_gram"].shape).toEqual([E, E]);
+  // The file records the checkpoint it was collected from (--weights), as taskmerge fingerprints it.
+  const weights = path.join(dir, "weights.safetensors");
+  expect(header.__metadata__).toMatchObject({ checkpoint: weights, ...(await tsFingerprint(weights)) });
   expect(stats["attn.out_proj.input_count"].shape).toEqual([1]);
   // weight key -> stats prefix: drop ".weight" / "_weight"
   for (const m of Object.keys(rows)) expect(Object.keys(w)).toContain(m === "attn.in_proj" ? "attn.in_proj_weight" : `${m}.weight`);
+}, 30000);
+
+/** The fingerprint taskmerge computes for a checkpoint, as the metadata keys statistics files use. */
+async function tsFingerprint(p: string): Promise<Record<string, string>> {
+  const ck = await Checkpoint.open(p);
+  try {
+    const fp = await fingerprint(ck);
+    return { checkpoint_bytes: String(fp.bytes), checkpoint_header_sha256: fp.headerHash, checkpoint_sample_sha256: fp.sampleHash };
+  } finally {
+    await ck.close();
+  }
+}
+
+maybe("collect_stats.py records the checkpoint it ran as taskmerge fingerprints it (file, HF directory, sharded)", async () => {
+  const dir = tmpDir("tm-fp-");
+  const keys = [...smallModel("BF16"), { name: "empty.weight", shape: [0, 3], dtype: "F32" }];
+  const paths: string[] = [];
+  for (const layout of ["file", "dir", "sharded"] as const) {
+    const sub = path.join(dir, layout);
+    fs.mkdirSync(sub);
+    const z = makeZoo(sub, { T: 1, keys, layout, seed: 4 });
+    paths.push(z.base.path, z.experts[0].path);
+  }
+  const code = `import sys, json; sys.path.insert(0, sys.argv[1]); import collect_stats
+print(json.dumps([collect_stats.checkpoint_fingerprint(p) for p in sys.argv[2:]]))`;
+  const py = JSON.parse(run(PY, ["-c", code, path.join(ROOT, "scripts"), ...paths]).stdout) as Record<string, string>[];
+  for (const [i, p] of paths.entries()) expect(py[i]).toEqual({ checkpoint: p, ...(await tsFingerprint(p)) });
+  // Base and expert share a layout (header hash) but not their weights (sample hash).
+  expect(py[0].checkpoint_header_sha256).toBe(py[1].checkpoint_header_sha256);
+  expect(py[0].checkpoint_sample_sha256).not.toBe(py[1].checkpoint_sample_sha256);
 }, 30000);
 
 // The Python-side suites: hand-built references for RMSNorm, multi-dim LayerNorm, masked and

@@ -2,7 +2,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import { makeZoo, tmpDir, Zoo, readSafetensors } from "./helpers/fixtures";
-import { merge } from "../lib/api/merge";
+import { merge, MethodSpec } from "../lib/api/merge";
 import { floatKeys, expectMatches } from "./reference/ties";
 import { consensusRef } from "./reference/consensus";
 
@@ -15,7 +15,7 @@ describe("consensus", () => {
   const keys = floatKeys(zoo.base);
   const run = async (name: string, params: Record<string, unknown>, tag: string) => {
     const out = path.join(dir, `${tag}.safetensors`);
-    const report = await merge({ base: zoo.base.path, experts: experts(zoo), method: { name, ...params }, out });
+    const report = await merge({ base: zoo.base.path, experts: experts(zoo), method: { name, ...params } as MethodSpec, out });
     return { out, report };
   };
 

@@ -68,7 +68,7 @@ describe.each([{ name: "default linear algebra", builtin: false }, { name: "buil
 test("solver eigh on full-rank Grams is the exact solve; auto with ridge 0 too", async () => {
   const s = setup(2, 15);
   const exact = lotReference(s.keys, s.zoo.base, s.zoo.experts, s.stats, {});
-  for (const method of [{ name: "lot", solver: "eigh" }, { name: "lot", solver: "auto", ridge: 0 }]) {
+  for (const method of [{ name: "lot", solver: "eigh" }, { name: "lot", solver: "auto", ridge: 0 }] as const) {
     const out = path.join(s.dir, `${method.solver}.safetensors`);
     await merge({ base: s.zoo.base.path, experts: experts(s), method, out });
     expectClose(out, s.zoo, s.keys, exact, 1e-9);
@@ -193,7 +193,7 @@ test("deterministic: the same bytes run to run, and with one thread (built-in pa
   const zoo = makeZoo(dir, { T: 2, keys, seed: 5, scale: 0.05 });
   const files = writeAllStats(dir, makeStats(keys, 2, 120, 5)); // 240 rows ≥ 160: full rank
   const ex = files.map((stats, t) => ({ path: path.join(dir, `task${t}.safetensors`), stats }));
-  for (const solver of ["auto", "eigh"]) {
+  for (const solver of ["auto", "eigh"] as const) {
     const outs = ["a", "b"].map((x) => path.join(dir, `${solver}-${x}.safetensors`));
     for (const out of outs) await merge({ base: zoo.base.path, experts: ex, method: { name: "lot", solver }, out });
     expect(fs.readFileSync(outs[0]).equals(fs.readFileSync(outs[1]))).toBe(true);

@@ -5,7 +5,7 @@
  */
 import * as fs from "fs";
 import * as path from "path";
-import { merge } from "../lib";
+import { merge, OutputDType } from "../lib";
 import { runMerge } from "../lib/engine/merge";
 import { makeZoo, readSafetensors, tmpDir, values, Zoo, Layout, isFloatName } from "./helpers/fixtures";
 import { EPS, RefFloat, quantize } from "./helpers/floatref";
@@ -80,7 +80,7 @@ describe("average and task_arithmetic match the float64 reference", () => {
     const dir = tmpDir();
     const zoo = makeZoo(dir, { T: 3, dtype: "F32", expertDtypes: ["BF16", "F16", "F64"] });
     const out = path.join(dir, "o.safetensors");
-    await merge({ base: zoo.base.path, experts: zoo.experts.map((e) => e.path), method: "average", out, dtype: outDtype.toLowerCase() });
+    await merge({ base: zoo.base.path, experts: zoo.experts.map((e) => e.path), method: "average", out, dtype: outDtype.toLowerCase() as OutputDType });
     checkOutput(zoo, out, (k) => averageRef(zoo, k), outDtype);
   });
 

@@ -90,11 +90,12 @@ describe("output layout", () => {
     const dir = tmpDir();
     const zoo = makeZoo(dir, { T: 2 });
     const out = path.join(dir, "merged");
-    fs.mkdirSync(out);
-    fs.writeFileSync(path.join(out, "stale.txt"), "old");
-    await merge({ base: zoo.base.path, experts: zoo.experts.map((e) => e.path), method: "average", out });
-    expect(fs.existsSync(path.join(out, "stale.txt"))).toBe(false);
-    expect(listTree(dir).filter((f) => f.includes(".tmp-"))).toEqual([]);
+    const experts = zoo.experts.map((e) => e.path);
+    await merge({ base: zoo.base.path, experts, method: "average", out, maxShardSize: "1KB" });
+    expect(fs.existsSync(path.join(out, "model.safetensors.index.json"))).toBe(true);
+    await merge({ base: zoo.base.path, experts, method: "average", out });
+    expect(fs.readdirSync(out).sort()).toEqual(["README.md", "model.safetensors", "taskmerge.json"]);
+    expect(listTree(dir).filter((f) => f.includes(".tmp-") || f.includes(".lock"))).toEqual([]);
   });
 });
 
@@ -156,6 +157,13 @@ describe("progress and abort", () => {
     child.kill("SIGKILL");
     expect(await exited).toBe("SIGKILL");
     expect(fs.existsSync(out)).toBe(false);
+    // The next run on the same output removes the killed run's temporary (and its lock), and says so.
+    const left = fs.readdirSync(dir).filter((f) => f.startsWith(".out.safetensors."));
+    expect(left.length).toBeGreaterThan(0);
+    const report = await merge({ base: base.path, experts, method: "average", out });
+    expect(report.reclaimed.length).toBe(left.length);
+    for (const l of report.reclaimed) expect(l).toMatch(/^removed (the lock of a killed run \(pid \d+\)|.*\.out\.safetensors\.tmp-\d+-[0-9a-f]+ \(.*\), left by a killed run)/);
+    expect(fs.readdirSync(dir).filter((f) => f.startsWith("."))).toEqual([]);
   });
 
   test("a write that fails midway (file size limit, as a full disk) is one error line and leaves nothing", async () => {

@@ -197,7 +197,7 @@ describe("ties through the CLI", () => {
 
   test("per-expert weights are refused, not ignored, by the unweighted methods", async () => {
     const zoo = makeZoo(tmpDir("ties-w-"), { T: 2 });
-    for (const name of ["ties", "dare_ties", "consensus_ta", "consensus_ties"]) {
+    for (const name of ["ties", "dare_ties", "consensus_ta", "consensus_ties"] as const) {
       const out = path.join(dir, `w-${name}.safetensors`);
       await expect(merge({ base: zoo.base.path, experts: [{ path: zoo.experts[0].path, weight: 2 }, zoo.experts[1].path], method: name, out })).rejects.toThrow(
         new RegExp(`method '${name}' takes no per-expert weight \\(expert 'task0' has weight 2\\)`),

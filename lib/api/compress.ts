@@ -3,6 +3,7 @@ import { UsageError } from "../errors";
 import { normalizeExperts, parseDTypeOption, ExpertSpec } from "./merge";
 import { runCompress, CompressReport, LambdaSearch, DEFAULT_TALL_LAMBDA } from "../tall/compress";
 import type { Progress } from "../engine/progress";
+import type { OutputDType } from "../safetensors/dtypes";
 
 export interface CompressOptions {
   base: string;
@@ -21,7 +22,7 @@ export interface CompressOptions {
   density?: number;
   scope?: "global" | "tensor";
   /** dtype of tau.safetensors (default: the base's). */
-  dtype?: string;
+  dtype?: OutputDType;
   onProgress?: (p: Progress) => void;
   signal?: AbortSignal;
 }

@@ -13,6 +13,8 @@ import { runOp } from "../native";
 import { TaskmergeError, UsageError, throwIfAborted } from "../errors";
 import { checkCompatible } from "../engine/validate";
 import { paramStats, requireStatsFiles } from "../stats/keys";
+import { readGram, readScale } from "../stats/read";
+import { checkStatsSources } from "../stats/source";
 import { ExpertSpec, normalizeExperts } from "./merge";
 import { Progress, ProgressTracker } from "../engine/progress";
 
@@ -25,6 +27,8 @@ export interface DriftOptions {
   /** Statistics files in expert order, as an alternative to ExpertSpec.stats. */
   stats?: string[];
   onProgress?: (p: Progress) => void;
+  /** Warnings about the inputs (statistics that record no source checkpoint; also in the report). */
+  onWarning?: (message: string) => void;
   signal?: AbortSignal;
 }
 
@@ -55,6 +59,7 @@ export interface DriftReport {
   baseTotal: number;
   /** Weights lacking statistics from some expert: not measured. */
   skipped: string[];
+  warnings: string[];
 }
 
 export async function drift(opts: DriftOptions): Promise<DriftReport> {
@@ -78,6 +83,9 @@ export async function drift(opts: DriftOptions): Promise<DriftReport> {
     }
     requireStatsFiles("drift", experts);
     checkCompatible(base, [merged, ...experts.map((e) => e.checkpoint)]);
+    // Statistics measured against the wrong expert would give wrong numbers: the same check as a merge's.
+    const warnings = await checkStatsSources(experts);
+    for (const w of warnings) opts.onWarning?.(w);
 
     const keys = base.keys().filter((k) => isFloatDType(base.get(k).dtype));
     const classified = keys.map((k) => ({ key: k, ps: paramStats(k, base.get(k).shape, experts) }));
@@ -104,15 +112,15 @@ export async function drift(opts: DriftOptions): Promise<DriftReport> {
         let r;
         const st = ps.kind === "linear" ? ps.grams[t] : ps.kind === "norm" ? ps.scales[t] : undefined;
         if (!st) throw new Error("unreachable");
-        const stat = await st.file.read(st.info.key);
+        const stat = await (ps.kind === "linear" ? readGram(st) : readScale(st));
         progress.bytes(wt.length + stat.length, key);
         try {
           r = ps.kind === "linear"
             ? await runOp("drift_linear", { ...common, out: info.shape[0], in: info.shape[1], gram: stat, gramDtype: st.info.dtype })
             : await runOp("drift_norm", { ...common, n: info.numel, scale: stat, scaleDtype: st.info.dtype });
         } catch (err) {
-          const msg = String((err as { message?: unknown })?.message ?? err);
-          throw /statistics/.test(msg) ? new TaskmergeError(msg, st.file.path, st.info.key) : new TaskmergeError(msg, undefined, key);
+          // The statistics were checked when read: what fails here concerns the weights of this key.
+          throw new TaskmergeError(String((err as { message?: unknown })?.message ?? err), undefined, key);
         }
         drift.push(r.drift as number);
         baseDrift.push(r.baseDrift as number);
@@ -130,6 +138,7 @@ export async function drift(opts: DriftOptions): Promise<DriftReport> {
       merged: merged.path, tasks: experts.map((e) => e.name), layers, totals,
       total: totals.reduce((s, x) => s + x.drift, 0), baseTotal: totals.reduce((s, x) => s + x.baseDrift, 0),
       skipped: classified.filter((c) => c.ps.kind === "fallback").map((c) => c.key),
+      warnings,
     };
   } finally {
     await Promise.all(opened.map((x) => x.close().catch(() => undefined)));

@@ -2,6 +2,8 @@
 import { UsageError } from "../errors";
 import { parseDTypeOption } from "./merge";
 import { parseByteSize } from "../units";
+import type { OutputDType } from "../safetensors/dtypes";
+import { isHubId } from "../base_info";
 import { runExtract, ExtractReport } from "../tall/extract";
 import type { Progress } from "../engine/progress";
 
@@ -11,7 +13,9 @@ export interface ExtractOptions {
   base: string;
   out: string;
   /** Output dtype of float tensors (default: the base's). */
-  dtype?: string;
+  dtype?: OutputDType;
+  /** The base's Hugging Face Hub id for the model card (default: the base's config.json `_name_or_path` when that is one). */
+  baseModel?: string;
   maxShardSize?: string | number;
   onProgress?: (p: Progress) => void;
   signal?: AbortSignal;
@@ -22,6 +26,8 @@ export type { ExtractReport };
 export async function extract(opts: ExtractOptions): Promise<ExtractReport> {
   if (!opts || typeof opts !== "object") throw new UsageError("extract() needs an options object");
   for (const k of ["bundle", "task", "base", "out"] as const) if (!opts[k]) throw new UsageError(`${k} is required`);
+  if (opts.baseModel !== undefined && !isHubId(opts.baseModel))
+    throw new UsageError(`baseModel must be a Hugging Face Hub id such as org/name (got '${opts.baseModel}')`);
   let maxShardSize: number | undefined;
   try {
     maxShardSize = opts.maxShardSize === undefined ? undefined : parseByteSize(opts.maxShardSize);

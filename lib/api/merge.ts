@@ -2,10 +2,13 @@
 import * as path from "path";
 import { runMerge, MergeReport, EngineOptions } from "../engine/merge";
 import { Progress } from "../engine/progress";
-import { parseOutputDType, FloatDType } from "../safetensors/dtypes";
+import { parseOutputDType, FloatDType, OutputDType } from "../safetensors/dtypes";
+import type { MergekitMethodSpec, MethodName, MethodSpec } from "../methods";
 import { parseByteSize } from "../units";
 import { UsageError } from "../errors";
 import { resolveDevice, Device } from "../device";
+import type { Setting } from "../methods/mergekit/settings";
+import { isHubId } from "../base_info";
 
 export interface ExpertSpec {
   path: string;
@@ -15,28 +18,33 @@ export interface ExpertSpec {
   weight?: number;
   /** Statistics file for regmean / lot. */
   stats?: string;
-}
-
-export interface MethodSpec {
-  name: string;
-  [param: string]: unknown;
+  /** Per-model settings of the mergekit:* methods (weight, density), as mergekit's `models[].parameters`. */
+  parameters?: Record<string, Setting>;
 }
 
 export interface MergeOptions {
   base: string;
   experts: (string | ExpertSpec)[];
-  method: string | MethodSpec;
+  /** A method name, or the name and parameters typed per method: `{ name: "ties", density: 0.2 }`. */
+  method: MethodName | MethodSpec | MergekitMethodSpec;
   out: string;
-  /** Output dtype of float tensors: f32 | f16 | bf16 (default: the base's). */
-  dtype?: string;
+  /** Output dtype of float tensors (default: the base's). */
+  dtype?: OutputDType;
   device?: Device;
+  /**
+   * The base's Hugging Face Hub id, for the model card's `base_model` (default:
+   * `_name_or_path` of the base's config.json when that is a Hub id).
+   */
+  baseModel?: string;
   /** Shard limit for directory output, bytes or "5GB". */
   maxShardSize?: string | number;
   onProgress?: (p: Progress) => void;
+  /** Warnings about the inputs, e.g. statistics files that record no source checkpoint (also in the report). */
+  onWarning?: (message: string) => void;
   signal?: AbortSignal;
 }
 
-export type { MergeReport, Progress };
+export type { MergeReport, Progress, MethodName, MethodSpec, MergekitMethodSpec, OutputDType };
 
 export function expertName(p: string): string {
   return path.basename(path.resolve(p)).replace(/\.safetensors$/, "");
@@ -49,7 +57,10 @@ export function normalizeExperts(experts: (string | ExpertSpec)[]) {
     if (!spec || typeof spec.path !== "string" || !spec.path) throw new UsageError("every expert needs a path");
     const weight = spec.weight ?? 1;
     if (typeof weight !== "number" || !Number.isFinite(weight)) throw new UsageError(`expert ${spec.path}: weight must be a finite number`);
-    return { path: spec.path, name: spec.name ?? expertName(spec.path), weight, stats: spec.stats };
+    return {
+      path: spec.path, name: spec.name ?? expertName(spec.path), weight, stats: spec.stats,
+      ...(spec.parameters ? { parameters: spec.parameters } : {}),
+    };
   });
   const names = new Set<string>();
   for (const e of out) {
@@ -77,7 +88,8 @@ export function engineOptions(opts: MergeOptions): EngineOptions {
   if (!opts || typeof opts !== "object") throw new UsageError("merge() needs an options object");
   if (!opts.base) throw new UsageError("base is required");
   if (!opts.out) throw new UsageError("out is required");
-  const method: MethodSpec = typeof opts.method === "string" ? { name: opts.method } : opts.method;
+  // Checked at run time too: JavaScript callers, flags and YAML reach here untyped.
+  const method: { name: string } = typeof opts.method === "string" ? { name: opts.method } : opts.method;
   if (!method?.name) throw new UsageError("method is required");
   const { name, ...params } = method;
   resolveDevice(opts.device);
@@ -87,17 +99,9 @@ export function engineOptions(opts: MergeOptions): EngineOptions {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
+  if (opts.baseModel !== undefined && !isHubId(opts.baseModel))
+    throw new UsageError(`baseModel must be a Hugging Face Hub id such as org/name (got '${opts.baseModel}')`);
   const experts = normalizeExperts(opts.experts);
-  // Replacing an input with the output would destroy it when the output is renamed into place.
-  const out = path.resolve(opts.out);
-  const clash = [opts.base, ...experts.flatMap((e) => (e.stats ? [e.path, e.stats] : [e.path]))].find((p) => {
-    const abs = path.resolve(p);
-    return abs === out || abs.startsWith(out + path.sep);
-  });
-  if (clash)
-    throw new UsageError(
-      `the output ${opts.out} ${path.resolve(clash) === out ? "is also" : "contains"} an input (${clash}); write the merge somewhere else`,
-    );
   return {
     base: opts.base,
     experts,
@@ -105,8 +109,10 @@ export function engineOptions(opts: MergeOptions): EngineOptions {
     params,
     out: opts.out,
     dtype: parseDTypeOption(opts.dtype),
+    baseModel: opts.baseModel,
     maxShardSize,
     onProgress: opts.onProgress,
+    onWarning: opts.onWarning,
     signal: opts.signal,
   };
 }

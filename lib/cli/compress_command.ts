@@ -6,6 +6,8 @@ import { UsageError } from "../errors";
 import { formatBytes } from "../units";
 import { VERSION } from "../version";
 import { withSignals } from "./signals";
+import { printReclaimed } from "./reclaimed";
+import { dtypeOption, toOutputDType } from "./dtype_option";
 
 interface CompressFlags {
   base?: string;
@@ -54,7 +56,7 @@ export function registerCompress(program: Command): void {
     .addOption(new Option("--tau <kind>", "τMTL: Σ τt (sum) or the TIES disjoint sum (ties)").choices(["sum", "ties"]).default("sum"))
     .option("--density <x>", "TIES density for --tau ties (default 0.2)")
     .addOption(new Option("--scope <scope>", "TIES top-k scope for --tau ties").choices(["global", "tensor"]))
-    .addOption(new Option("--dtype <dtype>", "dtype of tau.safetensors (default: the base's)").choices(["f32", "f16", "bf16"]))
+    .addOption(dtypeOption("dtype of tau.safetensors (default: the base's)"))
     .option("--out <dir>", "bundle directory (bundle.json, tau.safetensors, masks.safetensors)")
     .option("-q, --quiet", "no progress and no summary (errors still go to stderr)")
     .option("--json", "print the final report as JSON on stdout")
@@ -67,9 +69,10 @@ export function registerCompress(program: Command): void {
       const report = await withSignals((signal) =>
         compress({
           base: flags.base!, experts: flags.expert!, out: flags.out!, tallLambda: parseLambdas(flags.tallLambda), tau: flags.tau,
-          density: parseDensity(flags.density), scope: flags.scope, dtype: flags.dtype, onProgress: (p) => view.update(p), signal,
+          density: parseDensity(flags.density), scope: flags.scope, dtype: toOutputDType(flags.dtype), onProgress: (p) => view.update(p), signal,
         }),
       ).finally(() => view.stop());
+      printReclaimed(report.reclaimed);
       const peakMemoryBytes = process.resourceUsage().maxRSS * 1024;
       if (flags.json) {
         process.stdout.write(JSON.stringify({ taskmerge: VERSION, ...report, peakMemoryBytes }, null, 2) + "\n");

@@ -13,6 +13,8 @@ import { TaskmergeError, UsageError } from "../errors";
 import { readRegularFile } from "../input_file";
 import type { ExpertSpec } from "../api/merge";
 import { getMethod, resolveParams } from "../methods";
+import { listMergekitMethods, MERGEKIT_PREFIX, MERGEKIT_UNSUPPORTED } from "../methods/mergekit";
+import { Setting, withFallback } from "../methods/mergekit/settings";
 import { parseByteSize } from "../units";
 import {
   nativeSchema, mergekitSchema, NativeConfig, MergekitConfig, MERGEKIT_KEYS, DTYPE_ALIASES, keysAt, unknownKeyHint,
@@ -143,62 +145,138 @@ function localPath(cfg: MergeConfig, key: string, p: string, abs: (p: string) =>
   return full;
 }
 
+type MkModel = NonNullable<MergekitConfig["models"]>[number] & { i: number };
+
+/** mergekit's methods that taskmerge runs with mergekit's meaning (lib/methods/mergekit). */
+const MERGEKIT_METHODS = new Set(listMergekitMethods().map((m) => m.name));
+
 function fromMergekit(c: MergekitConfig, file: string, abs: (p: string) => string): MergeConfig {
+  const name = c.merge_method;
+  const mk = name !== undefined && MERGEKIT_METHODS.has(name);
   const cfg: MergeConfig = {
     file, form: "mergekit", params: {}, paramKeys: {}, keys: { base: "base_model", method: "merge_method", experts: "models" },
-    method: c.merge_method, ...common(c, file, abs),
+    method: name, ...common(c, file, abs),
   };
+  if (c.out_dtype !== undefined) cfg.dtype = DTYPE_ALIASES[c.out_dtype] ?? c.out_dtype;
   if (c.base_model !== undefined) cfg.base = localPath(cfg, "base_model", c.base_model, abs);
+  // Top-level weight (and, for mergekit's methods, density) is every model's fallback, as in
+  // mergekit's lookup; the other keys are the method's parameters.
+  const globals: Record<string, Setting | undefined> = {};
   for (const [k, v] of Object.entries(c.parameters ?? {})) {
     if (v === undefined) continue;
-    cfg.params[k] = v;
+    if (k === "weight" || (mk && k === "density")) {
+      globals[k] = v as Setting;
+      continue;
+    }
+    cfg.params[k] = typeof v === "boolean" ? String(v) : v;
     cfg.paramKeys[k] = `parameters.${k}`;
   }
-  if (c.models) {
-    // mergekit lists the base among the models; its task vector is zero, so it is not an expert.
-    const models = c.models.map((m, i) => ({ ...m, i })).filter((m) => !(cfg.base && abs(m.model) === cfg.base));
-    if (!models.length) throw configError(cfg, "models", "lists only the base model; add the fine-tuned models to merge");
-    // taskmerge applies one density to every model: per-model values must agree.
-    for (const m of models) {
-      const d = m.parameters?.density;
-      if (d === undefined) continue;
-      const key = `models[${m.i}].parameters.density`;
-      if (cfg.params.density !== undefined && cfg.params.density !== d)
-        throw configError(cfg, key, `${d} differs from ${cfg.paramKeys.density} (${cfg.params.density}); taskmerge applies one density to every model`);
-      cfg.params.density = d;
-      cfg.paramKeys.density ??= key;
+  if (!c.models) return cfg;
+  const all: MkModel[] = c.models.map((m, i) => ({ ...m, i }));
+  let models = all.filter((m) => !(cfg.base && abs(m.model) === cfg.base));
+  if (name === "linear") models = linearBase(cfg, all, models, globals, abs);
+  if (!models.length) throw configError(cfg, "models", "lists only the base model; add the fine-tuned models to merge");
+  if (!mk) {
+    if (globals.weight !== undefined && typeof globals.weight !== "number") throw settingNeedsMergekit(cfg, "parameters.weight", name);
+    oneDensity(cfg, models);
+  }
+  cfg.experts = models.map((m) => {
+    const parameters: Record<string, Setting> = {};
+    for (const k of ["weight", "density"] as const) {
+      const own = m.parameters?.[k] as Setting | undefined;
+      if (!mk && own !== undefined && typeof own !== "number") throw settingNeedsMergekit(cfg, `models[${m.i}].parameters.${k}`, name);
+      const v = withFallback(own, globals[k]);
+      if (v !== undefined) parameters[k] = v;
     }
-    const given = models.filter((m) => m.parameters?.density !== undefined);
-    if (given.length && given.length < models.length && !c.parameters?.density) {
-      const m = models.find((x) => x.parameters?.density === undefined)!;
-      throw configError(cfg, `models[${m.i}]`, "has no parameters.density while other models do; set it on every model or once in 'parameters'");
-    }
-    cfg.experts = models.map((m) => ({
+    const weight = parameters.weight;
+    return {
       path: localPath(cfg, `models[${m.i}].model`, m.model, abs),
       name: m.name,
-      weight: m.parameters?.weight,
+      weight: typeof weight === "number" ? weight : undefined,
       stats: m.stats === undefined ? undefined : abs(m.stats),
-    }));
-  }
+      ...(mk && Object.keys(parameters).length ? { parameters } : {}),
+    };
+  });
   return cfg;
 }
 
-/** mergekit method names with a taskmerge counterpart. */
-const MERGEKIT_NAMES: Record<string, string> = {
-  linear: "mergekit's 'linear' with equal weights is taskmerge's 'average'; with weights that sum to 1, 'task_arithmetic' with lambda 1",
-};
+function settingNeedsMergekit(cfg: MergeConfig, key: string, method: string | undefined): UsageError {
+  return configError(
+    cfg, key,
+    `a gradient or filter list needs one of mergekit's methods (${[...MERGEKIT_METHODS].join(", ")}); '${method}' takes one number here`,
+  );
+}
+
+/** taskmerge's own methods apply one density to every model: per-model values must agree. */
+function oneDensity(cfg: MergeConfig, models: MkModel[]): void {
+  for (const m of models) {
+    const d = m.parameters?.density;
+    if (d === undefined) continue;
+    const key = `models[${m.i}].parameters.density`;
+    if (cfg.params.density !== undefined && cfg.params.density !== d)
+      throw configError(cfg, key, `${d} differs from ${cfg.paramKeys.density} (${cfg.params.density}); taskmerge applies one density to every model`);
+    cfg.params.density = d;
+    cfg.paramKeys.density ??= key;
+  }
+  const given = models.filter((m) => m.parameters?.density !== undefined);
+  if (given.length && given.length < models.length && cfg.paramKeys.density?.startsWith("models[")) {
+    const m = models.find((x) => x.parameters?.density === undefined)!;
+    throw configError(cfg, `models[${m.i}]`, "has no parameters.density while other models do; set it on every model or once in 'parameters'");
+  }
+}
+
+/**
+ * mergekit's linear averages every model, the base too when it is one of them:
+ * the engine's base is base_model (or, without one, the first model), and its
+ * own weight becomes the method's base_weight.
+ */
+function linearBase(
+  cfg: MergeConfig, all: MkModel[], others: MkModel[], globals: Record<string, Setting | undefined>, abs: (p: string) => string,
+): MkModel[] {
+  let models = others;
+  let key: string;
+  let weight: Setting | undefined;
+  if (cfg.base) {
+    const listed = all.find((m) => abs(m.model) === cfg.base);
+    key = listed?.parameters?.weight !== undefined ? `models[${listed.i}].parameters.weight` : "parameters.weight";
+    weight = withFallback(listed?.parameters?.weight as Setting | undefined, globals.weight);
+    if (weight === undefined && !listed)
+      throw configError(
+        cfg, "base_model",
+        "is not among 'models' and has no weight: mergekit's linear averages every model, the base too, and needs its weight " +
+          "(list it in 'models' with a weight, give parameters.weight, or drop base_model to average the models alone)",
+      );
+  } else {
+    const [first, ...rest] = all;
+    if (!rest.length) throw configError(cfg, "models", "linear of one model is that model; list at least two");
+    cfg.base = localPath(cfg, `models[${first.i}].model`, first.model, abs);
+    key = first.parameters?.weight !== undefined ? `models[${first.i}].parameters.weight` : "parameters.weight";
+    weight = withFallback(first.parameters?.weight as Setting | undefined, globals.weight);
+    models = rest;
+  }
+  weight ??= 1;
+  if (typeof weight !== "number") throw configError(cfg, key, "the base model's weight must be one number (taskmerge scales the base as a whole)");
+  cfg.params.base_weight = weight;
+  cfg.paramKeys.base_weight = key;
+  return models;
+}
 
 /**
  * Checks the file's method and parameters against the method that will run
  * (`name`, possibly from --method), skipping parameters a flag overrides, so
  * that errors point at the offending key.
  */
-export function checkConfigMethod(cfg: MergeConfig, name: string, overridden: Set<string>): void {
+export function checkConfigMethod(cfg: MergeConfig, name: string, overridden: Set<string>): string {
+  // In mergekit's form a method name means mergekit's definition of it, given here or with --method.
+  if (cfg.form === "mergekit" && MERGEKIT_METHODS.has(name)) name = MERGEKIT_PREFIX + name;
   let method;
   try {
     method = getMethod(name);
   } catch (e) {
-    const hint = MERGEKIT_NAMES[name] ? `; ${MERGEKIT_NAMES[name]}` : "";
+    const hint =
+      cfg.form === "mergekit" && MERGEKIT_UNSUPPORTED.includes(name)
+        ? `; mergekit's '${name}' is not supported (mergekit methods taskmerge runs with mergekit's meaning: ${[...MERGEKIT_METHODS].join(", ")})`
+        : "";
     if (name === cfg.method) throw configError(cfg, cfg.keys.method, (e as Error).message + hint);
     throw e;
   }
@@ -210,6 +288,7 @@ export function checkConfigMethod(cfg: MergeConfig, name: string, overridden: Se
       throw configError(cfg, cfg.paramKeys[k], (e as Error).message);
     }
   }
+  return name;
 }
 
 // ---- messages for schema issues ----

@@ -68,6 +68,29 @@ export function nativeSchema() {
     .strict();
 }
 
+/** Whether v is one of mergekit's per-tensor settings (lib/methods/mergekit/settings.ts). */
+function settingProblem(v: unknown): string | undefined {
+  const finite = (x: unknown) => typeof x === "number" && Number.isFinite(x);
+  if (finite(v)) return undefined;
+  if (!Array.isArray(v)) return typeof v === "number" ? "expected a finite number" : `expected number, received ${v === null ? "null" : typeof v}`;
+  if (v.length && v.every(finite)) return undefined;
+  const conditional = (c: unknown) =>
+    typeof c === "object" && c !== null && !Array.isArray(c) &&
+    Object.keys(c).every((k) => k === "filter" || k === "value") &&
+    ((c as { filter?: unknown }).filter === undefined || typeof (c as { filter?: unknown }).filter === "string") &&
+    (finite((c as { value?: unknown }).value) ||
+      (Array.isArray((c as { value?: unknown }).value) && ((c as { value: unknown[] }).value.length > 0) && (c as { value: unknown[] }).value.every(finite)));
+  if (v.length && v.every(conditional)) return undefined;
+  return "expected a number, a gradient (a non-empty list of numbers) or a list of {filter, value} (value: a number or a gradient)";
+}
+
+/** A mergekit parameter setting: a number, a gradient or a list of {filter, value}. */
+const setting = () =>
+  z.unknown().superRefine((v, ctx) => {
+    const problem = settingProblem(v);
+    if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+  }).optional();
+
 export function mergekitSchema() {
   const model = z
     .object(
@@ -75,7 +98,7 @@ export function mergekitSchema() {
         model: path(),
         name: z.string().min(1).optional(),
         stats: path().optional(),
-        parameters: z.object({ weight: num().optional(), density: num().optional() }).strict().optional(),
+        parameters: z.object({ weight: setting(), density: setting() }).strict().optional(),
       },
       { invalid_type_error: "expected a mapping with 'model'" },
     )
@@ -85,9 +108,22 @@ export function mergekitSchema() {
       merge_method: z.string().min(1).optional(),
       base_model: path().optional(),
       models: z.array(model).min(1, "expected at least one model").optional(),
-      parameters: z.object(paramShape()).strict().optional(),
+      parameters: z
+        .object({
+          ...paramShape(),
+          // mergekit's: per-tensor defaults for every model, and the switches of its methods.
+          weight: setting(),
+          density: setting(),
+          normalize: z.boolean().optional(),
+          rescale: z.boolean().optional(),
+          int8_mask: z.boolean().optional(),
+          topk_ties: z.enum(["keep_all", "exact_k"]).optional(),
+        })
+        .strict()
+        .optional(),
       // taskmerge always takes the tokenizer and config files from the base, which is mergekit's "base".
       tokenizer_source: z.literal("base").optional(),
+      out_dtype: z.enum(DTYPES).optional(),
       ...common(),
     })
     .strict();
@@ -104,7 +140,16 @@ const OTHER_FORM: Record<string, string> = {
   base_model: "base", models: "experts", merge_method: "method",
 };
 
+/** mergekit keys taskmerge does not take, and why. */
+const MERGEKIT_REFUSED: Record<string, string> = {
+  slices: "mergekit's slices (layer ranges) are not supported: taskmerge merges whole checkpoints of one architecture; list them under 'models'",
+  modules: "mergekit's modules are not supported: taskmerge merges whole checkpoints; list them under 'models'",
+  tokenizer: "taskmerge copies the tokenizer from the base (tokenizer_source: base)",
+  chat_template: "taskmerge copies the base's files, its chat template included",
+};
+
 export function unknownKeyHint(key: string, allowed: string[], mergekit: boolean): string {
+  if (mergekit && MERGEKIT_REFUSED[key] && allowed.includes("merge_method")) return ` (${MERGEKIT_REFUSED[key]})`;
   const other = OTHER_FORM[key];
   if (other && allowed.includes(other))
     return ` (the ${mergekit ? "mergekit" : "taskmerge"} form of this file uses '${other}'; do not mix the two forms)`;

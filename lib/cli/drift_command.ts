@@ -45,7 +45,8 @@ Example:
         throw new UsageError(`--stats given ${f.stats.length} times for ${f.expert.length} experts; give one per expert, in order`);
       const view = createProgressView({ quiet: f.quiet });
       const report = await withSignals((signal) =>
-        drift({ base: f.base!, merged: f.merged!, experts: f.expert!, stats: f.stats, signal, onProgress: (p) => view.update(p) }),
+        drift({ base: f.base!, merged: f.merged!, experts: f.expert!, stats: f.stats, signal, onProgress: (p) => view.update(p),
+          onWarning: (w) => process.stderr.write(`warning: ${w}\n`) }),
       ).finally(() => view.stop());
       if (f.json) process.stdout.write(JSON.stringify(report, jsonNumbers, 2) + "\n");
       else process.stdout.write(formatDrift(report));

@@ -1,11 +1,13 @@
 /** `taskmerge extract`: one task's checkpoint from a TALL bundle and the base. */
-import { Command, Option } from "commander";
+import type { Command } from "commander";
 import { extract } from "../api/extract";
 import { createProgressView } from "./progress";
 import { UsageError } from "../errors";
 import { formatBytes } from "../units";
 import { VERSION } from "../version";
 import { withSignals } from "./signals";
+import { printReclaimed } from "./reclaimed";
+import { dtypeOption, toOutputDType } from "./dtype_option";
 
 interface ExtractFlags {
   bundle?: string;
@@ -13,6 +15,7 @@ interface ExtractFlags {
   base?: string;
   out?: string;
   dtype?: string;
+  baseModel?: string;
   maxShardSize?: string;
   quiet?: boolean;
   json?: boolean;
@@ -25,7 +28,8 @@ export function registerExtract(program: Command): void {
     .option("--bundle <dir>", "bundle directory written by 'taskmerge compress'")
     .option("--task <name>", "task (expert name) to rebuild")
     .option("--base <path>", "the base checkpoint the bundle was made from")
-    .addOption(new Option("--dtype <dtype>", "output dtype of float tensors (default: the base's)").choices(["f32", "f16", "bf16"]))
+    .addOption(dtypeOption("output dtype of float tensors (default: the base's)"))
+    .option("--base-model <id>", "the base's Hugging Face Hub id for the model card's base_model (default: the base's config.json _name_or_path)")
     .option("--max-shard-size <size>", "shard limit for directory output (default: 5GB)")
     .option("--out <path>", "output: X.safetensors (one file) or a directory (Hugging Face layout)")
     .option("-q, --quiet", "no progress and no summary (errors still go to stderr)")
@@ -39,10 +43,11 @@ Examples:
       const view = createProgressView({ quiet: flags.quiet || flags.json });
       const report = await withSignals((signal) =>
         extract({
-          bundle: flags.bundle!, task: flags.task!, base: flags.base!, out: flags.out!, dtype: flags.dtype, maxShardSize: flags.maxShardSize,
+          bundle: flags.bundle!, task: flags.task!, base: flags.base!, out: flags.out!, dtype: toOutputDType(flags.dtype), baseModel: flags.baseModel, maxShardSize: flags.maxShardSize,
           onProgress: (p) => view.update(p), signal,
         }),
       ).finally(() => view.stop());
+      printReclaimed(report.reclaimed);
       if (flags.json) process.stdout.write(JSON.stringify({ taskmerge: VERSION, ...report }, null, 2) + "\n");
       else if (!flags.quiet)
         process.stdout.write(

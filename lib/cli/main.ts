@@ -14,6 +14,7 @@ import { registerMerge } from "./merge_command";
 import { registerDrift } from "./drift_command";
 import { registerCompress } from "./compress_command";
 import { registerExtract } from "./extract_command";
+import { registerMethods } from "./methods_command";
 import { InterruptedError } from "./signals";
 import { checkEnvironment } from "../env";
 
@@ -32,6 +33,7 @@ Examples:
   taskmerge merge --config merge.yaml --dry-run
   taskmerge compress --base base/ --expert a/ --expert b/ --out bundle/
   taskmerge extract --bundle bundle/ --task a --base base/ --out a-rebuilt/
+  taskmerge methods                 # every method with its parameters and defaults
   taskmerge help merge
 
 Run 'taskmerge <command> --help' for a command's options and examples.
@@ -42,6 +44,7 @@ Exit status: 0 success, 1 failure, 2 usage or config error, 130/143 interrupted 
   registerDrift(program);
   registerCompress(program);
   registerExtract(program);
+  registerMethods(program);
   return program;
 }
 

@@ -7,26 +7,23 @@ import { createProgressView } from "./progress";
 import { formatPlan } from "./plan_view";
 import { UsageError } from "../errors";
 import { listMethods } from "../methods";
+import { formatMethodsText, formatParams, paramFlags, valuePlaceholder } from "../methods/describe";
+import { dtypeOption, toOutputDType } from "./dtype_option";
 import { formatBytes } from "../units";
 import { VERSION } from "../version";
 import type { Device } from "../device";
 import { withSignals } from "./signals";
+import { printReclaimed } from "./reclaimed";
 
 interface MergeFlags {
   base?: string;
   expert?: string[];
   stats?: string[];
   method?: string;
-  lambda?: string;
-  density?: string;
-  k?: string;
-  alpha?: string;
-  seed?: string;
-  scope?: string;
-  tallLambda?: string;
-  ridge?: string;
-  solver?: string;
+  /** Method parameters, by the flags' attribute names (tallLambda for --tall-lambda). */
+  [param: string]: unknown;
   dtype?: string;
+  baseModel?: string;
   device?: string;
   maxShardSize?: string;
   out?: string;
@@ -38,11 +35,26 @@ interface MergeFlags {
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
-/** Method parameter flags and the parameter names they set. */
-const PARAM_FLAGS: [keyof MergeFlags, string][] = [
-  ["lambda", "lambda"], ["density", "density"], ["k", "k"], ["alpha", "alpha"], ["seed", "seed"],
-  ["scope", "scope"], ["tallLambda", "tall_lambda"], ["ridge", "ridge"], ["solver", "solver"],
-];
+/**
+ * One flag per method parameter, generated from the methods' declarations
+ * (ParamSpec) after the command's own options; a flag the command already
+ * declares by hand keeps that declaration. Returns [attribute, parameter] pairs.
+ */
+function addParamFlags(cmd: Command): [string, string][] {
+  const pairs: [string, string][] = [];
+  for (const f of paramFlags()) {
+    const existing = cmd.options.find((o) => o.long === f.flag);
+    if (existing) {
+      pairs.push([existing.attributeName(), f.name]);
+      continue;
+    }
+    const opt = new Option(`${f.flag} ${valuePlaceholder(f.spec)}`, `${f.description ?? "method parameter, see below"} (${f.methods.join(", ")})`);
+    if (f.choices) opt.choices(f.choices);
+    cmd.addOption(opt);
+    pairs.push([opt.attributeName(), f.name]);
+  }
+  return pairs;
+}
 
 const EXAMPLES = `
 Examples:
@@ -73,10 +85,10 @@ merge.yaml (mergekit form):
   parameters: {lambda: 1.0}
   dtype: bfloat16
 
-Exit status: 0 success, 1 failure, 2 usage or config error, 130/143 interrupted (SIGINT/SIGTERM; no output is left).`;
+Exit status: 0 success, 1 failure, 2 usage or config error, 130/143 interrupted (SIGINT/SIGTERM; no output is left, unless it came during the final rename, which completes).`;
 
 export function registerMerge(program: Command): void {
-  program
+  const cmd = program
     .command("merge")
     .description("merge experts (fine-tuned checkpoints) into the base with a method")
     .argument("[config]", "merge.yaml, as with --config (mergekit-yaml style: taskmerge merge merge.yaml out/)")
@@ -86,39 +98,33 @@ export function registerMerge(program: Command): void {
     .option("--expert <path>", "fine-tuned checkpoint (repeat for each expert)", collect)
     .option("--stats <path>", "statistics file per expert, in --expert order (regmean, lot)", collect)
     .option("--method <name>", `merge method: ${listMethods().map((m) => m.name).join(", ")}`)
-    .option("--lambda <x>", "scaling coefficient λ")
-    .option("--density <x>", "fraction kept (ties, dare)")
-    .option("--k <n>", "consensus threshold (consensus_*)")
-    .option("--alpha <x>", "RegMean shrinkage α")
-    .option("--seed <n>", "random seed (dare)")
-    .addOption(new Option("--scope <scope>", "TIES top-k scope").choices(["global", "tensor"]))
-    .option("--tall-lambda <x>", "TALL mask λ (consensus_*)")
-    .option("--ridge <x>", "LOT ridge ε")
-    .addOption(new Option("--solver <s>", "LOT solver").choices(["auto", "cholesky", "eigh"]))
-    .addOption(new Option("--dtype <dtype>", "output dtype of float tensors (default: the base's)").choices(["f32", "f16", "bf16"]))
+    .addOption(dtypeOption("output dtype of float tensors (default: the base's); mergekit's names too"))
     .addOption(new Option("--device <device>", "compute device").choices(["auto", "cpu", "cuda"]))
+    .option("--base-model <id>", "the base's Hugging Face Hub id for the model card's base_model (default: the base's config.json _name_or_path)")
     .option("--max-shard-size <size>", "shard limit for directory output (default: 5GB)")
     .option("--out <path>", "output: X.safetensors (one file) or a directory (Hugging Face layout)")
     .option("--config <file>", "merge.yaml with the same options, taskmerge or mergekit form (flags override)")
     .option("--dry-run", "check every input and print the plan (keys, sizes, memory, I/O); write nothing")
     .option("-q, --quiet", "no progress and no summary (errors still go to stderr)")
     .option("--json", "print the final report (or the --dry-run plan) as JSON on stdout")
-    .addHelpText("after", EXAMPLES)
-    .action(async (configArg: string | undefined, outArg: string | undefined, flags: MergeFlags) => {
+    .addHelpText("after", () => `\nMethods and their parameters (the flags above; in YAML and the library, the names with _):\n\n${formatMethodsText({ flags: true })}${EXAMPLES}`);
+  const paramAttrs = addParamFlags(cmd);
+  cmd.action(async (configArg: string | undefined, outArg: string | undefined, flags: MergeFlags) => {
       if (configArg && flags.config) throw new UsageError(`two configs given (${configArg} and --config ${flags.config}); give one`);
       if (outArg && flags.out) throw new UsageError(`two outputs given (${outArg} and --out ${flags.out}); give one`);
       flags = { ...flags, config: flags.config ?? configArg, out: flags.out ?? outArg };
       const cfg = flags.config ? await loadMergeConfig(flags.config) : undefined;
-      const opts = combine(cfg, flags);
+      const opts = combine(cfg, flags, paramAttrs);
       if (flags.dryRun) {
         const plan = await withSignals((signal) => planMerge({ ...opts, signal }));
         process.stdout.write(flags.json ? JSON.stringify({ dryRun: true, taskmerge: VERSION, ...plan }, null, 2) + "\n" : formatPlan(plan));
         return;
       }
       const view = createProgressView({ quiet: flags.quiet });
-      const report = await withSignals((signal) => merge({ ...opts, onProgress: (p) => view.update(p), signal })).finally(() =>
+      const report = await withSignals((signal) => merge({ ...opts, onProgress: (p) => view.update(p), onWarning: (w) => process.stderr.write(`warning: ${w}\n`), signal })).finally(() =>
         view.stop(),
       );
+      printReclaimed(report.reclaimed);
       // maxRSS is in kilobytes.
       const peakMemoryBytes = process.resourceUsage().maxRSS * 1024;
       if (flags.json) {
@@ -126,8 +132,9 @@ export function registerMerge(program: Command): void {
         const inputs = { base: opts.base, experts: opts.experts, dtype: opts.dtype ?? null };
         process.stdout.write(JSON.stringify({ taskmerge: VERSION, ...rest, ...inputs, peakMemoryBytes, details }, null, 2) + "\n");
       } else if (!flags.quiet) {
+        const params = formatParams(report.params);
         process.stderr.write(
-          `merged ${report.tensors} tensors with ${report.method} into ${report.out} in ${report.seconds.toFixed(1)} s ` +
+          `merged ${report.tensors} tensors with ${report.method}${params ? ` (${params})` : ""} into ${report.out} in ${report.seconds.toFixed(1)} s ` +
             `(read ${formatBytes(report.bytesRead)}, wrote ${formatBytes(report.bytesWritten)}, peak memory ${formatBytes(peakMemoryBytes)})\n`,
         );
         for (const [k, v] of Object.entries(report.details)) process.stderr.write(`  ${k}: ${brief(v)}\n`);
@@ -142,7 +149,7 @@ function brief(v: unknown): string {
 }
 
 /** Flags over the config file; errors about values from the file name the file and key. */
-export function combine(cfg: MergeConfig | undefined, f: MergeFlags): MergeOptions {
+export function combine(cfg: MergeConfig | undefined, f: MergeFlags, paramAttrs: [string, string][]): MergeOptions {
   const missing = (key: keyof MergeConfig["keys"] | "out", flag: string) =>
     cfg
       ? configError(cfg, "", `missing '${key === "out" ? "out" : cfg.keys[key].split(".")[0]}' (give it in the file or with ${flag})`)
@@ -160,16 +167,18 @@ export function combine(cfg: MergeConfig | undefined, f: MergeFlags): MergeOptio
       throw new UsageError(`--stats given ${f.stats.length} times for ${experts.length} experts; give one per expert, in order`);
     experts = experts.map((e, i) => ({ ...(typeof e === "string" ? { path: e } : e), stats: f.stats![i] }));
   }
-  const overridden = new Set(PARAM_FLAGS.filter(([flag]) => f[flag] !== undefined).map(([, name]) => name));
-  if (cfg) checkConfigMethod(cfg, method, overridden);
+  const overridden = new Set(paramAttrs.filter(([attr]) => f[attr] !== undefined).map(([, name]) => name));
+  const name = cfg ? checkConfigMethod(cfg, method, overridden) : method;
   const params: Record<string, unknown> = { ...cfg?.params };
-  for (const [flag, name] of PARAM_FLAGS) if (f[flag] !== undefined) params[name] = f[flag];
+  for (const [attr, name] of paramAttrs) if (f[attr] !== undefined) params[name] = f[attr];
   return {
     base,
     out,
     experts,
-    method: { name: method, ...params },
-    dtype: f.dtype ?? cfg?.dtype,
+    // Flags and YAML are strings and numbers of any method: merge() checks them against the declaration at run time.
+    method: { name, ...params } as MergeOptions["method"],
+    dtype: toOutputDType(f.dtype ?? cfg?.dtype),
+    baseModel: f.baseModel,
     device: (f.device ?? cfg?.device) as Device | undefined,
     maxShardSize: f.maxShardSize ?? cfg?.maxShardSize,
   };

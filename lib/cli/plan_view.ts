@@ -4,6 +4,15 @@ import { formatBytes } from "../units";
 
 const SHOW_TENSORS = 6;
 
+/** A model's resolved parameters: weight 0.5, density [1, 0.7, 0.1] (a gradient), weight [mlp: 0.5, *: 0] (filters). */
+function formatModelParams(p: Record<string, unknown>): string {
+  const show = (v: unknown): string =>
+    Array.isArray(v)
+      ? `[${v.map((x) => (typeof x === "object" && x !== null ? `${(x as { filter?: string }).filter ?? "*"}: ${show((x as { value: unknown }).value)}` : String(x))).join(", ")}]`
+      : String(v);
+  return Object.entries(p).map(([k, v]) => `${k} ${show(v)}`).join(", ");
+}
+
 export function formatPlan(p: MergePlan): string {
   const L: string[] = [];
   const row = (label: string, text: string) => L.push(`${label.padEnd(11)}${text}`);
@@ -14,7 +23,8 @@ export function formatPlan(p: MergePlan): string {
   row("base", `${p.base.path} (${p.base.layout}, ${p.base.tensors} tensors, ${formatBytes(p.base.bytes)})`);
   p.experts.forEach((e, i) =>
     (i ? more : (t: string) => row("experts", t))(
-      `${e.name}: ${e.path} (${e.layout}, ${formatBytes(e.bytes)}${e.weight !== 1 ? `, weight ${e.weight}` : ""}${e.stats ? `, stats ${e.stats}` : ""})`,
+      `${e.name}: ${e.path} (${e.layout}, ${formatBytes(e.bytes)}${e.parameters ? "" : e.weight !== 1 ? `, weight ${e.weight}` : ""}` +
+        `${e.stats ? `, stats ${e.stats}` : ""}${e.parameters ? `, ${formatModelParams(e.parameters)}` : ""})`,
     ),
   );
   row("checks", "headers read; keys, shapes and dtypes match the base; the output path is writable");

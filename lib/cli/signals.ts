@@ -3,14 +3,17 @@
  * aborts at the next chunk and removes its temporary output, then the command
  * exits 128 + the signal number (130 for Ctrl-C), as shells expect. A second
  * signal exits at once; the output path is still untouched then, only a
- * hidden temporary file or directory may remain beside it.
+ * hidden temporary file or directory may remain beside it (the next run on
+ * that output removes it). A signal that arrives once the output is past the
+ * point of no return (its final rename) cannot stop it: the output is kept
+ * whole and the command still exits 128 + the signal number, never 0.
  */
 import { constants } from "os";
 import { AbortError } from "../errors";
 
 export class InterruptedError extends AbortError {
-  constructor(readonly signal: NodeJS.Signals) {
-    super(`interrupted by ${signal}; no output was written`);
+  constructor(readonly signal: NodeJS.Signals, outputComplete = false) {
+    super(`interrupted by ${signal}; ${outputComplete ? "it came as the run was finishing, and its output is complete" : "no output was written"}`);
     this.name = "InterruptedError";
   }
 
@@ -33,8 +36,11 @@ export async function withSignals<T>(fn: (signal: AbortSignal) => Promise<T>): P
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   try {
-    return await fn(ac.signal);
+    const result = await fn(ac.signal);
+    if (received) throw new InterruptedError(received, true);
+    return result;
   } catch (e) {
+    if (e instanceof InterruptedError) throw e;
     // Once interrupted, whatever the abort surfaced as (an AbortError, a closed writer) is the interruption.
     throw received ? new InterruptedError(received) : e;
   } finally {

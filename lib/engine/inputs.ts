@@ -7,22 +7,34 @@ import { Checkpoint } from "../checkpoint";
 import { SafetensorsFile } from "../safetensors/file";
 import type { Expert } from "../methods/types";
 import { checkCompatible } from "./validate";
+import { checkpointFiles } from "../out_path/clash";
+import type { Setting } from "../methods/mergekit/settings";
+import { checkStatsSources } from "../stats/source";
+import { UsageError } from "../errors";
 
 export interface ResolvedExpert {
   path: string;
   name: string;
   weight: number;
   stats?: string;
+  parameters?: Record<string, Setting>;
 }
 
 export interface Inputs {
   base: Checkpoint;
   experts: Expert[];
+  /** Every file the checkpoints read from (safetensors files, shard indexes), for the output clash check. */
+  files: string[];
+  /** Warnings about the inputs (statistics that record no source checkpoint). */
+  warnings: string[];
   /** Closes every file opened here; safe to call more than once. */
   close(): Promise<void>;
 }
 
 export async function openInputs(base: string, experts: ResolvedExpert[], withStats: boolean): Promise<Inputs> {
+  const given = experts.find((e) => e.stats);
+  if (!withStats && given)
+    throw new UsageError(`statistics given (${given.stats}) but the method uses none; drop --stats (or stats:) or use lot or regmean`);
   const opened: { close(): Promise<void> }[] = [];
   const track = <T extends { close(): Promise<void> }>(x: T): T => (opened.push(x), x);
   const close = async () => {
@@ -34,12 +46,19 @@ export async function openInputs(base: string, experts: ResolvedExpert[], withSt
     for (const e of experts) {
       const checkpoint = track(await Checkpoint.open(e.path));
       const stats = e.stats && withStats ? track(await SafetensorsFile.open(e.stats)) : undefined;
-      list.push({ name: e.name, checkpoint, weight: e.weight, stats });
+      list.push({ name: e.name, checkpoint, weight: e.weight, stats, ...(e.parameters ? { parameters: e.parameters } : {}) });
     }
     checkCompatible(b, list.map((e) => e.checkpoint));
-    return { base: b, experts: list, close };
+    const files = [b, ...list.map((e) => e.checkpoint)].flatMap(checkpointFiles);
+    const warnings = withStats ? await checkStatsSources(list) : [];
+    return { base: b, experts: list, files, warnings, close };
   } catch (e) {
     await close();
     throw e;
   }
+}
+
+/** The paths a run's options name (checkpoints, statistics), checked against the output before anything is read. */
+export function namedPaths(base: string, experts: { path: string; stats?: string }[]): string[] {
+  return [base, ...experts.flatMap((e) => (e.stats ? [e.path, e.stats] : [e.path]))];
 }

@@ -4,15 +4,19 @@
  * any particular method.
  */
 import * as path from "path";
-import { Checkpoint } from "../checkpoint";
 import { FloatDType, isFloatDType } from "../safetensors/dtypes";
 import { OutTensor } from "../safetensors/writer";
-import { Output } from "../output";
+import { checkpointKind, Output } from "../output";
+import { OutputSlot } from "../out_path/slot";
+import { checkInputClash } from "../out_path/clash";
 import { AbortError, TaskmergeError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
-import type { Expert, MergeContext, Params } from "../methods/types";
-import { openInputs, Inputs, ResolvedExpert } from "./inputs";
+import type { MergeContext, Params } from "../methods/types";
+import { namedPaths, openInputs, Inputs, ResolvedExpert } from "./inputs";
+import { attribute, chunkInputs } from "./provenance";
+import { finiteSink } from "./finite_output";
 import { modelCard } from "../model_card";
+import { outputConfigFiles, readBaseInfo } from "../base_info";
 import { Progress, ProgressTracker } from "./progress";
 import { VERSION } from "../version";
 import { envNumber } from "../env";
@@ -26,9 +30,13 @@ export interface EngineOptions {
   params: Record<string, unknown>;
   out: string;
   dtype?: FloatDType;
+  /** The base's Hub id for the model card. */
+  baseModel?: string;
   maxShardSize?: number;
   chunkElems?: number;
   onProgress?: (p: Progress) => void;
+  /** Called once per warning about the inputs, before merging starts (also listed in the report). */
+  onWarning?: (message: string) => void;
   signal?: AbortSignal;
 }
 
@@ -40,7 +48,11 @@ export interface MergeReport {
   bytesRead: number;
   bytesWritten: number;
   seconds: number;
+  /** Warnings about the inputs (e.g. statistics that record no source checkpoint). */
+  warnings: string[];
   details: Record<string, unknown>;
+  /** Leftovers of killed runs on the same output that were removed or restored, one line each. */
+  reclaimed: string[];
 }
 
 export const DEFAULT_CHUNK_ELEMS = 4 << 20;
@@ -57,11 +69,19 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
   if (!o.experts.length) throw new TaskmergeError("no experts given");
   throwIfAborted(o.signal);
 
+  // Before reading anything: no input at the output path, and the path ours to write.
+  const named = namedPaths(o.base, o.experts);
+  await checkInputClash(o.out, named);
+  const slot = await OutputSlot.claim(o.out, checkpointKind(o.out), o.signal);
   let inputs: Inputs | undefined;
   let output: Output | undefined;
   try {
     inputs = await openInputs(o.base, o.experts, !!method.needsStats);
     const { base, experts } = inputs;
+    // Shards and index files of the inputs, now that they are known.
+    await checkInputClash(o.out, [...named, ...inputs.files]);
+    method.validate?.(base, experts, params);
+    for (const w of inputs.warnings) o.onWarning?.(w);
 
     const keys = base.keys();
     const isFloat = (k: string) => isFloatDType(base.get(k).dtype);
@@ -78,15 +98,19 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
       method: method.name,
       params,
       base: o.base,
-      experts: o.experts.map((e) => ({ name: e.name, path: e.path, weight: e.weight, ...(e.stats ? { stats: e.stats } : {}) })),
+      experts: o.experts.map((e, i) => {
+        const parameters = method.expertParameters?.(experts[i], params);
+        return { name: e.name, path: e.path, weight: e.weight, ...(e.stats ? { stats: e.stats } : {}), ...(parameters ? { parameters } : {}) };
+      }),
       ...(o.dtype ? { dtype: o.dtype } : {}),
     };
-    output = await Output.create(o.out, plan, {
+    output = await Output.create(slot, plan, {
       maxShardSize: o.maxShardSize,
       copyFrom: base.dir,
       metadata: { format: "pt" },
     });
 
+    const baseInfo = await readBaseInfo(base.dir, o.baseModel);
     if (method.prepare) await method.prepare(ctx);
     const out = output;
     let bytesWritten = 0;
@@ -99,28 +123,32 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
         await out.write(key, data);
       };
       try {
-        if (isFloat(key)) await method.mergeTensor(ctx, key, sink);
+        if (isFloat(key)) await method.mergeTensor(ctx, key, finiteSink(key, outDtype(key), sink));
         else await copyTensor(ctx, key, sink);
       } catch (e) {
-        throw keyError(e, key, base, experts);
+        throw keyError(e, key, ctx);
       }
       progress.tensorDone(key);
     }
     throwIfAborted(o.signal);
     // Written last so that they carry the method's report (thresholds, fallbacks).
-    await output.commit({
-      "taskmerge.json": JSON.stringify({ ...manifest, details: ctx.details }, null, 2) + "\n",
-      "README.md": modelCard(manifest, ctx.details, method.description, path.basename(path.resolve(o.out))),
-    });
+    await output.commit(
+      {
+        "README.md": modelCard(manifest, ctx.details, method.description, { outDir: o.out, base: baseInfo }),
+        ...outputConfigFiles(baseInfo, o.dtype),
+      },
+      { ...manifest, details: ctx.details },
+    );
     return {
       method: method.name, params, out: path.resolve(o.out), tensors: keys.length, bytesRead: progress.bytesRead,
-      bytesWritten, seconds: (Date.now() - t0) / 1000, details: ctx.details,
+      bytesWritten, seconds: (Date.now() - t0) / 1000, warnings: inputs.warnings, details: ctx.details, reclaimed: slot.reclaimed,
     };
   } catch (e) {
     await output?.abort().catch(() => undefined);
     throw e;
   } finally {
     await inputs?.close();
+    await slot.release();
   }
 }
 
@@ -135,10 +163,9 @@ async function copyTensor(ctx: MergeContext, key: string, sink: (d: Uint8Array) 
   }
 }
 
-/** Gives native and internal errors the key and, where known, the file they concern. */
-function keyError(e: unknown, key: string, base: Checkpoint, experts: Expert[]): unknown {
+/** Gives native and internal errors the key and, for a bad input, its file (from the error's provenance). */
+function keyError(e: unknown, key: string, ctx: MergeContext): unknown {
   if (e instanceof TaskmergeError || e instanceof AbortError || !(e instanceof Error)) return e;
-  const m = /\bexpert (\d+)\b/.exec(e.message);
-  const file = m ? experts[Number(m[1])]?.checkpoint.path : /\bbase\b/.test(e.message) ? base.path : undefined;
-  return new TaskmergeError(e.message, file, key);
+  const a = attribute(e, chunkInputs(ctx, key));
+  return a instanceof TaskmergeError ? a : new TaskmergeError(e.message, undefined, key);
 }

@@ -8,12 +8,14 @@ import { Checkpoint, CheckpointLayout } from "../checkpoint";
 import { SafetensorsFile } from "../safetensors/file";
 import { DTYPE_SIZE, DType, FloatDType, isFloatDType } from "../safetensors/dtypes";
 import { encodeHeader, OutTensor, tensorBytes } from "../safetensors/writer";
-import { checkOutputPath, DEFAULT_MAX_SHARD, isFileOutput, listOtherFiles, planShards, shardFileName } from "../output";
+import { checkpointKind, DEFAULT_MAX_SHARD, isFileOutput, listOtherFiles, planShards, shardFileName } from "../output";
+import { checkReplaceable } from "../out_path/owned";
+import { checkInputClash } from "../out_path/clash";
 import { TaskmergeError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
 import type { Params } from "../methods/types";
-import { openInputs } from "./inputs";
-import { paramStats, requireStatsFiles, statsPrefix } from "../stats/keys";
+import { namedPaths, openInputs } from "./inputs";
+import { classifyStats, paramStats, statsPrefix } from "../stats/keys";
 import { defaultChunkElems, EngineOptions } from "./merge";
 
 export interface PlannedTensor {
@@ -38,7 +40,11 @@ export interface MergePlan {
   method: string;
   params: Params;
   base: { path: string; layout: CheckpointLayout; tensors: number; bytes: number };
-  experts: { name: string; path: string; weight: number; stats?: string; layout: CheckpointLayout; bytes: number }[];
+  experts: {
+    name: string; path: string; weight: number; stats?: string; layout: CheckpointLayout; bytes: number;
+    /** The method's resolved per-model parameters (mergekit:* methods), by name. */
+    parameters?: Record<string, unknown>;
+  }[];
   out: {
     path: string;
     kind: "file" | "directory";
@@ -62,19 +68,26 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
   const params = resolveParams(method, o.params);
   if (!o.experts.length) throw new TaskmergeError("no experts given");
   throwIfAborted(o.signal);
+  // The checks runMerge makes before it writes, in the same order.
+  const named = namedPaths(o.base, o.experts);
+  await checkInputClash(o.out, named);
+  await checkReplaceable(path.resolve(o.out), o.out, checkpointKind(o.out));
   const inputs = await openInputs(o.base, o.experts, !!method.needsStats);
   try {
     const { base } = inputs;
-    const experts = inputs.experts.map((e, i) => ({ spec: o.experts[i], ck: e.checkpoint, stats: e.stats }));
-    await checkOutputPath(o.out);
-    const warnings: string[] = [];
+    method.validate?.(base, inputs.experts, params);
+    const experts = inputs.experts.map((e, i) => ({
+      spec: o.experts[i], ck: e.checkpoint, stats: e.stats, parameters: method.expertParameters?.(e, params),
+    }));
+    await checkInputClash(o.out, [...named, ...inputs.files]);
+    const warnings: string[] = [...inputs.warnings];
     let statistics: StatsCoverage | undefined;
     if (method.needsStats) {
       // The same checks the statistics methods make before reading data (lib/stats/keys.ts).
       const se = experts.map((e) => ({ name: e.spec.name, stats: e.stats }));
-      requireStatsFiles(method.name, se);
+      classifyStats(method.name, base.keys().filter((k) => isFloatDType(base.get(k).dtype)).map((key) => ({ key, shape: base.get(key).shape })), se);
       statistics = statsCoverage(base, se, warnings);
-    } else if (o.experts.some((e) => e.stats)) warnings.push(`method '${method.name}' does not use statistics; --stats files are ignored`);
+    }
 
     const tensors: PlannedTensor[] = base.keys().map((key) => {
       const t = base.get(key);
@@ -118,7 +131,7 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
       base: { path: base.path, layout: base.layout, tensors: tensors.length, bytes: base.fileBytes },
       experts: experts.map((e) => ({
         name: e.spec.name, path: e.ck.path, weight: e.spec.weight, ...(e.spec.stats ? { stats: path.resolve(e.spec.stats) } : {}),
-        layout: e.ck.layout, bytes: e.ck.fileBytes,
+        layout: e.ck.layout, bytes: e.ck.fileBytes, ...(e.parameters ? { parameters: e.parameters } : {}),
       })),
       out: { path: path.resolve(o.out), kind: file ? "file" : "directory", dtype: o.dtype ?? "base", files, copied },
       tensors,

@@ -9,6 +9,7 @@ import type { MergeContext, TensorSink } from "../methods/types";
 import type { Checkpoint } from "../checkpoint";
 import { chunkPool } from "./buffer_pool";
 import { withWriteBehind } from "./write_behind";
+import { blaming, chunkInputs } from "./provenance";
 
 export interface Chunk {
   key: string;
@@ -89,7 +90,7 @@ export async function forEachChunk(ctx: MergeContext, key: string, fn: (c: Chunk
     // Keep the read-ahead's rejection from going unhandled if fn throws first.
     next?.catch(() => undefined);
     throwIfAborted(ctx.signal);
-    await fn(chunk);
+    await blaming(chunkInputs(ctx, key), () => fn(chunk));
     ctx.progress.bytes(chunk.base.length + chunk.experts.reduce((s, b) => s + b.length, 0), key);
   }
 }

@@ -1,8 +1,8 @@
 /** average: θ0 + (1/T) Σ τt. */
 import { mergeElementwise } from "../engine/stream";
-import type { MergeMethod } from "./types";
+import { defineMethod } from "./types";
 
-export const average: MergeMethod = {
+export const average = defineMethod({
   name: "average",
   description: "Mean of the experts: θ0 + (1/T) Σ τt",
   params: [],
@@ -10,4 +10,4 @@ export const average: MergeMethod = {
     const T = ctx.experts.length;
     return mergeElementwise(ctx, key, sink, "task_arithmetic", { coeffs: ctx.experts.map(() => 1 / T) });
   },
-};
+});

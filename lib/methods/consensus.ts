@@ -6,17 +6,18 @@
  * ties). k = 0 gives task arithmetic (resp. ties with merge_func "sum"); k > T gives θ0.
  */
 import { mergeElementwise } from "../engine/stream";
-import type { MergeMethod, ParamSpec } from "./types";
+import { defineMethod, ParamSpec } from "./types";
 import { KeyScan, magnitudeArgs, mergeWith } from "./ties_trim";
 import { prepareTrim, rejectWeights, trimFor } from "./ties";
 
-const common = (lambda: number): ParamSpec[] => [
-  { name: "k", type: "integer", default: 2, min: 0, description: "minimum number of tasks whose mask selects an entry" },
-  { name: "tall_lambda", type: "number", default: 0.4, min: 0, description: "TALL mask λ" },
-  { name: "lambda", type: "number", default: lambda, description: "scale of the masked τMTL" },
-];
+const common = (lambda: number) =>
+  [
+    { name: "k", type: "integer", default: 2, min: 0, description: "minimum number of tasks whose mask selects an entry" },
+    { name: "tall_lambda", type: "number", default: 0.4, min: 0, description: "TALL mask λ" },
+    { name: "lambda", type: "number", default: lambda, description: "scale of the masked τMTL" },
+  ] as const satisfies readonly ParamSpec[];
 
-export const consensusTa: MergeMethod = {
+export const consensusTa = defineMethod({
   name: "consensus_ta",
   description: "Consensus merging over task arithmetic: keep entries selected by at least k TALL masks",
   params: common(0.3),
@@ -27,16 +28,16 @@ export const consensusTa: MergeMethod = {
     const p = ctx.params;
     return mergeElementwise(ctx, key, sink, "consensus", { kind: "sum", k: p.k as number, tallLambda: p.tall_lambda as number, lambda: p.lambda as number });
   },
-};
+});
 
-export const consensusTies: MergeMethod = {
+export const consensusTies = defineMethod({
   name: "consensus_ties",
   description: "Consensus merging over TIES: keep entries of the TIES disjoint sum selected by at least k TALL masks",
   params: [
     ...common(1.0),
     { name: "density", type: "number", default: 0.2, min: 0, max: 1, description: "TIES fraction of |τt| kept per task" },
     { name: "scope", type: "string", default: "global", choices: ["global", "tensor"], description: "TIES top-k scope" },
-  ],
+  ] as const,
   prepare: (ctx) => prepareTrim(ctx, "consensus_ties"),
   async mergeTensor(ctx, key, sink) {
     const p = ctx.params;
@@ -51,4 +52,4 @@ export const consensusTies: MergeMethod = {
       lambda: p.lambda as number,
     });
   },
-};
+});

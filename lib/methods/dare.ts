@@ -8,15 +8,15 @@
  */
 import { UsageError } from "../errors";
 import { mergeElementwise } from "../engine/stream";
-import type { MergeContext, MergeMethod, ParamSpec } from "./types";
+import { defineMethod, MergeContext, ParamSpec } from "./types";
 import { KeyScan, majoritySign, mergeWith, OpArgs } from "./ties_trim";
 import { rejectWeights } from "./ties";
 
-const PARAMS: readonly ParamSpec[] = [
+const PARAMS = [
   { name: "density", type: "number", default: 0.5, min: 0, max: 1, description: "probability of keeping an entry" },
   { name: "seed", type: "integer", default: 0, min: 0, max: Number.MAX_SAFE_INTEGER, description: "random seed" },
   { name: "lambda", type: "number", default: 1.0, description: "scale of the merged task vector" },
-];
+] as const satisfies readonly ParamSpec[];
 
 function dareArgs(ctx: MergeContext, key: string): OpArgs {
   const density = ctx.params.density as number;
@@ -24,7 +24,7 @@ function dareArgs(ctx: MergeContext, key: string): OpArgs {
   return { trim: "dare", density, seed: ctx.params.seed as number, key };
 }
 
-export const dareLinear: MergeMethod = {
+export const dareLinear = defineMethod({
   name: "dare_linear",
   description: "DARE random drop and rescale, then task arithmetic",
   params: PARAMS,
@@ -32,9 +32,9 @@ export const dareLinear: MergeMethod = {
     const lambda = ctx.params.lambda as number;
     return mergeElementwise(ctx, key, sink, "dare_linear", { ...dareArgs(ctx, key), coeffs: ctx.experts.map((e) => lambda * e.weight) });
   },
-};
+});
 
-export const dareTies: MergeMethod = {
+export const dareTies = defineMethod({
   name: "dare_ties",
   description: "DARE random drop and rescale, then TIES sign election and disjoint mean",
   params: PARAMS,
@@ -47,4 +47,4 @@ export const dareTies: MergeMethod = {
     const { majority } = await majoritySign(ctx, scan.scan, () => args);
     await mergeWith(ctx, scan, sink, "ties_merge", { ...args, majority, merge: "mean", lambda: ctx.params.lambda as number });
   },
-};
+});

@@ -6,9 +6,10 @@
  * mean and are listed in the report (details.statsFallback).
  */
 import { mergeElementwise } from "../engine/stream";
-import type { MergeContext, MergeMethod } from "./types";
-import { paramStats, requireStatsFiles } from "../stats/keys";
-import { solveLinear, statsError } from "../stats/closed_form";
+import { defineMethod, MergeContext } from "./types";
+import { classifyStats, paramStats } from "../stats/keys";
+import { solveLinear } from "../stats/closed_form";
+import { checkCounts, readScale } from "../stats/read";
 
 interface LotDetails {
   linear: number;
@@ -22,7 +23,7 @@ function lotDetails(ctx: MergeContext): LotDetails {
   return (ctx.details.lot ??= { linear: 0, norm: 0, mean: 0, eighFallback: [] }) as LotDetails;
 }
 
-export const lot: MergeMethod = {
+export const lot = defineMethod({
   name: "lot",
   description: "LOT Merging: closed-form feature-drift minimiser per linear layer from input Gram statistics",
   needsStats: true,
@@ -30,13 +31,13 @@ export const lot: MergeMethod = {
     { name: "lambda", type: "number", default: 1.0, description: "scale of the merged task vector" },
     { name: "ridge", type: "number", default: 1e-6, min: 0, description: "Cholesky ridge ε, relative to mean(diag ΣG)" },
     { name: "solver", type: "string", default: "auto", choices: ["auto", "cholesky", "eigh"], description: "linear solver" },
+    { name: "rcond", type: "number", default: 0, min: 0, description: "eigen pseudo-inverse cut-off: eigenvalues ≤ rcond·max λ are dropped (0: in·ε of the least precise Gram dtype)" },
   ],
   async prepare(ctx) {
-    requireStatsFiles("lot", ctx.experts);
-    // Check every statistics tensor's shape before any data is read.
-    const fallback: string[] = [];
-    for (const key of ctx.floatKeys) if (paramStats(key, ctx.base.get(key).shape, ctx.experts).kind === "fallback") fallback.push(key);
-    ctx.details.statsFallback = fallback;
+    // Check every statistics tensor's shape and dtype, the coverage and the counts before any weight is read.
+    const classified = classifyStats("lot", ctx.floatKeys.map((key) => ({ key, shape: ctx.base.get(key).shape })), ctx.experts);
+    await checkCounts(ctx.experts);
+    ctx.details.statsFallback = ctx.floatKeys.filter((key) => classified.get(key)!.kind === "fallback");
     lotDetails(ctx);
   },
   async mergeTensor(ctx, key, sink) {
@@ -46,25 +47,21 @@ export const lot: MergeMethod = {
     if (ps.kind === "linear") {
       const r = await solveLinear(ctx, key, sink, {
         out: ps.out, in: ps.in, grams: ps.grams, transforms: ps.grams.map(() => ({ scale: 1, alpha: 1 })),
-        solver: ctx.params.solver as string, ridge: ctx.params.ridge as number, lambda,
+        solver: ctx.params.solver as string, ridge: ctx.params.ridge as number, rcond: ctx.params.rcond as number, lambda,
       });
       d.linear++;
       if (r.eigh && ctx.params.solver !== "eigh") d.eighFallback.push(key);
       return;
     }
     if (ps.kind === "norm") {
-      const scales = await Promise.all(ps.scales.map((s) => s.file.read(s.info.key)));
+      const scales = await Promise.all(ps.scales.map(readScale));
       d.norm++;
       return mergeElementwise(ctx, key, sink, "lot_norm", {
         scales, scaleDtypes: ps.scales.map((s) => s.info.dtype), total: ctx.base.get(key).numel, lambda,
-      }).catch((e) => {
-        // "statistics of expert N" names the statistics file, not the checkpoint.
-        const m = /statistics of expert (\d+)/.exec(String((e as { message?: unknown })?.message));
-        throw m ? statsError(e, ps.scales[Number(m[1])]) : e;
       });
     }
     d.mean++;
     const T = ctx.experts.length;
     return mergeElementwise(ctx, key, sink, "task_arithmetic", { coeffs: ctx.experts.map(() => lambda / T) });
   },
-};
+});

@@ -6,10 +6,11 @@
  * Every other float parameter: the mean of the experts.
  */
 import { mergeElementwise } from "../engine/stream";
-import type { MergeContext, MergeMethod } from "./types";
+import { defineMethod, MergeContext } from "./types";
 import { TaskmergeError } from "../errors";
-import { paramStats, requireStatsFiles } from "../stats/keys";
-import { readCount, solveLinear } from "../stats/closed_form";
+import { classifyStats, paramStats, statsSource } from "../stats/keys";
+import { solveLinear } from "../stats/closed_form";
+import { checkCounts, readCount } from "../stats/read";
 
 interface RegMeanDetails {
   linear: number;
@@ -21,22 +22,25 @@ function details(ctx: MergeContext): RegMeanDetails {
   return (ctx.details.regmean ??= { linear: 0, mean: 0, eighFallback: [] }) as RegMeanDetails;
 }
 
-export const regmean: MergeMethod = {
+export const regmean = defineMethod({
   name: "regmean",
   description: "RegMean: closed-form regression merge of linear layers from mean input Grams",
   needsStats: true,
-  params: [{ name: "alpha", type: "number", default: 0.95, min: 0, max: 1, description: "shrinkage α of the off-diagonal Gram" }],
+  params: [
+    { name: "alpha", type: "number", default: 0.95, min: 0, max: 1, description: "shrinkage α of the off-diagonal Gram" },
+    { name: "rcond", type: "number", default: 0, min: 0, description: "eigen pseudo-inverse cut-off: eigenvalues ≤ rcond·max λ are dropped (0: in·ε of the least precise Gram dtype)" },
+  ],
   async prepare(ctx) {
-    requireStatsFiles("regmean", ctx.experts);
+    const classified = classifyStats("regmean", ctx.floatKeys.map((key) => ({ key, shape: ctx.base.get(key).shape })), ctx.experts);
     const fallback: string[] = [];
-    for (const key of ctx.floatKeys) {
-      const ps = paramStats(key, ctx.base.get(key).shape, ctx.experts);
+    for (const [key, ps] of classified) {
       if (ps.kind === "fallback") fallback.push(key);
       if (ps.kind === "linear")
         ps.counts.forEach((c, t) => {
-          if (!c) throw new TaskmergeError("regmean needs the row count beside the Gram to form the mean Gram", ps.grams[t].file.path, ps.grams[t].info.key.replace(/input_gram$/, "input_count"));
+          if (!c) throw new TaskmergeError("regmean needs the row count beside the Gram to form the mean Gram", ps.grams[t].file.path, ps.grams[t].info.key.replace(/input_gram$/, "input_count"), statsSource(ps.grams[t]));
         });
     }
+    await checkCounts(ctx.experts);
     ctx.details.statsFallback = fallback;
     details(ctx);
   },
@@ -48,7 +52,7 @@ export const regmean: MergeMethod = {
       const counts = await Promise.all(ps.counts.map((c) => readCount(c!)));
       const r = await solveLinear(ctx, key, sink, {
         out: ps.out, in: ps.in, grams: ps.grams, transforms: counts.map((n) => ({ scale: 1 / n, alpha })),
-        solver: "auto", ridge: 0, lambda: 1,
+        solver: "auto", ridge: 0, rcond: ctx.params.rcond as number, lambda: 1,
       });
       d.linear++;
       if (r.eigh) d.eighFallback.push(key);
@@ -58,4 +62,4 @@ export const regmean: MergeMethod = {
     const T = ctx.experts.length;
     return mergeElementwise(ctx, key, sink, "task_arithmetic", { coeffs: ctx.experts.map(() => 1 / T) });
   },
-};
+});

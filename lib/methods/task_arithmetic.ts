@@ -1,8 +1,8 @@
 /** task_arithmetic: θ0 + λ Σ wt τt. */
 import { mergeElementwise } from "../engine/stream";
-import type { MergeMethod } from "./types";
+import { defineMethod } from "./types";
 
-export const taskArithmetic: MergeMethod = {
+export const taskArithmetic = defineMethod({
   name: "task_arithmetic",
   description: "Task Arithmetic: θ0 + λ Σ wt τt",
   params: [{ name: "lambda", type: "number", default: 0.3, description: "scale of the summed task vectors" }],
@@ -10,4 +10,4 @@ export const taskArithmetic: MergeMethod = {
     const lambda = ctx.params.lambda as number;
     return mergeElementwise(ctx, key, sink, "task_arithmetic", { coeffs: ctx.experts.map((e) => lambda * e.weight) });
   },
-};
+});

@@ -7,7 +7,7 @@
  * (streamed histogram passes); scope "tensor" per key.
  */
 import { UsageError } from "../errors";
-import type { MergeContext, MergeMethod } from "./types";
+import { defineMethod, MergeContext } from "./types";
 import { describeTrim, globalTiesTrim, KeyScan, magnitudeArgs, mergeWith, tensorTiesTrim, TiesTrim } from "./ties_trim";
 
 const globalTrims = new WeakMap<MergeContext, TiesTrim>();
@@ -24,12 +24,13 @@ export async function trimFor(ctx: MergeContext, scan: KeyScan, report: string):
 
 /**
  * Methods whose definition has no per-expert weight refuse weights other than 1
- * rather than ignore them (mergekit's weighted TIES is not this definition).
+ * rather than ignore them (mergekit's weighted TIES is mergekit:ties, lib/methods/mergekit).
  */
 export function rejectWeights(ctx: MergeContext, method: string): void {
   const weighted = ctx.experts.find((e) => e.weight !== 1);
   if (weighted)
-    throw new UsageError(`method '${method}' takes no per-expert weight (expert '${weighted.name}' has weight ${weighted.weight}); use task_arithmetic or dare_linear for weighted sums`);
+    throw new UsageError(`method '${method}' takes no per-expert weight (expert '${weighted.name}' has weight ${weighted.weight}); use task_arithmetic or dare_linear for weighted sums` +
+      (method === "ties" || method === "dare_ties" ? `, or mergekit:${method} for mergekit's weighted sign election` : ""));
 }
 
 /** prepare() of the TIES-family methods: global thresholds and majority sign when scope is global. */
@@ -42,7 +43,7 @@ export async function prepareTrim(ctx: MergeContext, method: string): Promise<vo
   ctx.details.global = describeTrim(ctx, t);
 }
 
-export const ties: MergeMethod = {
+export const ties = defineMethod({
   name: "ties",
   description: "TIES-Merging: trim to the top density of |τ|, elect signs, disjoint mean",
   params: [
@@ -62,4 +63,4 @@ export const ties: MergeMethod = {
       lambda: ctx.params.lambda as number,
     });
   },
-};
+});

@@ -11,6 +11,7 @@ import { forEachChunk, chunkArgs, Chunk, mergeElementwise, releaseChunk } from "
 import { ProgressTracker } from "../engine/progress";
 import { throwIfAborted } from "../errors";
 import type { MergeContext, TensorSink } from "./types";
+import { blaming, chunkInputs } from "../engine/provenance";
 import { entrySign, windowThresholds, WindowMiss, WindowSelection } from "./ties_window";
 import { envNumber, envValue } from "../env";
 
@@ -85,7 +86,7 @@ export class KeyScan {
   readonly scan: Scan = async (fn) => {
     if (!this.single) return forEachChunk(silent(this.ctx), this.key, fn);
     const c = await this.readSingle(silent(this.ctx));
-    if (c) await fn(c);
+    if (c) await blaming(chunkInputs(this.ctx, this.key), () => fn(c));
   };
 
   /** The final pass: reports progress and releases the cached chunk. */
@@ -101,7 +102,7 @@ export class KeyScan {
       this.ctx.progress.bytes(n, this.key);
       this.ctx.progress.bytesRead -= n;
     }
-    await fn(c);
+    await blaming(chunkInputs(this.ctx, this.key), () => fn(c));
   }
 }
 
@@ -149,9 +150,22 @@ export async function selectThresholds(
   const T = ctx.experts.length;
   const k = Math.max(1, Math.floor(n * density));
   if (n === 0) return { bits: new Array(T).fill(0), k: 0, signSum: 0 };
+  const { bits, signSum } = await selectThresholdsK(ctx, scan, scan2, new Array(T).fill(k), withSigns);
+  return signSum === undefined ? { bits, k } : { bits, k, signSum };
+}
+
+/**
+ * The same two histogram passes with a k of its own per task (1 ≤ k_t ≤ n):
+ * the float32 bits of each task's k_t-th largest |τt|, and `rank`, how many of
+ * the entries exactly at that value the k_t largest include.
+ */
+export async function selectThresholdsK(
+  ctx: MergeContext, scan: Scan, scan2: Scan, ks: number[], withSigns = false,
+): Promise<{ bits: number[]; rank: number[]; signSum?: number }> {
+  const T = ctx.experts.length;
   const high = new Float64Array(T * HIGH_BINS);
   await scan((c) => runOp("magnitude_hist", { ...chunkArgs(ctx, c), level: 0, hist: high }).then(() => undefined));
-  const p0 = await runOp("magnitude_pick", { hist: high, bins: HIGH_BINS, ks: new Array(T).fill(k) });
+  const p0 = await runOp("magnitude_pick", { hist: high, bins: HIGH_BINS, ks });
   const bins0 = p0.bin as number[];
   const low = new Float64Array(T * LOW_BINS);
   const cap = candidateCap(T);
@@ -176,7 +190,8 @@ export async function selectThresholds(
   const p1 = await runOp("magnitude_pick", { hist: low, bins: LOW_BINS, ks: p0.rank as number[] });
   const bins1 = p1.bin as number[];
   const bits = bins0.map((b, t) => b * LOW_BINS + bins1[t]);
-  if (!signDiff || overflow) return { bits, k };
+  const rank = p1.rank as number[];
+  if (!signDiff || overflow) return { bits, rank };
   // Entries with one task inside its threshold's bin: kept where the low bits reach the threshold's.
   let signSum = signBase;
   for (let t = 0; t < T; t++) for (let l = bins1[t]; l < LOW_BINS; l++) signSum += signDiff[t * LOW_BINS + l];
@@ -185,7 +200,7 @@ export async function selectThresholds(
     const u = new Uint32Array(f.buffer);
     for (let e = 0; e < f.length; e += T) signSum += entrySign(f.subarray(e, e + T), u.subarray(e, e + T), bits);
   }
-  return { bits, k, signSum };
+  return { bits, rank, signSum };
 }
 
 /** Σ over the scope of the elected signs of the trimmed task vectors, and its sign. */

@@ -12,6 +12,7 @@
  * the exact histogram passes.
  */
 import { runOp } from "../native";
+import { blaming, chunkInputs } from "../engine/provenance";
 import { chunkArgs, Chunk } from "../engine/stream";
 import type { MergeContext } from "./types";
 import type { Scan } from "./ties_trim";
@@ -106,7 +107,7 @@ async function sampleBits(ctx: MergeContext, blocks: SampleBlock[], m: number): 
       const c = await readBlock(ctx, blocks[i]);
       // Real reads: they count towards the run's bytes read.
       ctx.progress.bytesRead += c.base.length + c.experts.reduce((s, b) => s + b.length, 0);
-      await runOp("ties_sample", { ...chunkArgs(ctx, c), bits, m, at: at[i] });
+      await blaming(chunkInputs(ctx, c.key), () => runOp("ties_sample", { ...chunkArgs(ctx, c), bits, m, at: at[i] }));
     }
   };
   await Promise.all(Array.from({ length: SAMPLE_CONCURRENCY }, worker));

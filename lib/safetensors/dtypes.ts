@@ -15,6 +15,12 @@ export function isFloatDType(d: DType): d is FloatDType {
   return d === "F64" || d === "F32" || d === "F16" || d === "BF16";
 }
 
+/**
+ * Output dtype names of the typed library API. The command line and YAML also
+ * take mergekit's (torch's) names float32, float16, bfloat16, float64.
+ */
+export type OutputDType = "f32" | "f16" | "bf16" | "f64";
+
 /** The --dtype option: f32|f16|bf16 (and f64) to a safetensors dtype name. */
 export function parseOutputDType(s: string): FloatDType {
   const m: Record<string, FloatDType> = {

@@ -10,6 +10,8 @@ import { TaskmergeError, throwIfAborted } from "../errors";
 import type { MergeContext, TensorSink } from "../methods/types";
 import { DTYPE_SIZE } from "../safetensors/dtypes";
 import type { StatTensor } from "./keys";
+import { readGram } from "./read";
+import { attribute, baseRef, expertRef } from "../engine/provenance";
 import { dtypeEps } from "./keys";
 
 export interface LinearSolveOptions {
@@ -20,20 +22,14 @@ export interface LinearSolveOptions {
   transforms: { scale: number; alpha: number }[];
   solver: string;
   ridge: number;
+  /** Eigen pseudo-inverse cut-off relative to the largest eigenvalue; 0: in·ε of the least precise Gram dtype. */
+  rcond: number;
   lambda: number;
 }
 
 export interface LinearSolveResult {
   eigh: boolean;
   rank: number;
-}
-
-/** Wraps a native error about statistics with the statistics file and key. */
-export function statsError(e: unknown, s: StatTensor): unknown {
-  // Duck-typed: native errors may come from another realm (e.g. under jest).
-  const msg = (e as { message?: unknown })?.message;
-  if (e instanceof TaskmergeError || typeof msg !== "string" || !/statistics/.test(msg)) return e;
-  return new TaskmergeError(msg, s.file.path, s.info.key);
 }
 
 export async function solveLinear(ctx: MergeContext, key: string, sink: TensorSink, o: LinearSolveOptions): Promise<LinearSolveResult> {
@@ -48,7 +44,7 @@ export async function solveLinear(ctx: MergeContext, key: string, sink: TensorSi
   const base = await ctx.base.read(key);
   ctx.progress.bytes(base.length, key);
   // Expert t+1's weight and Gram are read while expert t's products are computed.
-  const load = (t: number) => Promise.all([ctx.experts[t].checkpoint.read(key), o.grams[t].file.read(o.grams[t].info.key)]);
+  const load = (t: number) => Promise.all([ctx.experts[t].checkpoint.read(key), readGram(o.grams[t])]);
   let next: Promise<[Buffer, Buffer]> | undefined = load(0);
   for (const [t, e] of ctx.experts.entries()) {
     const g = o.grams[t];
@@ -61,30 +57,25 @@ export async function solveLinear(ctx: MergeContext, key: string, sink: TensorSi
       linalg: process.env.TASKMERGE_LINALG,
       out, in: n, base, baseDtype: baseInfo.dtype, expert: w, expertDtype: e.checkpoint.get(key).dtype,
       gram, gramDtype: g.info.dtype, A, BT, scale: o.transforms[t].scale, alpha: o.transforms[t].alpha,
-      what: `statistics of expert ${e.name}`,
     }).catch((err) => {
-      throw statsError(err, g);
+      // The op sees one expert: its InputError names "the expert" or "the base".
+      throw attribute(err, (role) => (role === "base" ? baseRef(ctx.base, key) : role === "expert" ? expertRef(ctx.experts, t, key) : undefined));
     });
   }
   throwIfAborted(ctx.signal);
   const outDtype = ctx.outDtype(key);
   const result = Buffer.allocUnsafe(out * n * DTYPE_SIZE[outDtype]);
-  // Pseudo-inverse cut-off from the least precise Gram: n·ε of its dtype.
-  const rcond = n * Math.max(...o.grams.map((g) => dtypeEps(g.info.dtype)));
+  // Default pseudo-inverse cut-off from the least precise Gram: n·ε of its dtype.
+  const rcond = o.rcond > 0 ? o.rcond : n * Math.max(...o.grams.map((g) => dtypeEps(g.info.dtype)));
   const r = await runOp("gram_solve", {
     linalg: process.env.TASKMERGE_LINALG,
     out, in: n, A, BT, solver: o.solver, ridge: o.ridge, rcond, base, baseDtype: baseInfo.dtype, lambda: o.lambda,
     result, resultDtype: outDtype,
+  }).catch((err) => {
+    // The solve concerns every expert's statistics of this layer: name them all.
+    const from = o.grams.map((g) => `${g.file.path} '${g.info.key}'`).join(", ");
+    throw new TaskmergeError(`solving from the statistics ${from} failed: ${String((err as { message?: unknown })?.message ?? err)}`, undefined, key);
   });
   await sink(result);
   return { eigh: r.eigh === 1, rank: r.rank as number };
-}
-
-/** Reads a statistics tensor's single count as a number. */
-export async function readCount(s: StatTensor): Promise<number> {
-  const b = await s.file.read(s.info.key);
-  const v = s.info.dtype === "F64" ? b.readDoubleLE(0) : s.info.dtype === "F32" ? b.readFloatLE(0) : NaN;
-  if (!Number.isFinite(v) || v <= 0)
-    throw new TaskmergeError(`input_count must be a positive finite number (found ${v})`, s.file.path, s.info.key);
-  return v;
 }

@@ -7,19 +7,20 @@
  *   const acc = new GramAccumulator();
  *   await acc.add("blocks.0.mlp.fc1", rows, 768);     // rows: Float32Array, k×768
  *   await acc.addNorm("blocks.0.norm1", xhat, 768);
- *   await acc.save("task.stats.safetensors");
+ *   await acc.save("task.stats.safetensors", { checkpoint: "task/" });  // the weights the pass ran
  *
  * Calls are queued, so they may be issued without awaiting each; a row
  * buffer must not change until its call's promise settles.
  */
-import { promises as fsp } from "fs";
-import * as path from "path";
-import { randomBytes } from "crypto";
 import { runOp } from "../native";
 import { TaskmergeError, UsageError } from "../errors";
 import { SafetensorsWriter, OutTensor } from "../safetensors/writer";
 import { SafetensorsFile } from "../safetensors/file";
+import { OutputSlot } from "../out_path/slot";
 import { VERSION } from "../version";
+import { Checkpoint } from "../checkpoint";
+import { fingerprint, sameFingerprint } from "../fingerprint";
+import { RecordedSource, recordedSource, sourceMetadata } from "./source";
 
 type Rows = Float32Array | Float64Array;
 
@@ -35,12 +36,20 @@ interface ModuleAcc {
 export interface SaveOptions {
   /** Storage dtype of the Gram / sums: "f64" (default) or "f32". Counts are always F64. */
   dtype?: "f64" | "f32";
+  /**
+   * The checkpoint whose forward pass produced the activations: its fingerprint
+   * is recorded in the file, and merges check it against the expert the file is
+   * given for. Without it (and without a record from load()) merges warn.
+   */
+  checkpoint?: string;
   metadata?: Record<string, string>;
 }
 
 export class GramAccumulator {
   private readonly acc = new Map<string, ModuleAcc>();
   private queue: Promise<void> = Promise.resolve();
+  /** The source checkpoint recorded in a file given to load(). */
+  private source?: RecordedSource;
 
   /** Adds rows (k rows of `width` values, row-major) of the input of linear module `module`. */
   add(module: string, rows: Rows, width: number): Promise<void> {
@@ -80,6 +89,7 @@ export class GramAccumulator {
     const acc = new GramAccumulator();
     const f = await SafetensorsFile.open(file);
     try {
+      acc.source = recordedSource(f);
       const read = async (key: string, n: number): Promise<Float64Array> => {
         const t = f.tensor(key);
         if (!t) throw new TaskmergeError("missing statistics tensor", file, key);
@@ -142,24 +152,47 @@ export class GramAccumulator {
       }
       tensors.push(count);
     }
-    const abs = path.resolve(file);
-    const tmp = path.join(path.dirname(abs), `.${path.basename(abs)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
-    let w: SafetensorsWriter;
+    const source = await this.sourceRecord(opts.checkpoint);
+    // The same path every output takes: lock, leftovers reclaimed, only a safetensors file replaced.
+    const slot = await OutputSlot.claim(file, { kind: "file" });
     try {
-      w = await SafetensorsWriter.create(abs, tmp, tensors.map(({ key, dtype, shape }) => ({ key, dtype, shape })), {
-        format: "taskmerge-stats", producer: `taskmerge ${VERSION} GramAccumulator`, dtype, ...opts.metadata,
-      });
-    } catch (e) {
-      if (e instanceof TaskmergeError) throw e;
-      throw new TaskmergeError(`cannot write statistics: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, file);
+      const tmp = slot.tempPath();
+      let w: SafetensorsWriter;
+      try {
+        w = await SafetensorsWriter.create(tmp, tmp, tensors.map(({ key, dtype, shape }) => ({ key, dtype, shape })), {
+          format: "taskmerge-stats", producer: `taskmerge ${VERSION} GramAccumulator`, dtype, ...opts.metadata, ...source,
+        });
+      } catch (e) {
+        if (e instanceof TaskmergeError) throw e;
+        throw new TaskmergeError(`cannot write statistics: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, file);
+      }
+      try {
+        for (const t of tensors) await w.write(t.key, t.data);
+        await w.finish();
+        await slot.place(tmp);
+      } catch (e) {
+        await w.close();
+        throw e;
+      }
+    } finally {
+      await slot.release();
     }
+  }
+
+  /** Metadata naming the source checkpoint: `checkpoint`'s fingerprint, else the one load() found. */
+  private async sourceRecord(checkpoint: string | undefined): Promise<Record<string, string>> {
+    if (checkpoint === undefined) return this.source ? sourceMetadata(this.source.path, this.source.fingerprint) : {};
+    if (typeof checkpoint !== "string" || !checkpoint) throw new UsageError("save: checkpoint must be a path");
+    const ck = await Checkpoint.open(checkpoint);
+    let fp;
     try {
-      for (const t of tensors) await w.write(t.key, t.data);
-      await w.finish();
-    } catch (e) {
-      await w.close();
-      throw e;
+      fp = await fingerprint(ck);
+    } finally {
+      await ck.close();
     }
+    if (this.source && !sameFingerprint(this.source.fingerprint, fp))
+      throw new UsageError(`save: the loaded statistics were collected from ${this.source.path}, not from ${checkpoint}`);
+    return sourceMetadata(checkpoint, fp);
   }
 
   private module(name: string, kind: "linear" | "norm", rows: Rows, width: number): ModuleAcc {

@@ -5,13 +5,16 @@
  * bundle checks everything a reconstruction relies on, with errors that name
  * the file and key.
  */
-import { createHash } from "crypto";
 import * as path from "path";
 import { SafetensorsFile } from "../safetensors/file";
 import { isFloatDType, FloatDType, DType } from "../safetensors/dtypes";
 import type { Checkpoint } from "../checkpoint";
 import { quote, TaskmergeError } from "../errors";
 import { readRegularFile } from "../input_file";
+import { sampleHash } from "../fingerprint";
+
+/** The content hash of the bundle's base (the fingerprint statistics files use too: lib/fingerprint.ts). */
+export { sampleHash };
 
 export const BUNDLE_FORMAT = "taskmerge.tall-bundle";
 export const BUNDLE_VERSION = 1;
@@ -139,22 +142,6 @@ function checkMasks(m: BundleManifest, masks: SafetensorsFile): void {
     }
   if (masks.tensors.length !== expected)
     throw new TaskmergeError(`holds ${masks.tensors.length} tensors, expected ${expected} (${m.tasks.length} tasks × ${m.keys.length} keys)`, masks.path);
-}
-
-const SAMPLE_ELEMS = 256;
-
-/**
- * A cheap content fingerprint: sha256 over the first entries of every key.
- * The header hash alone cannot tell two checkpoints of the same layout apart.
- */
-export async function sampleHash(base: Checkpoint): Promise<string> {
-  const h = createHash("sha256");
-  for (const k of base.keys()) {
-    const t = base.get(k);
-    h.update(k);
-    if (t.numel) h.update(await base.read(k, 0, Math.min(t.numel, SAMPLE_ELEMS)));
-  }
-  return h.digest("hex");
 }
 
 /** Checks that `base` is the checkpoint the bundle was made from. */

@@ -8,14 +8,13 @@
  */
 import { promises as fsp } from "fs";
 import * as path from "path";
-import { randomBytes } from "crypto";
 import { runOp } from "../native";
 import { SafetensorsFile } from "../safetensors/file";
 import { SafetensorsWriter, OutTensor } from "../safetensors/writer";
 import { DTYPE_SIZE, FloatDType, isFloatDType } from "../safetensors/dtypes";
 import { Chunk, chunkArgs, forEachChunk, releaseChunk } from "../engine/stream";
 import { chunkPool } from "../engine/buffer_pool";
-import { openInputs } from "../engine/inputs";
+import { namedPaths, openInputs } from "../engine/inputs";
 import { defaultChunkElems } from "../engine/merge";
 import type { ResolvedExpert } from "../engine/inputs";
 import { Progress, ProgressTracker } from "../engine/progress";
@@ -26,7 +25,11 @@ import { describeTrim, globalTiesTrim, KeyScan, magnitudeArgs, OpArgs, tensorTie
 import { PositionalWriter } from "./positional_writer";
 import { withWriteBehind } from "../engine/write_behind";
 import { reconstruct, roundUp8 } from "./reconstruct";
-import { BUNDLE_FORMAT, BUNDLE_JSON, BUNDLE_VERSION, BundleManifest, MASKS_FILE, maskBytes, maskKey, sampleHash, TAU_FILE } from "./bundle";
+import { OutputSlot } from "../out_path/slot";
+import { checkInputClash } from "../out_path/clash";
+import type { OutputKind } from "../out_path/owned";
+import { BUNDLE_FORMAT, BUNDLE_JSON, BUNDLE_VERSION, BundleManifest, MASKS_FILE, maskBytes, maskKey, TAU_FILE } from "./bundle";
+import { fingerprint } from "../fingerprint";
 
 export const DEFAULT_GRID = [0.2, 0.3, 0.4, 0.5, 0.6];
 export const DEFAULT_TALL_LAMBDA = 0.4;
@@ -64,13 +67,21 @@ export interface CompressReport {
   bytesRead: number;
   seconds: number;
   details: Record<string, unknown>;
+  /** Leftovers of killed runs on the same output that were removed or restored, one line each. */
+  reclaimed: string[];
 }
+
+/** A bundle directory: bundle.json marks it, and it holds nothing else than its three files. */
+const BUNDLE_DIR: OutputKind = { kind: "dir", what: "bundle", marker: BUNDLE_JSON, files: [BUNDLE_JSON, TAU_FILE, MASKS_FILE] };
 
 export async function runCompress(o: CompressEngineOptions): Promise<CompressReport> {
   const t0 = Date.now();
   throwIfAborted(o.signal);
-  const outAbs = path.resolve(o.out);
-  await checkOutDir(outAbs, o.out);
+  // Before reading anything: no input at the output path, and the path ours to write.
+  const named = namedPaths(o.base, o.experts);
+  await checkInputClash(o.out, named);
+  const slot = await OutputSlot.claim(o.out, BUNDLE_DIR, o.signal);
+  const outAbs = slot.out;
   const opened: { close(): Promise<void> }[] = [];
   const track = <T extends { close(): Promise<void> }>(x: T): T => (opened.push(x), x);
   let tmp: string | undefined;
@@ -78,6 +89,7 @@ export async function runCompress(o: CompressEngineOptions): Promise<CompressRep
     // Per-expert weights do not apply to TALL masks.
     const inputs = track(await openInputs(o.base, o.experts.map((e) => ({ ...e, weight: 1, stats: undefined })), false));
     const { base, experts } = inputs;
+    await checkInputClash(o.out, [...named, ...inputs.files]);
     const floatKeys = base.keys().filter((k) => isFloatDType(base.get(k).dtype));
     const tauDtype = (k: string): FloatDType => o.dtype ?? (base.get(k).dtype as FloatDType);
     const progress = new ProgressTracker(o.onProgress);
@@ -86,7 +98,7 @@ export async function runCompress(o: CompressEngineOptions): Promise<CompressRep
       chunkElems: roundUp8(o.chunkElems ?? defaultChunkElems()), details: {},
     };
 
-    tmp = path.join(path.dirname(outAbs), `.${path.basename(outAbs)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
+    tmp = slot.tempPath();
     await fsp.mkdir(tmp);
     const tmpDir = tmp;
     const maskPlan: OutTensor[] = experts.flatMap((e) => floatKeys.map((k) => ({ key: maskKey(e.name, k), dtype: "U8" as const, shape: [maskBytes(base.get(k).numel)] })));
@@ -147,26 +159,26 @@ export async function runCompress(o: CompressEngineOptions): Promise<CompressRep
       tau: { kind: o.tau, file: TAU_FILE, dtype: o.dtype ?? (floatKeys.length ? tauDtype(floatKeys[0]) : "F32"), ...(o.tau === "ties" ? { density: o.density, scope: o.scope } : {}) },
       masks: { file: MASKS_FILE, bitorder: "big", name: "<task>::<key>" },
       tasks: experts.map((e, t) => ({ name: e.name, lambda: lambdas![t], expert: e.checkpoint.path, bytes: e.checkpoint.fileBytes })),
-      base: { path: base.path, bytes: base.fileBytes, headerHash: base.headerHash, sampleHash: await sampleHash(base) },
+      base: { path: base.path, ...(await fingerprint(base)) },
       keys: floatKeys.map((k) => ({ key: k, shape: base.get(k).shape, dtype: base.get(k).dtype })),
     };
     await fsp.writeFile(path.join(tmpDir, BUNDLE_JSON), JSON.stringify(manifest, null, 2) + "\n");
     let bytesBundle = 0;
     for (const f of [TAU_FILE, MASKS_FILE, BUNDLE_JSON]) bytesBundle += (await fsp.stat(path.join(tmpDir, f))).size;
     const bytesExperts = experts.reduce((s, e) => s + e.checkpoint.fileBytes, 0);
-    throwIfAborted(o.signal);
-    await swapIntoPlace(tmpDir, outAbs, o.out);
+    await slot.place(tmpDir);
     tmp = undefined;
     return {
       out: outAbs,
       tasks: experts.map((e, t) => ({ name: e.name, lambda: lambdas![t], ...(scores[t] ? { scores: scores[t] } : {}) })),
       tau: manifest.tau, tensors: floatKeys.length, bytesExperts, bytesBundle, ratio: bytesExperts / bytesBundle,
-      bytesRead: progress.bytesRead, seconds: (Date.now() - t0) / 1000, details: ctx.details,
+      bytesRead: progress.bytesRead, seconds: (Date.now() - t0) / 1000, details: ctx.details, reclaimed: slot.reclaimed,
     };
   } finally {
     // Writers and files first, then whatever is left of the temporary bundle.
     for (const x of opened.reverse()) await x.close().catch(() => undefined);
     if (tmp) await fsp.rm(tmp, { recursive: true, force: true });
+    await slot.release();
   }
 }
 
@@ -252,25 +264,4 @@ async function computeChunk(c: Chunk, outs: Buffer[], op: () => Promise<unknown>
   } finally {
     releaseChunk(c);
   }
-}
-
-/** The output may be new, an empty directory or an older bundle (replaced); nothing else is overwritten. */
-async function checkOutDir(abs: string, shown: string): Promise<void> {
-  const parent = await fsp.stat(path.dirname(abs)).catch(() => undefined);
-  if (!parent?.isDirectory()) throw new TaskmergeError("output's parent directory does not exist", shown);
-  const st = await fsp.stat(abs).catch(() => undefined);
-  if (!st) return;
-  if (!st.isDirectory()) throw new TaskmergeError("output exists and is not a directory", shown);
-  const entries = await fsp.readdir(abs);
-  if (entries.length && !entries.includes(BUNDLE_JSON)) throw new TaskmergeError("output directory exists and is not a bundle; refusing to replace it", shown);
-}
-
-async function swapIntoPlace(tmp: string, out: string, shown: string): Promise<void> {
-  await checkOutDir(out, shown);
-  const old = await fsp.stat(out).catch(() => undefined);
-  if (!old) return fsp.rename(tmp, out);
-  const trash = `${tmp}.old`;
-  await fsp.rename(out, trash);
-  await fsp.rename(tmp, out);
-  await fsp.rm(trash, { recursive: true, force: true });
 }

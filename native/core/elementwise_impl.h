@@ -9,6 +9,7 @@
 namespace taskmerge {
 
 // Throws when a block holds NaN or ±Inf: corrupt weights must not merge silently.
+// `who` is the input's role ("base", "expert"...), t its index (size_t(-1): the only one).
 inline void checkFinite(const float* x, size_t n, size_t index, const char* who, size_t t) {
   uint32_t bad = 0;
   for (size_t i = 0; i < n; i++) {
@@ -19,9 +20,9 @@ inline void checkFinite(const float* x, size_t n, size_t index, const char* who,
   if (!bad) return;
   size_t i = 0;
   while (i < n && std::isfinite(x[i])) i++;
-  std::string name = who;
-  if (t != size_t(-1)) name += " " + std::to_string(t);
-  throw Error(name + " holds a non-finite value (NaN or Inf) at element " + std::to_string(index + i));
+  throw InputError(who, t == size_t(-1) ? -1 : (long long)t,
+                   "holds a non-finite value (NaN or Inf) at element " + std::to_string(index + i),
+                   (long long)(index + i));
 }
 
 template <class F>

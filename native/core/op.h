@@ -22,6 +22,20 @@ struct Error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// An error about one input of an op, with where it lies so that the caller can
+// name the file and key without parsing the message: the input's role ("base",
+// "expert", "stats", ...), its index among the inputs of that role (−1: the
+// role has one input), and the element when known (−1 otherwise).
+struct InputError : Error {
+  InputError(const std::string& role, long long index, const std::string& detail, long long element = -1)
+      : Error(role + (index >= 0 ? " " + std::to_string(index) : std::string()) + " " + detail), role(role),
+        index(index), detail(detail), element(element) {}
+  std::string role;
+  long long index;
+  std::string detail;
+  long long element;
+};
+
 class OpArgs {
  public:
   std::map<std::string, double> nums;

@@ -7,6 +7,12 @@
 //                                          |τ| given per task), else 0    (TIES)
 //   trim: "dare", density, seed, key      τ̂ = τ/density where u(seed,key,t,i) < density,
 //                                          else 0                          (DARE)
+//   trim: "bernoulli", densities: [..],   τ̂ = τ where u(seed,key,t,i) < density_t, else 0;
+//         seed, key                        density_t ≥ 1 keeps all (mergekit's DARE mask:
+//                                          its rescale is the caller's, see kernels/mergekit.cpp)
+//   trim: "magnitude_cut", thresholds,    τ̂ = τ where |τ| > threshold_t, or |τ| = threshold_t
+//         cuts: [..]                       at a tensor index < cut_t (exactly k kept, the
+//                                          threshold's ties by index: mergekit's rule)
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -30,11 +36,34 @@ inline uint32_t absBits(float x) {
 void trimMagnitude(const float* tau, size_t n, uint32_t threshold, float* dst);
 
 struct Trim {
-  enum class Mode { None, Magnitude, Dare };
+  enum class Mode { None, Magnitude, Dare, Bernoulli, MagnitudeCut };
   Mode mode = Mode::None;
-  std::vector<uint32_t> thr;  // Magnitude: per task
+  std::vector<uint32_t> thr;  // Magnitude, MagnitudeCut: per task
   double density = 1;         // Dare
   std::vector<CounterRng> rng;
+  std::vector<double> densities;  // Bernoulli: per task
+  std::vector<double> cuts;       // MagnitudeCut: per task
+
+  static std::vector<uint32_t> parseThresholds(const OpArgs& a, size_t T) {
+    std::vector<uint32_t> out;
+    const auto& th = a.numList("thresholds");
+    if (th.size() != T) throw Error("trim: one threshold per expert");
+    for (double v : th) {
+      if (!(v >= 0 && v <= double(0x7f800000u))) throw Error("trim: threshold bits out of range");
+      out.push_back(uint32_t(v));
+    }
+    return out;
+  }
+
+  static std::vector<CounterRng> parseRng(const OpArgs& a, size_t T) {
+    double seed = a.num("seed");
+    if (!(seed >= 0 && seed <= 9007199254740992.0) || seed != std::floor(seed))
+      throw Error("dare: seed must be a non-negative integer");
+    uint64_t kh = fnv1a64(a.str("key"));
+    std::vector<CounterRng> out;
+    for (size_t t = 0; t < T; t++) out.emplace_back(uint64_t(seed), kh, uint64_t(t));
+    return out;
+  }
 
   static Trim parse(const OpArgs& a, size_t T) {
     Trim tr;
@@ -61,6 +90,22 @@ struct Trim {
       for (size_t t = 0; t < T; t++) tr.rng.emplace_back(uint64_t(seed), kh, uint64_t(t));
       return tr;
     }
+    if (m == "bernoulli") {
+      tr.mode = Mode::Bernoulli;
+      tr.densities = a.numList("densities");
+      if (tr.densities.size() != T) throw Error("trim: one density per expert");
+      for (double d : tr.densities)
+        if (!(d >= 0)) throw Error("bernoulli: densities must be ≥ 0");
+      tr.rng = parseRng(a, T);
+      return tr;
+    }
+    if (m == "magnitude_cut") {
+      tr.mode = Mode::MagnitudeCut;
+      tr.thr = parseThresholds(a, T);
+      tr.cuts = a.numList("cuts");
+      if (tr.cuts.size() != T) throw Error("trim: one cut per expert");
+      return tr;
+    }
     throw Error("unknown trim mode '" + m + "'");
   }
 
@@ -68,6 +113,21 @@ struct Trim {
   void apply(size_t t, const float* tau, size_t n, size_t index, float* dst) const {
     if (mode == Mode::Magnitude) {
       trimMagnitude(tau, n, thr[t], dst);
+    } else if (mode == Mode::Bernoulli) {
+      const CounterRng& r = rng[t];
+      if (densities[t] >= 1) {
+        std::memcpy(dst, tau, n * sizeof(float));
+        return;
+      }
+      const uint64_t bound = uniformBelowBound(densities[t]);
+      for (size_t i = 0; i < n; i++) dst[i] = r.bits53(index + i) < bound ? tau[i] : 0.0f;
+    } else if (mode == Mode::MagnitudeCut) {
+      const uint32_t th = thr[t];
+      const double cut = cuts[t];
+      for (size_t i = 0; i < n; i++) {
+        const uint32_t u = absBits(tau[i]);
+        dst[i] = (u > th || (u == th && double(index + i) < cut)) ? tau[i] : 0.0f;
+      }
     } else if (mode == Mode::Dare) {
       // Two branch-free loops: the keep flags (scalar 64-bit hashing), then a
       // select the compiler can vectorise; a 50% random branch would mispredict.

@@ -31,8 +31,6 @@ static double quadForm(const std::vector<double>& D, size_t out, size_t in, cons
   for (size_t i0 = 0; i0 < in; i0 += RB) {
     size_t rb = std::min(RB, in - i0);
     toF64(gram + i0 * in * gs, gt, rb * in, G.data());
-    for (size_t i = 0; i < rb * in; i++)
-      if (!std::isfinite(G[i])) throw Error("statistics hold a non-finite value (NaN or infinity)");
     linalg::gemm(false, true, out, rb, in, 1.0, D.data(), in, G.data(), in, 0.0, P.data(), rb);
     for (size_t r = 0; r < out; r++)
       for (size_t i = 0; i < rb; i++) total += D[r * in + i0 + i] * P[r * rb + i];

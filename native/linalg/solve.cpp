@@ -14,6 +14,10 @@
 namespace taskmerge {
 namespace linalg {
 
+static std::string nonFinite(size_t element) {
+  return "holds a non-finite value (NaN or Inf) at element " + std::to_string(element);
+}
+
 Solver parseSolver(const std::string& name) {
   if (name == "auto") return Solver::Auto;
   if (name == "cholesky") return Solver::Cholesky;
@@ -23,7 +27,7 @@ Solver parseSolver(const std::string& name) {
 
 void accumulateGramProducts(size_t out, size_t in, const uint8_t* base, DType baseType, const uint8_t* expert,
                             DType expertType, const uint8_t* gram, DType gramType, GramTransform tf, double* A,
-                            double* BT, const std::string& what) {
+                            double* BT) {
   // T = expert − base in float64, row by row.
   std::vector<double> T(out * in);
   size_t bs = dtypeSize(baseType), es = dtypeSize(expertType), gs = dtypeSize(gramType);
@@ -32,7 +36,12 @@ void accumulateGramProducts(size_t out, size_t in, const uint8_t* base, DType ba
     for (size_t r = r0; r < r1; r++) {
       toF64(expert + r * in * es, expertType, in, &T[r * in]);
       toF64(base + r * in * bs, baseType, in, b.data());
-      for (size_t j = 0; j < in; j++) T[r * in + j] -= b[j];
+      for (size_t j = 0; j < in; j++) {
+        // Each input is blamed for its own NaN/Inf (an Inf in the expert is not the base's).
+        if (!std::isfinite(b[j])) throw InputError("base", -1, nonFinite(r * in + j), (long long)(r * in + j));
+        if (!std::isfinite(T[r * in + j])) throw InputError("expert", -1, nonFinite(r * in + j), (long long)(r * in + j));
+        T[r * in + j] -= b[j];
+      }
     }
   });
   // Gram rows converted per step: the whole Gram up to 32 Mi values (256 MB), so
@@ -42,24 +51,17 @@ void accumulateGramProducts(size_t out, size_t in, const uint8_t* base, DType ba
   const double off = tf.scale * tf.alpha;
   for (size_t i0 = 0; i0 < in; i0 += RB) {
     size_t rb = std::min(RB, in - i0);
-    std::atomic<bool> bad{false};
     parallelFor(rb, 8, [&](size_t a, size_t b) {
-      bool localBad = false;
       for (size_t i = a; i < b; i++) {
         double* g = &G[i * in];
         toF64(gram + (i0 + i) * in * gs, gramType, in, g);
         double diag = g[i0 + i];
-        for (size_t j = 0; j < in; j++) {
-          if (!std::isfinite(g[j])) localBad = true;
-          g[j] *= off;
-        }
+        for (size_t j = 0; j < in; j++) g[j] *= off;
         g[i0 + i] = tf.scale * diag;  // α·G_ii + (1−α)·G_ii
         double* arow = A + (i0 + i) * in;
         for (size_t j = 0; j < in; j++) arow[j] += g[j];
       }
-      if (localBad) bad = true;
     });
-    if (bad) throw Error(what + ": statistics hold a non-finite value (NaN or infinity)");
     // BT[:, i0:i0+rb] += T · G[i0:i0+rb, :]ᵀ  (= (G Tᵀ)ᵀ for those columns)
     gemm(false, true, out, rb, in, 1.0, T.data(), in, G.data(), in, 1.0, BT + i0, in);
   }
@@ -68,8 +70,11 @@ void accumulateGramProducts(size_t out, size_t in, const uint8_t* base, DType ba
 SolveInfo solvePsdRows(size_t n, double* A, size_t nrhs, double* B, Solver s, double ridge, double rcond) {
   SolveInfo info;
   if (n == 0) return info;
+  // Inputs were checked finite: a non-finite sum here is an overflow of float64.
   for (size_t i = 0; i < n * n; i++)
-    if (!std::isfinite(A[i])) throw Error("the summed Gram matrix holds a non-finite value");
+    if (!std::isfinite(A[i])) throw Error("the summed Gram matrix holds a non-finite value (float64 overflow)");
+  for (size_t i = 0; i < nrhs * n; i++)
+    if (!std::isfinite(B[i])) throw Error("the task vectors times the Grams hold a non-finite value (float64 overflow)");
   if (s != Solver::Eigh) {
     std::vector<double> diag(n);
     double mean = 0;

@@ -23,11 +23,12 @@ struct GramTransform {
 
 // Adds G̃ to A [in,in] and T G̃ᵀ to BT [out,in], where T = expert − base
 // ([out,in], file dtypes) and G the [in,in] Gram in its file dtype. The Gram is
-// converted to float64 in row blocks of at most 256 MB (all of it when it fits). Throws
-// taskmerge::Error naming `what` when the Gram holds a non-finite value.
+// converted to float64 in row blocks of at most 256 MB (all of it when it fits); the
+// caller has checked it (op "gram_check"). Throws InputError (role "base" or
+// "expert") when a weight holds NaN or ±Inf.
 void accumulateGramProducts(size_t out, size_t in, const uint8_t* base, DType baseType, const uint8_t* expert,
                             DType expertType, const uint8_t* gram, DType gramType, GramTransform tf, double* A,
-                            double* BT, const std::string& what);
+                            double* BT);
 
 struct SolveInfo {
   bool usedEigh = false;  // the eigen-decomposition pseudo-inverse was used

@@ -4,6 +4,7 @@
 #include <napi.h>
 
 #include <memory>
+#include <optional>
 
 #include "../core/op.h"
 #include "../core/parallel.h"
@@ -82,6 +83,9 @@ class OpWorker : public Napi::AsyncWorker {
   void Execute() override {
     try {
       fn_(args_, result_);
+    } catch (const taskmerge::InputError& e) {
+      input_ = e;
+      SetError(e.what());
     } catch (const std::exception& e) {
       SetError(e.what());
     }
@@ -105,7 +109,18 @@ class OpWorker : public Napi::AsyncWorker {
     deferred_.Resolve(out);
   }
 
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  // An InputError's provenance travels as properties of the JS error (role, index, detail, element).
+  void OnError(const Napi::Error& e) override {
+    Napi::Object err = e.Value();
+    if (input_) {
+      Napi::Env env = Env();
+      err.Set("role", Napi::String::New(env, input_->role));
+      if (input_->index >= 0) err.Set("index", Napi::Number::New(env, double(input_->index)));
+      err.Set("detail", Napi::String::New(env, input_->detail));
+      if (input_->element >= 0) err.Set("element", Napi::Number::New(env, double(input_->element)));
+    }
+    deferred_.Reject(err);
+  }
 
  private:
   taskmerge::OpFn fn_;
@@ -113,6 +128,7 @@ class OpWorker : public Napi::AsyncWorker {
   Napi::ObjectReference argsRef_;
   taskmerge::OpArgs args_;
   taskmerge::OpResult result_;
+  std::optional<taskmerge::InputError> input_;
 };
 
 Napi::Value Run(const Napi::CallbackInfo& info) {
