@@ -4,7 +4,6 @@
  * Hub id and not a local path), its license (the base's README front matter,
  * or config.json), and config.json with `torch_dtype` following --dtype.
  */
-import { promises as fsp } from "fs";
 import * as path from "path";
 import YAML from "yaml";
 import type { FloatDType } from "./safetensors/dtypes";
