@@ -282,7 +282,7 @@ export function* parseHeaderJson(bytes: Uint8Array): Generator<void, RawHeader> 
         if (++entries > LIMITS.maxEntries) r.fail(`more than ${LIMITS.maxEntries} entries`, key);
         tensors.push(yield* readTensor(r, key));
       }
-      if (r.tick(64)) yield;
+      if (r.tick(512)) yield;
       const c = r.peek();
       if (c === C.Comma) { r.pos++; continue; }
       if (c === C.RBrace) { r.pos++; break; }
@@ -307,7 +307,7 @@ function* readMetadata(r: Reader, count: () => void): Generator<void, Map<string
     if (r.peek() !== C.Quote) r.fail("__metadata__ value is not a string", k);
     m.set(k, (yield* r.string(true, k))!);
     count();
-    if (r.tick(16)) yield;
+    if (r.tick(256)) yield;
     const c = r.peek();
     if (c === C.Comma) { r.pos++; continue; }
     if (c === C.RBrace) { r.pos++; return m; }
