@@ -4,10 +4,9 @@ import { createHash } from "crypto";
 import { Header, headerLength, parseHeader, TensorInfo } from "./header";
 import { TaskmergeError } from "../errors";
 import { openRegularFile } from "../input_file";
+import { TimeSlicer } from "../time_slice";
 
 export class SafetensorsFile {
-  private readonly byKey: Map<string, TensorInfo>;
-
   private constructor(
     readonly path: string,
     readonly size: number,
@@ -15,9 +14,9 @@ export class SafetensorsFile {
     /** sha256 of the raw header bytes: identifies the file's layout cheaply. */
     readonly headerHash: string,
     private fh: fsp.FileHandle | undefined,
-  ) {
-    this.byKey = new Map(header.tensors.map((t) => [t.key, t]));
-  }
+    /** Built in open(), in slices: a huge header must not block the event loop. */
+    private readonly byKey: Map<string, TensorInfo>,
+  ) {}
 
   static async open(path: string): Promise<SafetensorsFile> {
     const fh = await openRegularFile(path);
@@ -28,7 +27,13 @@ export class SafetensorsFile {
       const json = await readExactly(fh, 8, n, path);
       const header = await parseHeader(json, st.size, path);
       const hash = createHash("sha256").update(json).digest("hex");
-      return new SafetensorsFile(path, st.size, header, hash, fh);
+      const slicer = new TimeSlicer();
+      const byKey = new Map<string, TensorInfo>();
+      for (const [i, t] of header.tensors.entries()) {
+        byKey.set(t.key, t);
+        if ((i & 1023) === 1023) await slicer.maybe();
+      }
+      return new SafetensorsFile(path, st.size, header, hash, fh, byKey);
     } catch (e) {
       await fh.close();
       throw e;
