@@ -1,5 +1,6 @@
 /** inspect(): keys, dtypes, shapes and sizes of a checkpoint or statistics file. */
 import { Checkpoint, CheckpointLayout } from "../checkpoint";
+import { TimeSlicer } from "../time_slice";
 import { DType } from "../safetensors/dtypes";
 
 export interface InspectTensor {
@@ -23,16 +24,18 @@ export interface InspectReport {
 export async function inspect(p: string): Promise<InspectReport> {
   const ck = await Checkpoint.open(p);
   try {
-    const tensors = ck.keys().map((k) => {
-      const t = ck.get(k);
-      return { key: k, dtype: t.dtype, shape: t.shape, numel: t.numel, bytes: t.nbytes, file: t.file.path };
-    });
+    // One pass, in time slices: a checkpoint of 10^5 tensors must not block the event loop.
+    const slicer = new TimeSlicer();
+    const tensors: InspectTensor[] = [];
     const byDtype: InspectReport["totals"]["byDtype"] = {};
-    for (const t of tensors) {
+    for (const k of ck.keys()) {
+      const t = ck.get(k);
+      tensors.push({ key: k, dtype: t.dtype, shape: t.shape, numel: t.numel, bytes: t.nbytes, file: t.file.path });
       const d = (byDtype[t.dtype] ??= { tensors: 0, params: 0, bytes: 0 });
       d.tensors++;
       d.params += t.numel;
-      d.bytes += t.bytes;
+      d.bytes += t.nbytes;
+      if ((tensors.length & 1023) === 0) await slicer.maybe();
     }
     return {
       path: ck.path,
