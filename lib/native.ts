@@ -8,6 +8,7 @@
  */
 import * as fs from "fs";
 import * as path from "path";
+import { envValue } from "./env";
 
 export type OpArg = number | boolean | string | Uint8Array | ArrayBufferView | number[] | string[] | ArrayBufferView[];
 export type OpResult = Record<string, number | number[] | Buffer>;
@@ -72,6 +73,9 @@ function load(): { addon: Addon; location: AddonLocation } {
 
 /** Always a promise: argument errors the addon throws synchronously become rejections. */
 export async function runOp(op: string, args: Record<string, OpArg | undefined>): Promise<OpResult> {
+  // The addon reads TASKMERGE_THREADS and TASKMERGE_LINALG itself and would ignore a bad value.
+  envValue("TASKMERGE_THREADS");
+  envValue("TASKMERGE_LINALG");
   return load().addon.run(op, args);
 }
 

@@ -210,7 +210,7 @@ describe("--dry-run", () => {
     const r = await runCli(["merge", "--dry-run", "--base", path.join(dir, "base.safetensors"), "--expert", path.join(other, "task0.safetensors"),
       "--method", "average", "--out", path.join(dir, "out.safetensors")]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/shapes or dtypes differ from the base: 'blocks\.0\.mlp\.fc1\.weight' \[32,9\] vs base \[32,8\].*task0\.safetensors/);
+    expect(r.stderr).toMatch(/shapes or dtypes differ from the base: "blocks\.0\.mlp\.fc1\.weight" \[32,9\] vs base \[32,8\].*task0\.safetensors/);
     expect(fs.existsSync(path.join(dir, "out.safetensors"))).toBe(false);
   });
 });

@@ -18,6 +18,7 @@ import { registerMethods } from "./methods_command";
 import { InterruptedError } from "./signals";
 import { StatsCommandError } from "../progressive/stats_command";
 import { addonLines, registerInfo } from "./info_command";
+import { checkEnvironment } from "../env";
 
 export function buildProgram(): Command {
   const program = new Command("taskmerge")
@@ -59,6 +60,7 @@ Exit status: 0 success, 1 failure, 2 usage or config error, 130/143 interrupted 
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
+    checkEnvironment();
     await program.parseAsync(argv);
     return 0;
   } catch (e) {

@@ -21,6 +21,7 @@ import { Progress, ProgressTracker } from "./progress";
 import { VERSION } from "../version";
 import { mergeProgressive } from "../progressive/engine";
 import type { CollectStats } from "../progressive/collect";
+import { envNumber } from "../env";
 
 export type { ResolvedExpert } from "./inputs";
 
@@ -58,7 +59,12 @@ export interface MergeReport {
   reclaimed: string[];
 }
 
-export const DEFAULT_CHUNK_ELEMS = Number(process.env.TASKMERGE_CHUNK_ELEMS) || 4 << 20;
+export const DEFAULT_CHUNK_ELEMS = 4 << 20;
+
+/** Elements per streamed chunk: TASKMERGE_CHUNK_ELEMS when set (validated), else DEFAULT_CHUNK_ELEMS. */
+export function defaultChunkElems(): number {
+  return envNumber("TASKMERGE_CHUNK_ELEMS") ?? DEFAULT_CHUNK_ELEMS;
+}
 
 export async function runMerge(o: EngineOptions): Promise<MergeReport> {
   const t0 = Date.now();
@@ -91,7 +97,7 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
     const progress = new ProgressTracker(o.onProgress);
     const ctx: MergeContext = {
       base, experts, params, floatKeys: keys.filter(isFloat), outDtype, signal: o.signal, progress,
-      chunkElems: o.chunkElems ?? DEFAULT_CHUNK_ELEMS, details: {},
+      chunkElems: o.chunkElems ?? defaultChunkElems(), details: {},
     };
     const manifest = {
       taskmerge: VERSION,

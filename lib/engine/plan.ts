@@ -16,7 +16,7 @@ import { getMethod, resolveParams } from "../methods";
 import type { Params } from "../methods/types";
 import { namedPaths, openInputs } from "./inputs";
 import { classifyStats, paramStats, statsPrefix } from "../stats/keys";
-import { DEFAULT_CHUNK_ELEMS, EngineOptions, checkProgressive } from "./merge";
+import { defaultChunkElems, EngineOptions, checkProgressive } from "./merge";
 import { formGroups } from "../progressive/engine";
 import type { MergeContext } from "../methods/types";
 
@@ -121,7 +121,7 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
     // (TIES-family thresholds take extra ones): the plan states the per-pass figure.
     let bytesPerPass = 0;
     let buffers = 0;
-    const chunk = Math.max(1, o.chunkElems ?? DEFAULT_CHUNK_ELEMS);
+    const chunk = Math.max(1, o.chunkElems ?? defaultChunkElems());
     for (const t of tensors) {
       const b = base.get(t.key);
       const n = Math.min(chunk, b.numel);

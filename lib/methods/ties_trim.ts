@@ -13,6 +13,7 @@ import { throwIfAborted } from "../errors";
 import type { MergeContext, TensorSink } from "./types";
 import { blaming, chunkInputs } from "../engine/provenance";
 import { entrySign, windowThresholds, WindowMiss, WindowSelection } from "./ties_window";
+import { envNumber, envValue } from "../env";
 
 const HIGH_BINS = 1 << 15;
 const LOW_BINS = 1 << 16;
@@ -134,8 +135,7 @@ export function globalScan(ctx: MergeContext, phase: string): Scan {
  * turns the fused sum off).
  */
 function candidateCap(T: number): number {
-  const env = process.env.TASKMERGE_TIES_CANDIDATES;
-  return env !== undefined && env !== "" ? Number(env) || 0 : Math.floor((32 << 20) / (4 * T));
+  return envNumber("TASKMERGE_TIES_CANDIDATES") ?? Math.floor((32 << 20) / (4 * T));
 }
 
 /**
@@ -224,7 +224,7 @@ const fromSum = (signSum: number): 1 | -1 => (signSum < 0 ? -1 : 1);
  * and benchmark knob that forces the exact histogram passes).
  */
 function windowEnabled(): boolean {
-  return process.env.TASKMERGE_TIES_SELECT !== "histogram";
+  return envValue("TASKMERGE_TIES_SELECT") !== "histogram";
 }
 
 /** A trim from a window selection: its sign sum, or a sign pass of its own when that overflowed. */

@@ -15,7 +15,7 @@ import { DTYPE_SIZE, FloatDType, isFloatDType } from "../safetensors/dtypes";
 import { Chunk, chunkArgs, forEachChunk, releaseChunk } from "../engine/stream";
 import { chunkPool } from "../engine/buffer_pool";
 import { namedPaths, openInputs } from "../engine/inputs";
-import { DEFAULT_CHUNK_ELEMS } from "../engine/merge";
+import { defaultChunkElems } from "../engine/merge";
 import type { ResolvedExpert } from "../engine/inputs";
 import { Progress, ProgressTracker } from "../engine/progress";
 import { TaskmergeError, throwIfAborted } from "../errors";
@@ -95,7 +95,7 @@ export async function runCompress(o: CompressEngineOptions): Promise<CompressRep
     const progress = new ProgressTracker(o.onProgress);
     const ctx: MergeContext = {
       base, experts, params: { density: o.density, scope: o.scope }, floatKeys, outDtype: tauDtype, signal: o.signal, progress,
-      chunkElems: roundUp8(o.chunkElems ?? DEFAULT_CHUNK_ELEMS), details: {},
+      chunkElems: roundUp8(o.chunkElems ?? defaultChunkElems()), details: {},
     };
 
     tmp = slot.tempPath();
@@ -188,7 +188,7 @@ function trimArgs(t: TiesTrim): OpArgs {
 
 async function tensorTrim(ctx: MergeContext, scan: KeyScan, density: number): Promise<TiesTrim> {
   const t = await tensorTiesTrim(ctx, scan, density);
-  ((ctx.details.tensors ??= {}) as Record<string, unknown>)[scan.key] = describeTrim(ctx, t);
+  ((ctx.details.tensors ??= Object.create(null)) as Record<string, unknown>)[scan.key] = describeTrim(ctx, t); // keyed by tensor keys
   return t;
 }
 
