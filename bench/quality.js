@@ -258,7 +258,7 @@ function markdown(r, zoo) {
   lines.push("");
   lines.push(
     `Setting (CLIP-like, as in the merging papers): a pre-LN transformer encoder (dim ${zoo.model.dim}, depth ${zoo.model.depth}, ${zoo.model.heads} heads) ` +
-      `pre-trained on the original images (${zoo.sizes.pretrain_steps} batches of ${zoo.sizes.batch}); per task a linear head fitted on frozen base features ` +
+      `pre-trained on a mixture of every domain, the untransformed images and each task's (${zoo.sizes.pretrain_steps} batches of ${zoo.sizes.batch}); per task a linear head fitted on frozen base features ` +
       `(${zoo.sizes.head_samples} training images, L2 chosen on validation) and then frozen; each expert is the encoder fine-tuned through its task's frozen head ` +
       `(learning rate ${zoo.sizes.ft_lr}, ${zoo.sizes.ft_steps} batches of ${zoo.sizes.batch}). Merges combine encoders; each task is scored with its own head. ` +
       `Tasks: ${r.tasks.join(", ")}. Hyper-parameters chosen by mean validation accuracy only (first ${r.valLimit || "all"} validation examples per task, held out from training); ` +

@@ -110,7 +110,8 @@ def serve(zoo_dir, path, threads):
         server.serve_forever()
     finally:
         server.server_close()
-        os.unlink(path)
+        if os.path.exists(path):  # the caller may have removed its folder already
+            os.unlink(path)
 
 
 def forward(path, req):
