@@ -1,6 +1,6 @@
 /** taskmerge: the public library API. */
 export { merge } from "./api/merge";
-export type { MergeOptions, ExpertSpec, MethodSpec } from "./api/merge";
+export type { MergeOptions, ExpertSpec, MethodSpec, CollectStats, CollectStatsRequest } from "./api/merge";
 export { planMerge } from "./api/plan";
 export type { MergePlan } from "./api/plan";
 export type { MergeReport } from "./engine/merge";

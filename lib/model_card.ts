@@ -9,7 +9,7 @@ import YAML from "yaml";
 export interface MergeManifest {
   taskmerge: string;
   method: string;
-  params: Record<string, number | string>;
+  params: Record<string, number | string | boolean>;
   base: string;
   experts: { name: string; path: string; weight: number; stats?: string }[];
   dtype?: string;

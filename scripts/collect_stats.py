@@ -14,6 +14,9 @@ re-run of the attention with an identity output projection.
 
   /usr/bin/python3 scripts/collect_stats.py --module model.py --factory build_model \
       --weights expert.safetensors --inputs inputs.npy --out expert.stats.safetensors
+
+As a progressive merge's --stats-command (statistics of one layer group, computed on the
+partially merged checkpoint): --weights {model} --keys {keys} --out {out}.
 """
 import argparse
 import importlib
@@ -186,12 +189,26 @@ def _mha_hook(stats, name, m):
     return fn
 
 
-def attach(model, stats):
-    """Register hooks on every supported module; return (remover functions, hooked prefixes)."""
+def _prefix(key):
+    """The stats prefix of a weight key (as the merge reads it), or None."""
+    for tail in (".weight", "_weight"):
+        if key.endswith(tail):
+            return key[:-len(tail)]
+    return None
+
+
+def attach(model, stats, only=None):
+    """Register hooks on every supported module (or those with a stats prefix in `only`);
+    return (remover functions, hooked prefixes)."""
     removers, hooked = [], []
     mha_out = {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
     for name, m in model.named_modules():
         pre = name + "." if name else ""
+        if only is not None:
+            own = [pre + p for p in ("in_proj", "q_proj", "k_proj", "v_proj", "out_proj")] \
+                if isinstance(m, nn.MultiheadAttention) else [name]
+            if not any(p in only for p in own):
+                continue
         if isinstance(m, nn.MultiheadAttention):
             removers.append(_add_pre_hook(m, _mha_hook(stats, name, m)))
             proj = ["in_proj"] if m._qkv_same_embed_dim else ["q_proj", "k_proj", "v_proj"]
@@ -225,18 +242,20 @@ def _to_device(batch, device):
     return batch
 
 
-def collect_stats(model, batches, out_path, dtype="f64"):
+def collect_stats(model, batches, out_path, dtype="f64", keys=None):
     """Run every batch through model (eval, no grad) and write the statistics file.
 
     A batch is a tensor (model(batch)), a tuple/list (model(*batch)) or a dict (model(**batch)).
-    Returns {stats prefix: number of rows seen}.
+    keys: weight keys whose statistics to write (e.g. one layer group of a progressive
+    merge); None for every supported module. Returns {stats prefix: number of rows seen}.
     """
     if dtype not in ("f64", "f32"):
         raise ValueError("dtype must be f64 or f32")
     stats = _Stats()
     was_training = model.training
     model.eval()
-    removers, hooked = attach(model, stats)
+    only = None if keys is None else {p for p in map(_prefix, keys) if p is not None}
+    removers, hooked = attach(model, stats, only)
     p = next(model.parameters(), None)
     device = p.device if p is not None else torch.device("cpu")
     fused = _fused_layers(model)
@@ -260,6 +279,15 @@ def collect_stats(model, batches, out_path, dtype="f64"):
         for r in removers:
             r()
         model.train(was_training)
+    if only is not None:  # an attention hook also sees its sibling projections
+        stats.acc = {p: a for p, a in stats.acc.items() if p in only}
+        hooked = [h for h in hooked if h in only]
+        if not hooked:
+            print("collect_stats: warning: no Linear/norm/attention module among the %d keys" % len(keys),
+                  file=sys.stderr)
+            safetensors_io.save_file({}, out_path, metadata={
+                "format": "taskmerge-stats", "producer": "scripts/collect_stats.py", "dtype": dtype})
+            return {}
     if not stats.acc:
         raise RuntimeError("collect_stats: no Linear/norm/attention module saw any input")
     unseen = [h for h in hooked if h not in stats.acc]
@@ -270,6 +298,39 @@ def collect_stats(model, batches, out_path, dtype="f64"):
     safetensors_io.save_file(tensors, out_path, metadata={
         "format": "taskmerge-stats", "producer": "scripts/collect_stats.py", "dtype": dtype})
     return {p: int(a["input_count"]) for p, a in stats.acc.items()}
+
+
+def module_order(model, batch):
+    """Names owning the model's floating-point keys in the order one forward pass reaches them
+    (a progressive merge's --module-order file): every module with parameters or float buffers
+    of its own, by first call; the root module's own tensors (cls_token...) by key name."""
+    order, removers = [], []
+    owners = [(n, m) for n, m in model.named_modules()
+              if any(t.is_floating_point() for t in list(m.parameters(recurse=False)) + list(m.buffers(recurse=False)))]
+    for name, m in owners:
+        removers.append(_add_pre_hook(m, lambda a, k, name=name: order.append(name) if name not in order else None))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            batch = _to_device(batch, next(model.parameters()).device)
+            model(**batch) if isinstance(batch, dict) else model(*batch) if isinstance(batch, (tuple, list)) else model(batch)
+    finally:
+        for r in removers:
+            r()
+        model.train(was_training)
+    unseen = [n for n, _ in owners if n not in order]
+    if unseen:  # merged last: their statistics (if any) then see every other module merged
+        print("collect_stats: warning: the forward pass never called %s; listed last" % ", ".join(unseen[:8]), file=sys.stderr)
+    out = []
+    for name in order + unseen:
+        if name:
+            out.append(name)
+        else:
+            m = model
+            out += [k for k, t in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False))
+                    if t.is_floating_point()]
+    return out
 
 
 # ---------------------------------------------------------------- command line
@@ -324,14 +385,20 @@ def main(argv=None):
     ap.add_argument("--module", required=True, help="python file or dotted module defining the model")
     ap.add_argument("--factory", required=True, help="function in --module that returns the nn.Module")
     ap.add_argument("--factory-kwargs", default="{}", help="JSON object of keyword arguments for --factory")
-    ap.add_argument("--weights", help="safetensors checkpoint to load (strict)")
+    ap.add_argument("--weights", help="safetensors checkpoint to load (strict); in a progressive merge, {model}")
+    ap.add_argument("--keys", help="text file of weight keys, one a line: write only their modules' statistics "
+                    "(a progressive merge's {keys})")
     ap.add_argument("--inputs", required=True, help=".npy/.npz/.pt file of model inputs")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--dtype", choices=["f64", "f32"], default="f64", help="dtype of the sums")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    ap.add_argument("--out", required=True, help="statistics .safetensors to write")
+    ap.add_argument("--out", help="statistics .safetensors to write")
+    ap.add_argument("--print-module-order", action="store_true",
+                    help="print the module names in forward order (for a progressive merge's --module-order) and exit")
     args = ap.parse_args(argv)
+    if not args.out and not args.print_module_order:
+        ap.error("--out is required")
     import json
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -342,8 +409,15 @@ def main(argv=None):
     model.to(args.device)
     p = next(model.parameters(), None)
     batches = _load_batches(args.inputs, args.batch_size, p.dtype if p is not None else torch.float32)
-    rows = collect_stats(model, batches, args.out, args.dtype)
-    print("wrote %s: %d modules, %d rows max" % (args.out, len(rows), max(rows.values())))
+    if args.print_module_order:
+        print("\n".join(module_order(model, batches[0])))
+        return
+    keys = None
+    if args.keys:
+        with open(args.keys) as f:
+            keys = [line.strip() for line in f if line.strip()]
+    rows = collect_stats(model, batches, args.out, args.dtype, keys)
+    print("wrote %s: %d modules, %d rows max" % (args.out, len(rows), max(rows.values(), default=0)))
 
 
 if __name__ == "__main__":

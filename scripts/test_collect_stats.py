@@ -255,6 +255,55 @@ def test_cli(tmp, model, batches, want):
         check("cli " + k, got.get(k, np.full(np.shape(want[k]), np.nan)), want[k], 1e-12)
 
 
+def test_keys(tmp, model, batches, want):
+    """--keys / keys=: only the listed weights' modules (a progressive merge's group), also
+    when an attention hook sees sibling projections; a group without any is an empty file."""
+    norm = sorted(k[:-len(".norm_sq_sum")] for k in want if k.endswith(".norm_sq_sum"))[0]
+    keys = ["attn_sf.out_proj.weight", "attn_sf.out_proj.bias", norm + ".weight"]
+    wanted = {k for k in want if k.rsplit(".", 1)[0] in ("attn_sf.out_proj", norm)}
+    weights = os.path.join(tmp, "tiny.safetensors")
+    keys_file = os.path.join(tmp, "keys.txt")
+    with open(keys_file, "w") as f:
+        f.write("\n".join(keys) + "\n")
+    out = os.path.join(tmp, "keys.safetensors")
+    collect_stats.collect_stats(model, batches, out, keys=keys)
+    got = safetensors_io.load_file(out)
+    if set(got) != wanted:
+        FAILS.append("keys=: got %s, wanted %s" % (sorted(got), sorted(wanted)))
+    for k in wanted & set(got):
+        check("keys= " + k, got[k], want[k], 1e-12)
+    x, mk, mv = (torch.cat(t).numpy() for t in zip(*batches))
+    inputs = os.path.join(tmp, "inputs.npz")
+    np.savez(inputs, x=x, mem_k=mk, mem_v=mv)
+    cmd = [sys.executable, os.path.join(HERE, "collect_stats.py"), "--module", os.path.abspath(__file__),
+           "--factory", "make_tiny", "--weights", weights, "--keys", keys_file, "--inputs", inputs,
+           "--batch-size", str(N), "--out", out]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0 or set(safetensors_io.load_file(out)) != wanted:
+        FAILS.append("CLI --keys: %s" % (r.stderr.strip()[-300:] or sorted(safetensors_io.load_file(out))))
+    empty = os.path.join(tmp, "empty.safetensors")
+    collect_stats.collect_stats(model, batches, empty, keys=["no.such.weight"])
+    if safetensors_io.load_file(empty):
+        FAILS.append("keys= without a module wrote statistics")
+
+
+def test_module_order():
+    """Forward order, not definition order; the root's own tensors by key; unused modules last."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(4, 2)      # defined first, runs last
+            self.unused = nn.Linear(4, 4)
+            self.cls = nn.Parameter(torch.zeros(4))
+            self.body = nn.Sequential(nn.LayerNorm(4), nn.ReLU(), nn.Linear(4, 4))
+
+        def forward(self, x):
+            return self.head(self.body(x + self.cls))
+    got = collect_stats.module_order(Net(), torch.zeros(3, 4))
+    if got != ["cls", "body.0", "body.2", "head", "unused"]:
+        FAILS.append("module_order: %s" % got)
+
+
 def main():
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -262,6 +311,8 @@ def main():
         test_cross_attention_error(tmp)
         test_encoder_fast_path(tmp)
         test_cli(tmp, model, batches, want)
+        test_keys(tmp, model, batches, want)
+    test_module_order()
     if FAILS:
         print("FAIL\n  " + "\n  ".join(FAILS))
         sys.exit(1)

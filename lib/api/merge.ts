@@ -6,6 +6,7 @@ import { parseOutputDType, FloatDType } from "../safetensors/dtypes";
 import { parseByteSize } from "../units";
 import { UsageError } from "../errors";
 import { resolveDevice, Device } from "../device";
+import type { CollectStats, CollectStatsRequest } from "../progressive/collect";
 
 export interface ExpertSpec {
   path: string;
@@ -34,9 +35,15 @@ export interface MergeOptions {
   maxShardSize?: string | number;
   onProgress?: (p: Progress) => void;
   signal?: AbortSignal;
+  /**
+   * Progressive lot / regmean (method { progressive: true }): called once per
+   * layer group and expert to write that group's statistics, computed on the
+   * partially merged checkpoint `model`; returns the statistics file's path.
+   */
+  collectStats?: CollectStats;
 }
 
-export type { MergeReport, Progress };
+export type { MergeReport, Progress, CollectStats, CollectStatsRequest };
 
 export function expertName(p: string): string {
   return path.basename(path.resolve(p)).replace(/\.safetensors$/, "");
@@ -108,5 +115,6 @@ export function engineOptions(opts: MergeOptions): EngineOptions {
     maxShardSize,
     onProgress: opts.onProgress,
     signal: opts.signal,
+    collectStats: opts.collectStats,
   };
 }

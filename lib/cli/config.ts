@@ -33,6 +33,8 @@ export interface MergeConfig {
   dtype?: string;
   device?: string;
   maxShardSize?: string | number;
+  /** Progressive merges: the statistics command (stats_command). */
+  statsCommand?: string;
 }
 
 /** A usage error about `key` of the config file. */
@@ -70,9 +72,12 @@ export function parseMergeConfig(text: string, file: string): MergeConfig {
   if (!parsed.success) throw new UsageError(describeIssues(file, parsed.error.issues, schema, mergekit, doc, lines));
   const dir = path.dirname(path.resolve(file));
   const abs = (p: string) => path.resolve(dir, p);
-  return mergekit
-    ? fromMergekit(parsed.data as MergekitConfig, file, abs)
-    : fromNative(parsed.data as NativeConfig, file, abs, typeof (js as { method?: unknown }).method === "string");
+  return resolvePathParams(
+    mergekit
+      ? fromMergekit(parsed.data as MergekitConfig, file, abs)
+      : fromNative(parsed.data as NativeConfig, file, abs, typeof (js as { method?: unknown }).method === "string"),
+    abs,
+  );
 }
 
 function common(c: NativeConfig | MergekitConfig, file: string, abs: (p: string) => string) {
@@ -88,10 +93,17 @@ function common(c: NativeConfig | MergekitConfig, file: string, abs: (p: string)
     dtype: c.dtype === undefined ? undefined : DTYPE_ALIASES[c.dtype] ?? c.dtype,
     device: c.device,
     maxShardSize: c.max_shard_size,
+    statsCommand: c.stats_command,
   };
 }
 
-const PARAM_EXCLUDE = new Set(["base", "experts", "stats", "method", "out", "dtype", "device", "max_shard_size", "name"]);
+const PARAM_EXCLUDE = new Set(["base", "experts", "stats", "method", "out", "dtype", "device", "max_shard_size", "stats_command", "name"]);
+
+/** Parameters that name files: relative to the config file, like every other path in it. */
+function resolvePathParams(cfg: MergeConfig, abs: (p: string) => string): MergeConfig {
+  if (typeof cfg.params.module_order === "string" && cfg.params.module_order) cfg.params.module_order = abs(cfg.params.module_order);
+  return cfg;
+}
 
 function fromNative(c: NativeConfig, file: string, abs: (p: string) => string, methodIsName: boolean): MergeConfig {
   const cfg: MergeConfig = {

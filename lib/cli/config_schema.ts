@@ -22,7 +22,7 @@ export function paramShape(): Record<string, z.ZodTypeAny> {
     for (const p of m.params) {
       if (out[p.name]) continue;
       // Choices and ranges differ per method: resolveParams checks them once the method is known.
-      out[p.name] = (p.type === "string" ? z.string() : p.type === "integer" ? num().int() : num()).optional();
+      out[p.name] = (p.type === "string" ? z.string() : p.type === "boolean" ? z.boolean() : p.type === "integer" ? num().int() : num()).optional();
     }
   return out;
 }
@@ -32,6 +32,7 @@ const common = () => ({
   dtype: z.enum(DTYPES).optional(),
   device: z.enum(["auto", "cpu", "cuda"]).optional(),
   max_shard_size: z.union([z.string().min(1), z.number().positive()]).optional(),
+  stats_command: z.string().min(1).optional(),
 });
 
 /** A path, or {path, name, weight, stats}. */

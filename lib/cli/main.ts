@@ -15,6 +15,7 @@ import { registerDrift } from "./drift_command";
 import { registerCompress } from "./compress_command";
 import { registerExtract } from "./extract_command";
 import { InterruptedError } from "./signals";
+import { StatsCommandError } from "../progressive/stats_command";
 
 export function buildProgram(): Command {
   const program = new Command("taskmerge")
@@ -74,6 +75,8 @@ function reportError(e: unknown): number {
   }
   process.stderr.write(`taskmerge: error: ${msg}\n`);
   if (!(e instanceof TaskmergeError) && process.env.TASKMERGE_DEBUG) console.error(e);
+  // A failing --stats-command passes its exit code on.
+  if (e instanceof StatsCommandError && e.exitCode > 0 && e.exitCode < 256) return e.exitCode;
   return 1;
 }
 

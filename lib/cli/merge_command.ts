@@ -11,6 +11,8 @@ import { formatBytes } from "../units";
 import { VERSION } from "../version";
 import type { Device } from "../device";
 import { withSignals } from "./signals";
+import { statsCommand } from "../progressive/stats_command";
+import type { ProgressiveDetails } from "../progressive/engine";
 
 interface MergeFlags {
   base?: string;
@@ -26,6 +28,10 @@ interface MergeFlags {
   tallLambda?: string;
   ridge?: string;
   solver?: string;
+  progressive?: boolean;
+  granularity?: string;
+  moduleOrder?: string;
+  statsCommand?: string;
   dtype?: string;
   device?: string;
   maxShardSize?: string;
@@ -42,6 +48,7 @@ const collect = (v: string, prev: string[] = []) => [...prev, v];
 const PARAM_FLAGS: [keyof MergeFlags, string][] = [
   ["lambda", "lambda"], ["density", "density"], ["k", "k"], ["alpha", "alpha"], ["seed", "seed"],
   ["scope", "scope"], ["tallLambda", "tall_lambda"], ["ridge", "ridge"], ["solver", "solver"],
+  ["progressive", "progressive"], ["granularity", "granularity"], ["moduleOrder", "module_order"],
 ];
 
 const EXAMPLES = `
@@ -51,6 +58,8 @@ Examples:
                   --method ties --density 0.2 --dtype bf16 --out merged.safetensors
   taskmerge merge --base base/ --expert a/ --stats a.stats.safetensors --expert b/ --stats b.stats.safetensors \\
                   --method lot --out merged/
+  taskmerge merge --base base/ --expert a/ --expert b/ --method lot --progressive \\
+                  --stats-command 'python3 collect.py --weights {model} --task {expert} --keys {keys} --out {out}' --out merged/
   taskmerge merge --config merge.yaml                  # every option from the file
   taskmerge merge merge.yaml merged/                   # the same, mergekit-yaml style
   taskmerge merge --config merge.yaml --lambda 0.5 --out other/   # flags override the file
@@ -95,6 +104,10 @@ export function registerMerge(program: Command): void {
     .option("--tall-lambda <x>", "TALL mask λ (consensus_*)")
     .option("--ridge <x>", "LOT ridge ε")
     .addOption(new Option("--solver <s>", "LOT solver").choices(["auto", "cholesky", "eigh"]))
+    .option("--progressive", "lot, regmean: merge layer groups in forward order, statistics collected on the partially merged model (needs --stats-command)")
+    .addOption(new Option("--granularity <g>", "progressive groups: one per block index (default) or one per module of --module-order").choices(["block", "module"]))
+    .option("--module-order <file>", "progressive, granularity module: file of module names in forward order, one a line")
+    .option("--stats-command <cmd>", "progressive: command run per group and expert to write statistics; placeholders {model} {expert} {keys} {out}")
     .addOption(new Option("--dtype <dtype>", "output dtype of float tensors (default: the base's)").choices(["f32", "f16", "bf16"]))
     .addOption(new Option("--device <device>", "compute device").choices(["auto", "cpu", "cuda"]))
     .option("--max-shard-size <size>", "shard limit for directory output (default: 5GB)")
@@ -130,9 +143,20 @@ export function registerMerge(program: Command): void {
           `merged ${report.tensors} tensors with ${report.method} into ${report.out} in ${report.seconds.toFixed(1)} s ` +
             `(read ${formatBytes(report.bytesRead)}, wrote ${formatBytes(report.bytesWritten)}, peak memory ${formatBytes(peakMemoryBytes)})\n`,
         );
-        for (const [k, v] of Object.entries(report.details)) process.stderr.write(`  ${k}: ${brief(v)}\n`);
+        for (const [k, v] of Object.entries(report.details))
+          process.stderr.write(`  ${k}: ${k === "progressive" ? progressiveLine(v as ProgressiveDetails) : brief(v)}\n`);
       }
     });
+}
+
+/** Groups, collector runs and where the time went, in one line. */
+function progressiveLine(d: ProgressiveDetails): string {
+  const names = d.groups.map((g) => g.name);
+  const shown = names.length > 8 ? [...names.slice(0, 4), "…", ...names.slice(-2)] : names;
+  return (
+    `${d.granularity} granularity, ${names.length} groups (${shown.join(", ")}), ${d.collectorRuns} collector runs; ` +
+    `collection ${d.collectSeconds.toFixed(1)} s, merging ${d.mergeSeconds.toFixed(1)} s, writing ${d.writeSeconds.toFixed(1)} s`
+  );
 }
 
 /** One line of a report detail; --json has the whole of it. */
@@ -164,6 +188,7 @@ export function combine(cfg: MergeConfig | undefined, f: MergeFlags): MergeOptio
   if (cfg) checkConfigMethod(cfg, method, overridden);
   const params: Record<string, unknown> = { ...cfg?.params };
   for (const [flag, name] of PARAM_FLAGS) if (f[flag] !== undefined) params[name] = f[flag];
+  const cmd = f.statsCommand ?? cfg?.statsCommand;
   return {
     base,
     out,
@@ -172,5 +197,6 @@ export function combine(cfg: MergeConfig | undefined, f: MergeFlags): MergeOptio
     dtype: f.dtype ?? cfg?.dtype,
     device: (f.device ?? cfg?.device) as Device | undefined,
     maxShardSize: f.maxShardSize ?? cfg?.maxShardSize,
+    ...(cmd !== undefined ? { collectStats: statsCommand(cmd) } : {}),
   };
 }

@@ -38,6 +38,10 @@ export function formatPlan(p: MergePlan): string {
     (i ? more : (x: string) => row("keys", x))(line);
   });
   if (p.tensors.length > SHOW_TENSORS) more(`… and ${p.tensors.length - SHOW_TENSORS} more`);
+  if (p.progressive) {
+    const g = p.progressive.groups;
+    row("progressive", `${g.length} groups in merge order: ${g.map((x) => `${x.name} (${x.keys})`).join(", ")}`);
+  }
   if (p.statistics) {
     const s = p.statistics;
     row("statistics", `${s.withStats.length} weights have statistics from every expert (${formatBytes(s.bytes)} to read)`);

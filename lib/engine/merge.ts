@@ -6,15 +6,17 @@
 import * as path from "path";
 import { Checkpoint } from "../checkpoint";
 import { FloatDType, isFloatDType } from "../safetensors/dtypes";
-import { OutTensor } from "../safetensors/writer";
+import { OutTensor, tensorBytes } from "../safetensors/writer";
 import { Output } from "../output";
-import { AbortError, TaskmergeError, throwIfAborted } from "../errors";
+import { AbortError, TaskmergeError, UsageError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
-import type { Expert, MergeContext, Params } from "../methods/types";
+import type { Expert, MergeContext, MergeMethod, Params } from "../methods/types";
 import { openInputs, Inputs, ResolvedExpert } from "./inputs";
 import { modelCard } from "../model_card";
 import { Progress, ProgressTracker } from "./progress";
 import { VERSION } from "../version";
+import { mergeProgressive } from "../progressive/engine";
+import type { CollectStats } from "../progressive/collect";
 
 export type { ResolvedExpert } from "./inputs";
 
@@ -29,6 +31,8 @@ export interface EngineOptions {
   chunkElems?: number;
   onProgress?: (p: Progress) => void;
   signal?: AbortSignal;
+  /** Statistics collector of a progressive merge (lot, regmean with progressive: true). */
+  collectStats?: CollectStats;
 }
 
 export interface MergeReport {
@@ -49,12 +53,14 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
   const method = getMethod(o.method);
   const params = resolveParams(method, o.params);
   if (!o.experts.length) throw new TaskmergeError("no experts given");
+  const progressive = checkProgressive(method.name, params, o);
   throwIfAborted(o.signal);
 
   let inputs: Inputs | undefined;
   let output: Output | undefined;
   try {
-    inputs = await openInputs(o.base, o.experts, !!method.needsStats);
+    // A progressive merge collects its statistics itself.
+    inputs = await openInputs(o.base, o.experts, !!method.needsStats && !progressive);
     const { base, experts } = inputs;
 
     const keys = base.keys();
@@ -70,7 +76,7 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
     const manifest = {
       taskmerge: VERSION,
       method: method.name,
-      params,
+      params: progressive ? params : withoutProgressive(params),
       base: o.base,
       experts: o.experts.map((e) => ({ name: e.name, path: e.path, weight: e.weight, ...(e.stats ? { stats: e.stats } : {}) })),
       ...(o.dtype ? { dtype: o.dtype } : {}),
@@ -81,25 +87,13 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
       metadata: { format: "pt" },
     });
 
-    if (method.prepare) await method.prepare(ctx);
     const out = output;
-    let bytesWritten = 0;
-    const totalBytes = keys.reduce((s, k) => s + base.get(k).nbytes * (isFloat(k) ? 1 + experts.length : 1), 0);
-    progress.phase("merge", keys.length, totalBytes);
-    for (const key of keys) {
-      throwIfAborted(o.signal);
-      const sink = async (data: Uint8Array) => {
-        bytesWritten += data.length;
-        await out.write(key, data);
-      };
-      try {
-        if (isFloat(key)) await method.mergeTensor(ctx, key, sink);
-        else await copyTensor(ctx, key, sink);
-      } catch (e) {
-        throw keyError(e, key, base, experts);
-      }
-      progress.tensorDone(key);
-    }
+    const wrap = (e: unknown, key: string) => keyError(e, key, base, experts);
+    let bytesWritten: number;
+    if (progressive) {
+      await mergeProgressive(ctx, { method, plan, collect: progressive, out: o.out, output: out, keyError: wrap });
+      bytesWritten = plan.reduce((s, t) => s + tensorBytes(t), 0);
+    } else bytesWritten = await mergeInKeyOrder(ctx, method, out, wrap);
     throwIfAborted(o.signal);
     // Written last so that they carry the method's report (thresholds, fallbacks).
     await output.commit({
@@ -116,6 +110,52 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
   } finally {
     await inputs?.close();
   }
+}
+
+/** The usual merge: every key in the base's order, straight into the output. Returns the bytes written. */
+async function mergeInKeyOrder(ctx: MergeContext, method: MergeMethod, out: Output, wrap: (e: unknown, key: string) => unknown): Promise<number> {
+  const { base, experts } = ctx;
+  const keys = base.keys();
+  const isFloat = (k: string) => isFloatDType(base.get(k).dtype);
+  if (method.prepare) await method.prepare(ctx);
+  let bytesWritten = 0;
+  const totalBytes = keys.reduce((s, k) => s + base.get(k).nbytes * (isFloat(k) ? 1 + experts.length : 1), 0);
+  ctx.progress.phase("merge", keys.length, totalBytes);
+  for (const key of keys) {
+    throwIfAborted(ctx.signal);
+    const sink = async (data: Uint8Array) => {
+      bytesWritten += data.length;
+      await out.write(key, data);
+    };
+    try {
+      if (isFloat(key)) await method.mergeTensor(ctx, key, sink);
+      else await copyTensor(ctx, key, sink);
+    } catch (e) {
+      throw wrap(e, key);
+    }
+    ctx.progress.tensorDone(key);
+  }
+  return bytesWritten;
+}
+
+/** A usual merge's parameters, without the progressive ones it leaves at their defaults. */
+function withoutProgressive(params: Params): Params {
+  const { progressive, granularity, module_order, ...rest } = params;
+  return progressive === undefined ? params : rest;
+}
+
+/** The collector of a progressive merge, or undefined for a usual one; misuse is a usage error. */
+export function checkProgressive(method: string, params: Params, o: EngineOptions): CollectStats | undefined {
+  if (params.progressive !== true) {
+    if (o.collectStats) throw new UsageError(`a statistics collector (collectStats, --stats-command) is used only by a progressive merge; set progressive: true on ${method}`);
+    return undefined;
+  }
+  if (typeof o.collectStats !== "function")
+    throw new UsageError(`progressive ${method} needs a statistics collector: collectStats (library) or --stats-command (CLI)`);
+  const given = o.experts.filter((e) => e.stats).map((e) => e.name);
+  if (given.length)
+    throw new UsageError(`progressive ${method} collects its statistics on the partially merged model; drop the statistics files given for ${given.map((n) => `'${n}'`).join(", ")}`);
+  return o.collectStats;
 }
 
 /** Non-float tensors (integer buffers, bool) come from the base unchanged. */

@@ -14,7 +14,9 @@ import { getMethod, resolveParams } from "../methods";
 import type { Params } from "../methods/types";
 import { openInputs } from "./inputs";
 import { paramStats, requireStatsFiles, statsPrefix } from "../stats/keys";
-import { DEFAULT_CHUNK_ELEMS, EngineOptions } from "./merge";
+import { DEFAULT_CHUNK_ELEMS, EngineOptions, checkProgressive } from "./merge";
+import { formGroups } from "../progressive/engine";
+import type { MergeContext } from "../methods/types";
 
 export interface PlannedTensor {
   key: string;
@@ -54,6 +56,8 @@ export interface MergePlan {
   /** Estimated peak memory: streaming buffers + statistics + the runtime itself. */
   memory: { peakBytes: number; buffers: number; statistics: number; runtime: number };
   statistics?: StatsCoverage;
+  /** Progressive merges: the layer groups in merge order (name, number of keys). */
+  progressive?: { groups: { name: string; keys: number }[] };
   warnings: string[];
 }
 
@@ -62,14 +66,22 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
   const params = resolveParams(method, o.params);
   if (!o.experts.length) throw new TaskmergeError("no experts given");
   throwIfAborted(o.signal);
-  const inputs = await openInputs(o.base, o.experts, !!method.needsStats);
+  const progressive = params.progressive === true;
+  const inputs = await openInputs(o.base, o.experts, !!method.needsStats && !progressive);
   try {
     const { base } = inputs;
     const experts = inputs.experts.map((e, i) => ({ spec: o.experts[i], ck: e.checkpoint, stats: e.stats }));
     await checkOutputPath(o.out);
     const warnings: string[] = [];
     let statistics: StatsCoverage | undefined;
-    if (method.needsStats) {
+    let progressiveGroups: { name: string; keys: number }[] | undefined;
+    if (progressive) {
+      // What the merge checks before its first collector run: the collector, the groups.
+      checkProgressive(method.name, params, o);
+      const floatKeys = base.keys().filter((k) => isFloatDType(base.get(k).dtype));
+      const groups = await formGroups({ params, floatKeys } as Pick<MergeContext, "params" | "floatKeys"> as MergeContext);
+      progressiveGroups = groups.map((g) => ({ name: g.name, keys: g.keys.length }));
+    } else if (method.needsStats) {
       // The same checks the statistics methods make before reading data (lib/stats/keys.ts).
       const se = experts.map((e) => ({ name: e.spec.name, stats: e.stats }));
       requireStatsFiles(method.name, se);
@@ -125,6 +137,7 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
       io: { bytesPerPass, statisticsBytes: statistics?.bytes ?? 0, bytesWritten: files.reduce((n, f) => n + f.bytes, 0) },
       memory: { peakBytes: buffers + statsMemory + runtime, buffers, statistics: statsMemory, runtime },
       ...(statistics ? { statistics } : {}),
+      ...(progressiveGroups ? { progressive: { groups: progressiveGroups } } : {}),
       warnings,
     };
   } finally {

@@ -37,8 +37,15 @@ export function resolveParams(method: MergeMethod, given: Record<string, unknown
   return out;
 }
 
-function checkParam(method: string, p: ParamSpec, v: unknown): number | string {
+function checkParam(method: string, p: ParamSpec, v: unknown): number | string | boolean {
   const where = `${method}: parameter '${p.name}'`;
+  if (p.type === "boolean") {
+    // Flags and environment-style values arrive as strings.
+    if (v === "true") return true;
+    if (v === "false") return false;
+    if (typeof v !== "boolean") throw new UsageError(`${where} must be true or false (got ${JSON.stringify(v)})`);
+    return v;
+  }
   if (p.type === "string") {
     if (typeof v !== "string") throw new UsageError(`${where} must be a string`);
     if (p.choices && !p.choices.includes(v)) throw new UsageError(`${where} must be one of ${p.choices.join(", ")} (got '${v}')`);

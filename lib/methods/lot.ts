@@ -6,6 +6,7 @@
  * mean and are listed in the report (details.statsFallback).
  */
 import { mergeElementwise } from "../engine/stream";
+import { PROGRESSIVE_PARAMS } from "../progressive/params";
 import type { MergeContext, MergeMethod } from "./types";
 import { paramStats, requireStatsFiles } from "../stats/keys";
 import { solveLinear, statsError } from "../stats/closed_form";
@@ -30,6 +31,7 @@ export const lot: MergeMethod = {
     { name: "lambda", type: "number", default: 1.0, description: "scale of the merged task vector" },
     { name: "ridge", type: "number", default: 1e-6, min: 0, description: "Cholesky ridge ε, relative to mean(diag ΣG)" },
     { name: "solver", type: "string", default: "auto", choices: ["auto", "cholesky", "eigh"], description: "linear solver" },
+    ...PROGRESSIVE_PARAMS,
   ],
   async prepare(ctx) {
     requireStatsFiles("lot", ctx.experts);

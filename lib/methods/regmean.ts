@@ -6,6 +6,7 @@
  * Every other float parameter: the mean of the experts.
  */
 import { mergeElementwise } from "../engine/stream";
+import { PROGRESSIVE_PARAMS } from "../progressive/params";
 import type { MergeContext, MergeMethod } from "./types";
 import { TaskmergeError } from "../errors";
 import { paramStats, requireStatsFiles } from "../stats/keys";
@@ -25,7 +26,7 @@ export const regmean: MergeMethod = {
   name: "regmean",
   description: "RegMean: closed-form regression merge of linear layers from mean input Grams",
   needsStats: true,
-  params: [{ name: "alpha", type: "number", default: 0.95, min: 0, max: 1, description: "shrinkage α of the off-diagonal Gram" }],
+  params: [{ name: "alpha", type: "number", default: 0.95, min: 0, max: 1, description: "shrinkage α of the off-diagonal Gram" }, ...PROGRESSIVE_PARAMS],
   async prepare(ctx) {
     requireStatsFiles("regmean", ctx.experts);
     const fallback: string[] = [];

@@ -10,15 +10,15 @@ import type { ProgressTracker } from "../engine/progress";
 
 export interface ParamSpec {
   name: string;
-  type: "number" | "integer" | "string";
-  default: number | string;
+  type: "number" | "integer" | "string" | "boolean";
+  default: number | string | boolean;
   choices?: readonly string[];
   min?: number;
   max?: number;
   description: string;
 }
 
-export type Params = Record<string, number | string>;
+export type Params = Record<string, number | string | boolean>;
 
 export interface Expert {
   name: string;
