@@ -7,7 +7,8 @@
 Runs the 64 calibration images of the expert's task (DIR/calib.npz, written by
 train_zoo.py) through the encoder loaded from --model (the partially merged checkpoint)
 and writes, in the statistics format of scripts/collect_stats.py, the input Grams / norm
-statistics of only the modules whose weights are listed in --keys (one key a line).
+statistics of only the modules whose weights are listed in --keys (one key a line), with
+scripts/collect_stats.py's collect_stats(..., keys).
 
 It runs once per group and expert, so importing torch (1-3 s) each time would dominate:
 
@@ -26,15 +27,6 @@ import socket
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FIELDS = ("input_gram", "input_sum", "input_count", "norm_sq_sum", "norm_sum")
-
-
-def _prefix(key):
-    """Statistics prefix of a weight key: the module path (collect_stats.py's naming)."""
-    for suffix in (".weight", "_weight", ".bias", "_bias"):
-        if key.endswith(suffix):
-            return key[: -len(suffix)]
-    return key
 
 
 class Collector:
@@ -48,10 +40,9 @@ class Collector:
         sys.path.insert(0, HERE)
         sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
         import collect_stats
-        import safetensors_io
         from evaluate import load_encoder
         torch.set_num_threads(threads)
-        self.torch, self.cs, self.io, self.load_encoder = torch, collect_stats, safetensors_io, load_encoder
+        self.torch, self.cs, self.load_encoder = torch, collect_stats, load_encoder
         with open(os.path.join(zoo_dir, "zoo.json")) as f:
             self.zoo = json.load(f)
         with np.load(os.path.join(zoo_dir, self.zoo["files"]["calib"])) as z:
@@ -63,27 +54,11 @@ class Collector:
         if isinstance(keys, str):  # a keys file (the command line) or the list itself (a server request)
             with open(keys) as f:
                 keys = f.read().splitlines()
-        wanted = {_prefix(k.strip()) for k in keys if k.strip()}
+        keys = [k.strip() for k in keys if k.strip()]
         encoder = self.load_encoder(model, self.zoo["model"])
         images = self.calib[expert]
         batches = [self.torch.from_numpy(images[i:i + 32]) for i in range(0, len(images), 32)]
-        stats = self.cs._Stats()
-        removers, _ = self.cs.attach(encoder, stats)
-        try:
-            with self.torch.no_grad():
-                for b in batches:
-                    encoder(b)
-        finally:
-            for r in removers:
-                r()
-        stats.acc = {p: a for p, a in stats.acc.items() if p in wanted}
-        tensors = stats.tensors(self.torch.float64)
-        tmp = out + ".tmp-collect"
-        self.io.save_file(tensors, tmp, metadata={
-            "format": "taskmerge-stats", "producer": "bench/zoo/collect.py", "dtype": "f64",
-            "expert": expert, "model": os.path.basename(model)})
-        os.replace(tmp, out)
-        return len(stats.acc)
+        return len(self.cs.collect_stats(encoder, batches, out, "f64", keys))
 
 
 def serve(zoo_dir, path, threads):
