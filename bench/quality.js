@@ -174,7 +174,7 @@ async function main() {
       const row = { name: v.name, method: m.name, progressive: v.progressive, params: best.params, val: best.val, test, tried, mergeSeconds: best.mergeS };
       if (v.progressive) {
         row.collectSeconds = best.collectS;
-        row.progress = best.report.progressive;
+        row.progress = best.report.details?.progressive;
         row.cli = cliCheck(base, experts, m.name, best.params, best.out, collector, work);
         row.note = `one merge ${best.mergeS.toFixed(1)} s, of which ${best.collectS.toFixed(1)} s in the collector; ` + row.cli;
       }
@@ -258,7 +258,7 @@ function markdown(r, zoo) {
   lines.push("");
   lines.push(
     `Setting (CLIP-like, as in the merging papers): a pre-LN transformer encoder (dim ${zoo.model.dim}, depth ${zoo.model.depth}, ${zoo.model.heads} heads) ` +
-      `pre-trained on a mixture of every domain, the untransformed images and each task's (${zoo.sizes.pretrain_steps} batches of ${zoo.sizes.batch}); per task a linear head fitted on frozen base features ` +
+      `pre-trained on the original images (${zoo.sizes.pretrain_steps} batches of ${zoo.sizes.batch}); per task a linear head fitted on frozen base features ` +
       `(${zoo.sizes.head_samples} training images, L2 chosen on validation) and then frozen; each expert is the encoder fine-tuned through its task's frozen head ` +
       `(learning rate ${zoo.sizes.ft_lr}, ${zoo.sizes.ft_steps} batches of ${zoo.sizes.batch}). Merges combine encoders; each task is scored with its own head. ` +
       `Tasks: ${r.tasks.join(", ")}. Hyper-parameters chosen by mean validation accuracy only (first ${r.valLimit || "all"} validation examples per task, held out from training); ` +
@@ -293,6 +293,14 @@ function markdown(r, zoo) {
   for (const row of r.rows.filter((x) => x.tried && x.tried.length > 1))
     lines.push(`- ${row.name}: ${row.tried.map((t) => `${Object.values(t.params).join(",")}→${pct(t.val)}`).join(", ")}`);
   for (const row of r.rows.filter((x) => x.note)) lines.push(`- ${row.name}: ${row.note}`);
+  for (const row of r.rows.filter((x) => x.progress)) {
+    const p = row.progress;
+    const groups = p.groups.map((g) => (Array.isArray(g.keys) ? `${g.name} (${g.keys.join(", ")})` : `${g.name} (${g.keys} keys)`));
+    lines.push(
+      `- ${row.name}: ${p.granularity} groups in merge order: ${groups.join("; ")}; ${p.collectorRuns} collector runs; ` +
+        `${p.collectSeconds.toFixed(1)} s collecting, ${p.mergeSeconds.toFixed(1)} s merging, ${p.writeSeconds.toFixed(1)} s writing (engine's report)`,
+    );
+  }
   lines.push("");
   if (r.driftCommand) {
     lines.push(
@@ -315,7 +323,15 @@ function markdown(r, zoo) {
   return lines.join("\n");
 }
 
-main().catch((e) => {
+// --render: rewrite quality.md from an existing quality.json (after a change to the report's layout)
+const run = process.argv.includes("--render")
+  ? async () => {
+      const result = JSON.parse(fs.readFileSync(path.join(OUT, "quality.json"), "utf8"));
+      const zoo = JSON.parse(fs.readFileSync(path.join(result.zoo, "zoo.json"), "utf8"));
+      fs.writeFileSync(path.join(OUT, "quality.md"), markdown(result, zoo));
+    }
+  : main;
+run().catch((e) => {
   console.error(`bench/quality: ${e.stack || e.message}`);
   process.exit(1);
 });
