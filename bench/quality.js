@@ -34,13 +34,14 @@ const ONLY = arg("methods") ? arg("methods").split(",") : null;
 // One grid for every method with a `lambda`: covers task-arithmetic-style defaults (0.3)
 // and disjoint-mean / least-squares ones (1.0).
 const LAMBDAS = (arg("lambdas") || "0.1,0.2,0.3,0.4,0.5,0.6,0.8,1,1.2,1.5").split(",").map(Number);
+const EVAL_THREADS = arg("eval-threads", "1"); // torch threads of the evaluator (2 spin-wait on a busy machine)
 const ALPHAS = [0.5, 0.8, 0.95, 1]; // RegMean's off-diagonal scaling (its paper tunes it on validation)
 const TALL_LAMBDAS = [0.2, 0.3, 0.4, 0.5, 0.6]; // SPEC default grid
 
 /** One long-lived evaluator (data stays loaded); requests answered in order. */
 class Evaluator {
   constructor() {
-    this.child = spawn(PY, [path.join(ROOT, "bench", "zoo", "evaluate.py"), "--zoo", ZOO, "--serve", "--threads", "2"], {
+    this.child = spawn(PY, [path.join(ROOT, "bench", "zoo", "evaluate.py"), "--zoo", ZOO, "--serve", "--threads", EVAL_THREADS], {
       stdio: ["pipe", "pipe", "inherit"],
     });
     this.waiting = [];
