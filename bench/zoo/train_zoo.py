@@ -111,6 +111,9 @@ def main():
     ap = argparse.ArgumentParser(description="Train the Fashion-MNIST model zoo.")
     ap.add_argument("--out", required=True, help="output directory (e.g. bench/zoo/out)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pretrain", choices=["original", "mixture"], default="original",
+                    help="base pre-training data: the untransformed images, or a mixture of every domain "
+                         "(tasks.pretrain_mixture; an experiment, not what bench/RESULTS.md uses)")
     ap.add_argument("--pretrain-steps", type=int, default=1200, help="batches of 128 for the base")
     ap.add_argument("--lr", type=float, default=1e-3, help="pre-training learning rate")
     ap.add_argument("--ft-steps", type=int, default=400, help="batches of 128 per expert")
@@ -132,8 +135,11 @@ def main():
     # 1. base encoder, pre-trained through a throw-away head on the untransformed images
     torch.manual_seed(args.seed)
     base = build_model(**MODEL)
-    x, y = data(zoo_tasks.PRETRAIN, "train")
-    log("pre-training base on %s (%d steps)" % (zoo_tasks.PRETRAIN, args.pretrain_steps))
+    if args.pretrain == "mixture":
+        x, y = zoo_tasks.pretrain_mixture(raw, args.seed)
+    else:
+        x, y = data(zoo_tasks.PRETRAIN, "train")
+    log("pre-training base on %s (%d steps)" % (args.pretrain, args.pretrain_steps))
     train(Classifier(base, CLASSES), x, y, args.pretrain_steps, args.lr, 0.05, args.seed)
     save(base.state_dict(), os.path.join(out, "base.safetensors"))
     base_sd = {k: v.clone() for k, v in base.state_dict().items()}
@@ -177,7 +183,7 @@ def main():
     os.replace(tmp, os.path.join(out, "calib.npz"))
 
     zoo = {
-        "tasks": names, "pretrain_task": zoo_tasks.PRETRAIN, "model": MODEL, "classes": CLASSES,
+        "tasks": names, "pretrain_task": zoo_tasks.PRETRAIN if args.pretrain == "original" else "mixture", "model": MODEL, "classes": CLASSES,
         "seed": args.seed, "setting": "per-task linear heads fitted on frozen base features, then frozen; encoder fine-tuned",
         "sizes": {"train": len(raw["train_x"]) - zoo_tasks.VAL_SIZE, "val": zoo_tasks.VAL_SIZE,
                   "test": len(raw["test_x"]), "pretrain_steps": args.pretrain_steps, "ft_steps": args.ft_steps,
