@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Accuracy of a checkpoint on every zoo task.
+"""Accuracy of an encoder checkpoint on every zoo task, each task through its own head.
 
   /usr/bin/python3 bench/zoo/evaluate.py --model merged.safetensors --zoo bench/zoo/out \
       [--split val|test] [--tasks rot90,edges] [--limit N] [--json]
@@ -26,18 +26,37 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
 import safetensors_io  # noqa: E402
 import tasks as zoo_tasks  # noqa: E402
-from model import build_model  # noqa: E402
+from model import Classifier, build_model  # noqa: E402
 
 
-def load_model(path, config):
-    """Build the zoo model from its config and load a safetensors checkpoint (strict)."""
-    model = build_model(**config)
-    sd = {k: torch.from_numpy(v).float() for k, v in safetensors_io.load_file(path).items()}
+def load_weights(module, path, what, prefix=""):
+    """Load a safetensors checkpoint (its keys minus `prefix`) into module, strictly; a
+    misfit names the file."""
+    sd = {k[len(prefix):] if k.startswith(prefix) else k: torch.from_numpy(v).float()
+          for k, v in safetensors_io.load_file(path).items()}
     try:
-        model.load_state_dict(sd, strict=True)
+        module.load_state_dict(sd, strict=True)
     except RuntimeError as e:
-        raise SystemExit("evaluate: %s does not fit the zoo model: %s" % (path, str(e).splitlines()[0]))
-    return model.eval()
+        raise SystemExit("evaluate: %s does not fit the zoo %s: %s" % (path, what, str(e).splitlines()[0]))
+    return module.eval()
+
+
+def load_encoder(path, config):
+    """Build the zoo encoder from its config and load a safetensors checkpoint (strict)."""
+    return load_weights(build_model(**config), path, "encoder")
+
+
+def task_model(encoder, zoo_dir, zoo, task):
+    """The encoder with `task`'s frozen head."""
+    clf = Classifier(encoder, zoo.get("classes", 10))
+    load_weights(clf.head, os.path.join(zoo_dir, zoo["files"]["heads"][task]), "head", "head.")
+    return clf.eval()
+
+
+def features(encoder, x, batch=2000):
+    """Encoder features [N, dim] of numpy images x [N, 28, 28] float32."""
+    with torch.no_grad():
+        return torch.cat([encoder(torch.from_numpy(x[i:i + batch])) for i in range(0, len(x), batch)])
 
 
 def accuracy(model, x, y, batch=2000):
@@ -50,15 +69,16 @@ def accuracy(model, x, y, batch=2000):
     return correct / max(1, len(x))
 
 
-def evaluate(path, zoo, raw, split, names, limit):
-    """{task: accuracy} of checkpoint `path` on the first `limit` (0: all) examples of `split`."""
-    model = load_model(path, zoo["model"])
+def evaluate(path, zoo_dir, zoo, raw, split, names, limit):
+    """{task: accuracy} of encoder checkpoint `path` with each task's head, on the first
+    `limit` (0: all) examples of `split`."""
+    encoder = load_encoder(path, zoo["model"])
     acc = {}
     for t in names:
         x, y = _split(raw, t, split)
         if limit:
             x, y = x[:limit], y[:limit]
-        acc[t] = accuracy(model, x, y)
+        acc[t] = accuracy(task_model(encoder, zoo_dir, zoo, t), x, y)
     return acc
 
 
@@ -73,7 +93,7 @@ def _split(raw, task, split):
     return _CACHE[key]
 
 
-def serve(zoo, raw):
+def serve(zoo_dir, zoo, raw):
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -81,7 +101,7 @@ def serve(zoo, raw):
         try:
             req = json.loads(line)
             names = req.get("tasks") or zoo["tasks"]
-            acc = evaluate(req["model"], zoo, raw, req.get("split", "val"), names, int(req.get("limit", 0)))
+            acc = evaluate(req["model"], zoo_dir, zoo, raw, req.get("split", "val"), names, int(req.get("limit", 0)))
             res = {"accuracy": acc, "mean": sum(acc.values()) / len(acc), "seconds": round(time.time() - t0, 2)}
         except (Exception, SystemExit) as e:  # one bad checkpoint must not end the session
             res = {"error": str(e).splitlines()[0] if str(e) else type(e).__name__}
@@ -108,11 +128,11 @@ def main(argv=None):
         raise SystemExit("evaluate: unknown task(s) %s" % ",".join(unknown))
     raw = zoo_tasks.load_raw(os.path.join(args.zoo, "cache"))
     if args.serve:
-        return serve(zoo, raw)
+        return serve(args.zoo, zoo, raw)
     if not args.model:
         ap.error("--model is required (or --serve)")
     t0 = time.time()
-    acc = evaluate(args.model, zoo, raw, args.split, names, args.limit)
+    acc = evaluate(args.model, args.zoo, zoo, raw, args.split, names, args.limit)
     mean = sum(acc.values()) / len(acc)
     if args.json:
         print(json.dumps({"split": args.split, "limit": args.limit, "accuracy": acc, "mean": mean}))

@@ -1,7 +1,10 @@
-"""Small pre-LN vision transformer for 28x28 images.
+"""Small pre-LN vision transformer encoder for 28x28 images, and its task classifier.
 
-Every weight matrix is an nn.Linear (attention q/k/v/o included) and every norm an
-nn.LayerNorm, so LOT/RegMean statistics from scripts/collect_stats.py cover all of them.
+The encoder (what the zoo merges) maps images to features, like CLIP's image tower; each
+task has its own linear head on those features, kept outside the merged checkpoints, like
+CLIP's zero-shot text heads. Every weight matrix is an nn.Linear (attention q/k/v/o
+included) and every norm an nn.LayerNorm, so LOT/RegMean statistics from
+scripts/collect_stats.py cover all of them.
 """
 import math
 
@@ -55,8 +58,10 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-class PatchTransformer(nn.Module):
-    def __init__(self, dim=64, depth=3, heads=4, mlp_ratio=4, classes=10):
+class PatchEncoder(nn.Module):
+    """Images [N, 28, 28] -> features [N, dim] (final LayerNorm of the class token)."""
+
+    def __init__(self, dim=64, depth=3, heads=4, mlp_ratio=4):
         super().__init__()
         tokens = (28 // PATCH) ** 2
         self.patch_embed = nn.Linear(PATCH * PATCH, dim)
@@ -64,16 +69,28 @@ class PatchTransformer(nn.Module):
         self.pos_embed = nn.Parameter(torch.randn(1, tokens + 1, dim) * 0.02)
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, classes)
 
     def forward(self, images):
         x = self.patch_embed(patchify(images))
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
         for b in self.blocks:
             x = b(x)
-        return self.head(self.norm(x[:, 0]))
+        return self.norm(x[:, 0])
+
+
+class Classifier(nn.Module):
+    """Encoder + one task's linear head (the head's keys are head.weight / head.bias)."""
+
+    def __init__(self, encoder, classes=10):
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.norm.normalized_shape[0], classes)
+
+    def forward(self, images):
+        return self.head(self.encoder(images))
 
 
 def build_model(**kwargs):
-    """Factory used by train_zoo.py, evaluate.py and scripts/collect_stats.py --factory."""
-    return PatchTransformer(**kwargs)
+    """The encoder; factory used by train_zoo.py, evaluate.py, collect.py and
+    scripts/collect_stats.py --factory."""
+    return PatchEncoder(**kwargs)

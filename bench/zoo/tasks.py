@@ -93,6 +93,24 @@ def load_raw(cache_dir=None):
     return raw
 
 
+def pretrain_mixture(raw, seed=0):
+    """The base's pre-training set: the training split cut into one slice per domain (the
+    untransformed images and every task's transformation), each slice transformed by its
+    domain, shuffled; so the base has seen every input distribution, as a broadly
+    pre-trained model has, but was never tuned to a task's head."""
+    domains = list(TRANSFORMS)
+    cut = len(raw["train_x"]) - VAL_SIZE
+    order = np.random.RandomState(seed).permutation(cut)
+    xs, ys = [], []
+    for i, name in enumerate(domains):
+        idx = np.sort(order[i::len(domains)])
+        xs.append(np.ascontiguousarray(TRANSFORMS[name](raw["train_x"][idx])))
+        ys.append(raw["train_y"][idx])
+    mix = np.random.RandomState(seed + 1).permutation(cut)
+    u8, y = np.concatenate(xs)[mix], np.concatenate(ys)[mix]
+    return (u8.astype(np.float32) / 255.0 - MEAN) / STD, y
+
+
 def get_split(raw, task, split):
     """(float32 normalized images [N, 28, 28], int64 labels [N]) of one task and split."""
     if split == "test":
