@@ -8,7 +8,7 @@ export type { Progress } from "./engine/progress";
 export { inspect } from "./api/inspect";
 export type { InspectReport, InspectTensor } from "./api/inspect";
 export { listMethods } from "./methods";
-export type { MergeMethod, ParamSpec } from "./methods/types";
+export type { MergeMethod, ParamSpec } from "./engine/context";
 export { TaskmergeError, UsageError, AbortError } from "./errors";
 export { VERSION } from "./version";
 export { GramAccumulator } from "./stats/gram_accumulator";

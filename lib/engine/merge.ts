@@ -11,7 +11,7 @@ import { OutputSlot } from "../out_path/slot";
 import { checkInputClash } from "../out_path/clash";
 import { AbortError, TaskmergeError, UsageError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
-import type { MergeContext, MergeMethod, Params } from "../methods/types";
+import type { MergeContext, MergeMethod, Params } from "./context";
 import { namedPaths, openInputs, Inputs, ResolvedExpert } from "./inputs";
 import { attribute, chunkInputs } from "./provenance";
 import { finiteSink } from "./finite_output";

@@ -13,12 +13,12 @@ import { checkReplaceable } from "../out_path/owned";
 import { checkInputClash } from "../out_path/clash";
 import { TaskmergeError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
-import type { Params } from "../methods/types";
+import type { Params } from "./context";
 import { namedPaths, openInputs } from "./inputs";
 import { classifyStats, paramStats, statsPrefix } from "../stats/keys";
 import { DEFAULT_CHUNK_ELEMS, EngineOptions, checkProgressive } from "./merge";
 import { formGroups } from "../progressive/engine";
-import type { MergeContext } from "../methods/types";
+import type { MergeContext } from "./context";
 
 export interface PlannedTensor {
   key: string;

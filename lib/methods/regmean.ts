@@ -6,7 +6,7 @@
  * Every other float parameter: the mean of the experts.
  */
 import { mergeElementwise } from "../engine/stream";
-import { defineMethod, MergeContext } from "./types";
+import { defineMethod, MergeContext } from "../engine/context";
 import { PROGRESSIVE_PARAMS } from "../progressive/params";
 import { TaskmergeError } from "../errors";
 import { classifyStats, paramStats, statsSource } from "../stats/keys";

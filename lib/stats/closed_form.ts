@@ -7,7 +7,7 @@
 import { constants as bufferConstants } from "buffer";
 import { runOp } from "../native";
 import { TaskmergeError, throwIfAborted } from "../errors";
-import type { MergeContext, TensorSink } from "../methods/types";
+import type { MergeContext, TensorSink } from "../engine/context";
 import { DTYPE_SIZE } from "../safetensors/dtypes";
 import type { StatTensor } from "./keys";
 import { readGram } from "./read";
