@@ -3,7 +3,7 @@ export { merge } from "./api/merge";
 export type { MergeOptions, ExpertSpec, MethodName, MethodSpec, MergekitMethodSpec, OutputDType, CollectStats, CollectStatsRequest } from "./api/merge";
 export { planMerge } from "./api/plan";
 export type { MergePlan } from "./api/plan";
-export type { MergeReport } from "./engine/merge";
+export type { MergeReport } from "./job/merge";
 export type { Progress } from "./engine/progress";
 export { inspect } from "./api/inspect";
 export type { InspectReport, InspectTensor } from "./api/inspect";

@@ -12,6 +12,9 @@ import { chunkPool } from "./buffer_pool";
 import { withWriteBehind } from "./write_behind";
 import { blaming, chunkInputs } from "./provenance";
 
+/** Elements per streamed chunk unless the caller chooses (TASKMERGE_CHUNK_ELEMS overrides it). */
+export const DEFAULT_CHUNK_ELEMS = Number(process.env.TASKMERGE_CHUNK_ELEMS) || 4 << 20;
+
 export interface Chunk {
   key: string;
   /** Index of the chunk's first element in the tensor. */

@@ -8,7 +8,7 @@
 import { mergeElementwise } from "../engine/stream";
 import { defineMethod, MergeContext } from "../engine/context";
 import { classifyStats, paramStats } from "../stats/keys";
-import { solveLinear } from "../stats/closed_form";
+import { solveLinear } from "./closed_form";
 import { checkCounts, readScale } from "../stats/read";
 import { PROGRESSIVE_PARAMS } from "../progressive/params";
 

@@ -10,7 +10,7 @@ import { defineMethod, MergeContext } from "../engine/context";
 import { PROGRESSIVE_PARAMS } from "../progressive/params";
 import { TaskmergeError } from "../errors";
 import { classifyStats, paramStats, statsSource } from "../stats/keys";
-import { solveLinear } from "../stats/closed_form";
+import { solveLinear } from "./closed_form";
 import { checkCounts, readCount } from "../stats/read";
 
 interface RegMeanDetails {

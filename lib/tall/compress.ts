@@ -15,7 +15,7 @@ import { DTYPE_SIZE, FloatDType, isFloatDType } from "../safetensors/dtypes";
 import { Chunk, chunkArgs, forEachChunk, releaseChunk } from "../engine/stream";
 import { chunkPool } from "../engine/buffer_pool";
 import { namedPaths, openInputs } from "../engine/inputs";
-import { DEFAULT_CHUNK_ELEMS } from "../engine/merge";
+import { DEFAULT_CHUNK_ELEMS } from "../engine/stream";
 import type { ResolvedExpert } from "../engine/inputs";
 import { Progress, ProgressTracker } from "../engine/progress";
 import { TaskmergeError, throwIfAborted } from "../errors";

@@ -11,18 +11,19 @@ import { OutputSlot } from "../out_path/slot";
 import { checkInputClash } from "../out_path/clash";
 import { AbortError, TaskmergeError, UsageError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
-import type { MergeContext, MergeMethod, Params } from "./context";
-import { namedPaths, openInputs, Inputs, ResolvedExpert } from "./inputs";
-import { attribute, chunkInputs } from "./provenance";
-import { finiteSink } from "./finite_output";
+import type { MergeContext, MergeMethod, Params } from "../engine/context";
+import { namedPaths, openInputs, Inputs, ResolvedExpert } from "../engine/inputs";
+import { attribute, chunkInputs } from "../engine/provenance";
+import { finiteSink } from "../engine/finite_output";
+import { DEFAULT_CHUNK_ELEMS } from "../engine/stream";
 import { modelCard } from "../model_card";
 import { outputConfigFiles, readBaseInfo } from "../base_info";
-import { Progress, ProgressTracker } from "./progress";
+import { Progress, ProgressTracker } from "../engine/progress";
 import { VERSION } from "../version";
 import { mergeProgressive } from "../progressive/engine";
 import type { CollectStats } from "../progressive/collect";
 
-export type { ResolvedExpert } from "./inputs";
+export type { ResolvedExpert } from "../engine/inputs";
 
 export interface EngineOptions {
   base: string;
@@ -57,8 +58,6 @@ export interface MergeReport {
   /** Leftovers of killed runs on the same output that were removed or restored, one line each. */
   reclaimed: string[];
 }
-
-export const DEFAULT_CHUNK_ELEMS = Number(process.env.TASKMERGE_CHUNK_ELEMS) || 4 << 20;
 
 export async function runMerge(o: EngineOptions): Promise<MergeReport> {
   const t0 = Date.now();

@@ -13,12 +13,13 @@ import { checkReplaceable } from "../out_path/owned";
 import { checkInputClash } from "../out_path/clash";
 import { TaskmergeError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
-import type { Params } from "./context";
-import { namedPaths, openInputs } from "./inputs";
+import type { Params } from "../engine/context";
+import { namedPaths, openInputs } from "../engine/inputs";
 import { classifyStats, paramStats, statsPrefix } from "../stats/keys";
-import { DEFAULT_CHUNK_ELEMS, EngineOptions, checkProgressive } from "./merge";
+import { EngineOptions, checkProgressive } from "./merge";
+import { DEFAULT_CHUNK_ELEMS } from "../engine/stream";
 import { formGroups } from "../progressive/engine";
-import type { MergeContext } from "./context";
+import type { MergeContext } from "../engine/context";
 
 export interface PlannedTensor {
   key: string;
