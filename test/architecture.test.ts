@@ -112,7 +112,10 @@ describe("architecture", () => {
     // The graph is not empty by accident: known edges of each import form are present.
     expect(g.get("engine")?.has("safetensors")).toBe(true);
     expect(g.get("lib/index.ts")?.has("methods")).toBe(true); // "./methods" (a folder's index.ts)
-    expect(g.get("tall")?.has("engine")).toBe(true);
+    expect(g.get("cli")?.get("job")).toEqual(new Set(["cli/plan_view.ts"])); // `import type` only
+    expect(g.get("progressive")?.get("engine")).toContain("progressive/params.ts"); // `import type` only
+    // `export type { ... } from`
+    expect(importsOf(path.join(LIB, "index.ts"))).toContain(path.join(LIB, "engine", "context"));
   });
 
   it("lists only known exceptions that are still imported", () => {
