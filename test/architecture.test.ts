@@ -6,7 +6,9 @@
  * different levels: errors.ts, native.ts, units.ts, version.ts are leaves
  * everyone may use, checkpoint.ts sits on safetensors, index.ts (the public
  * entry) on everything. docs/architecture.md gives the direction the imports
- * go: cli → api → engine → methods → select / stats → safetensors → lib root.
+ * go: cli → api → job → tall → methods → select / progressive → engine →
+ * stats → out_path → safetensors → errors.ts. Files do not import each other
+ * around a loop either.
  */
 import * as fs from "fs";
 import * as path from "path";
@@ -62,6 +64,21 @@ function folderGraph(): Map<string, Map<string, Set<string>>> {
   return g;
 }
 
+/** File graph: file → the files it imports (a folder import is its index.ts). */
+function fileGraph(): Map<string, Map<string, Set<string>>> {
+  const g = new Map<string, Map<string, Set<string>>>();
+  for (const file of libFiles(LIB)) {
+    const from = path.relative(LIB, file);
+    const edges = new Map<string, Set<string>>();
+    for (const target of importsOf(file)) {
+      const to = path.relative(LIB, fs.existsSync(`${target}.ts`) ? `${target}.ts` : path.join(target, "index.ts"));
+      edges.set(to, new Set([from]));
+    }
+    g.set(from, edges);
+  }
+  return g;
+}
+
 /** Strongly connected components with more than one node (Tarjan). */
 function cycles(g: Map<string, Map<string, Set<string>>>): string[][] {
   let next = 0;
@@ -106,6 +123,12 @@ describe("architecture", () => {
   it("has no import cycle between the folders of lib/", () => {
     const found = cycles(g).map((scc) => describe_(g, scc));
     expect(found.join("\n\n")).toBe("");
+  });
+
+  it("has no import cycle between the files of lib/", () => {
+    // Within a folder too (ties_trim.ts and ties_window.ts once imported each other).
+    const files = fileGraph();
+    expect(cycles(files).map((scc) => describe_(files, scc)).join("\n\n")).toBe("");
   });
 
   it("sees the imports it checks (type-only, export-from, folder index)", () => {
