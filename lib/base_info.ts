@@ -4,10 +4,10 @@
  * Hub id and not a local path), its license (the base's README front matter,
  * or config.json), and config.json with `torch_dtype` following --dtype.
  */
-import { promises as fsp } from "fs";
 import * as path from "path";
 import YAML from "yaml";
 import type { FloatDType } from "./safetensors/dtypes";
+import { readRegularFile } from "./input_file";
 
 export interface BaseInfo {
   /** The base's Hub id for the card's `base_model`, when known. */
@@ -23,7 +23,8 @@ export function isHubId(s: unknown): s is string {
 }
 
 async function readText(file: string): Promise<string | undefined> {
-  return fsp.readFile(file, "utf8").catch(() => undefined);
+  // Only a regular file: a FIFO named config.json must not block the run.
+  return readRegularFile(file).then((b) => b.toString("utf8"), () => undefined);
 }
 
 function jsonObject(text: string | undefined): Record<string, unknown> | undefined {

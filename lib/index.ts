@@ -1,3 +1,7 @@
+// The declarations use Node's types (Buffer): the reference makes a consumer's
+// tsc load @types/node, a dependency so it is installed with taskmerge
+// (preserve: TypeScript 5.5+ drops the directive from .d.ts files otherwise).
+/// <reference types="node" preserve="true" />
 /** taskmerge: the public library API. */
 export { merge } from "./api/merge";
 export type { MergeOptions, ExpertSpec, MethodName, MethodSpec, MergekitMethodSpec, OutputDType, CollectStats, CollectStatsRequest } from "./api/merge";

@@ -1,44 +1,100 @@
 /**
  * Loads the native addon and exposes its one entry point: run(op, args),
  * which runs a named C++ op on a worker thread and resolves with its results.
+ *
+ * Which addon: TASKMERGE_ADDON when set, else node-gyp-build's rule — the
+ * local build in build/Release (made at install by cmake-js or node-gyp),
+ * else the prebuilt addon shipped in prebuilds/<platform>-<arch>/.
  */
+import * as fs from "fs";
 import * as path from "path";
+import { envValue } from "./env";
 
 export type OpArg = number | boolean | string | Uint8Array | ArrayBufferView | number[] | string[] | ArrayBufferView[];
 export type OpResult = Record<string, number | number[] | Buffer>;
 
-interface Addon {
-  run(op: string, args: Record<string, OpArg | undefined>): Promise<OpResult>;
-  info(): { threads: number; blas: string; ops: string[] };
+export interface NativeInfo {
+  threads: number;
+  /** "openblas" or "builtin". */
+  blas: string;
+  /** The build tool that made the binary: "cmake-js" or "node-gyp". */
+  build: string;
+  ops: string[];
 }
 
-let addon: Addon | undefined;
+/** Where the loaded addon came from. */
+export interface AddonLocation {
+  path: string;
+  origin: "TASKMERGE_ADDON" | "local build" | "prebuilt";
+}
 
-function load(): Addon {
-  if (addon) return addon;
-  const root = path.join(__dirname, "..");
-  const candidates = [
-    process.env.TASKMERGE_ADDON,
-    path.join(root, "build", "Release", "taskmerge.node"),
-    path.join(root, "build", "Debug", "taskmerge.node"),
-  ].filter((p): p is string => !!p);
-  const errors: string[] = [];
-  for (const p of candidates) {
-    try {
-      addon = require(p) as Addon;
-      return addon;
-    } catch (e) {
-      errors.push(`${p}: ${(e as Error).message.split("\n")[0]}`);
-    }
+interface Addon {
+  run(op: string, args: Record<string, OpArg | undefined>): Promise<OpResult>;
+  info(): NativeInfo;
+}
+
+const root = path.join(__dirname, "..");
+const nodeGypBuild: { path(dir: string): string } = require("node-gyp-build");
+
+let loaded: { addon: Addon; location: AddonLocation } | undefined;
+
+function locate(): AddonLocation {
+  const env = process.env.TASKMERGE_ADDON;
+  if (env) return { path: path.resolve(env), origin: "TASKMERGE_ADDON" };
+  let file: string;
+  try {
+    file = nodeGypBuild.path(root);
+  } catch (e) {
+    throw new Error(
+      `taskmerge: no native addon: no local build in ${path.join(root, "build", "Release")} and ` +
+        `${(e as Error).message.split("\n")[0].replace(/^No native build was found/, "no prebuilt addon")}; ` +
+        "run 'npm rebuild taskmerge' (needs cmake or a C++ compiler)",
+    );
   }
-  throw new Error(`taskmerge: native addon not found; run 'npm run build:native'.\n${errors.join("\n")}`);
+  // node-gyp-build also finds prebuilds beside the node binary: only build/ is a local build.
+  const local = path.join(root, "build") + path.sep;
+  return { path: file, origin: file.startsWith(local) ? "local build" : "prebuilt" };
+}
+
+function load(): { addon: Addon; location: AddonLocation } {
+  if (loaded) return loaded;
+  const location = locate();
+  try {
+    loaded = { addon: require(location.path) as Addon, location };
+  } catch (e) {
+    throw new Error(
+      `taskmerge: the native addon ${location.path} (${location.origin}) does not load: ` +
+        `${(e as Error).message.split("\n")[0]}; ` +
+        (location.origin === "TASKMERGE_ADDON" ? "point TASKMERGE_ADDON at a built taskmerge.node" : "run 'npm rebuild taskmerge'"),
+    );
+  }
+  return loaded;
 }
 
 /** Always a promise: argument errors the addon throws synchronously become rejections. */
 export async function runOp(op: string, args: Record<string, OpArg | undefined>): Promise<OpResult> {
-  return load().run(op, args);
+  // The addon reads TASKMERGE_THREADS and TASKMERGE_LINALG itself and would ignore a bad value.
+  envValue("TASKMERGE_THREADS");
+  envValue("TASKMERGE_LINALG");
+  return load().addon.run(op, args);
 }
 
-export function nativeInfo(): { threads: number; blas: string; ops: string[] } {
-  return load().info();
+export function nativeInfo(): NativeInfo {
+  return load().addon.info();
+}
+
+export function addonLocation(): AddonLocation {
+  return load().location;
+}
+
+/**
+ * What the install script recorded (build/install.json): which step gave the
+ * addon and why the better ones were not used; undefined when not recorded.
+ */
+export function installRecord(): { result: string | null; failures: string[] } | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(root, "build", "install.json"), "utf8"));
+  } catch {
+    return undefined;
+  }
 }

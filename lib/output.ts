@@ -121,7 +121,7 @@ export class Output {
   }
 
   private async writeIndex(): Promise<void> {
-    const weight_map: Record<string, string> = {};
+    const weight_map: Record<string, string> = Object.create(null); // keys come from files: `__proto__` must stay a key
     let total = 0;
     this.shards.forEach((s, i) => {
       for (const t of s) {

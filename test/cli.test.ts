@@ -26,11 +26,12 @@ function inputBytes(dir: string, T: number, ext = ".safetensors"): number {
 }
 
 describe("help, version, exit codes", () => {
-  test("--version and -V print the package version", async () => {
+  test("--version and -V print the package version first, then the addon", async () => {
     for (const flag of ["--version", "-V"]) {
       const r = await runCli([flag]);
       expect(r.code).toBe(0);
-      expect(r.stdout.trim()).toBe(VERSION);
+      expect(r.stdout.split("\n")[0]).toBe(VERSION);
+      expect(r.stdout.split("\n")[1]).toMatch(/^addon: /);
     }
   });
 
@@ -209,7 +210,7 @@ describe("--dry-run", () => {
     const r = await runCli(["merge", "--dry-run", "--base", path.join(dir, "base.safetensors"), "--expert", path.join(other, "task0.safetensors"),
       "--method", "average", "--out", path.join(dir, "out.safetensors")]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/shapes or dtypes differ from the base: 'blocks\.0\.mlp\.fc1\.weight' \[32,9\] vs base \[32,8\].*task0\.safetensors/);
+    expect(r.stderr).toMatch(/shapes or dtypes differ from the base: "blocks\.0\.mlp\.fc1\.weight" \[32,9\] vs base \[32,8\].*task0\.safetensors/);
     expect(fs.existsSync(path.join(dir, "out.safetensors"))).toBe(false);
   });
 });

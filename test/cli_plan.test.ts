@@ -66,7 +66,7 @@ describe("statistics in the plan", () => {
     const errors = (r: { stderr: string }) => r.stderr.split("\n").filter((l) => !l.startsWith("warning: ")).join("\n").trim();
     for (const r of [dry, real]) {
       expect(r.code).toBe(1);
-      expect(errors(r)).toMatch(/^taskmerge: error: statistics tensor is F32 \[32, 33\] .*'blocks\.0\.mlp\.fc2\.weight' \[8, 32\].*bad\.stats\.safetensors.*blocks\.0\.mlp\.fc2\.input_gram/);
+      expect(errors(r)).toMatch(/^taskmerge: error: statistics tensor is F32 \[32, 33\] .*"blocks\.0\.mlp\.fc2\.weight" \[8, 32\].*bad\.stats\.safetensors.*blocks\.0\.mlp\.fc2\.input_gram/);
     }
     expect(errors(dry)).toBe(errors(real));
     expect(listTree(dir)).toEqual(before);

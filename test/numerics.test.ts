@@ -73,7 +73,7 @@ test("DARE's 1/density rescaling overflowing float32 from finite weights fails (
   }
   expect(r!.code).toBe(1);
   expect(r!.stderr.trim().split("\n")).toHaveLength(1);
-  expect(r!.stderr).toMatch(/non-finite value \(NaN or Inf\) at element 4 in F32.*key 'l\.weight'/);
+  expect(r!.stderr).toMatch(/non-finite value \(NaN or Inf\) at element 4 in F32.*key "l\.weight"/);
   expect(fs.existsSync(out)).toBe(false);
 });
 

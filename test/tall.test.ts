@@ -217,7 +217,7 @@ describe("compress and extract", () => {
       const other = makeZoo(tmpDir("tall-other-"), { T: 1, keys: KEYS, seed: 99 });
       await expect(x(good, "task0", other.base.path)).rejects.toThrow(/base differs/);
       const small = makeZoo(tmpDir("tall-small-"), { T: 1, seed: 4 });
-      await expect(x(good, "task0", small.base.path)).rejects.toThrow(/keys or shapes differ at 'odd'/);
+      await expect(x(good, "task0", small.base.path)).rejects.toThrow(/keys or shapes differ at "odd"/);
     });
     test("not a bundle, or an edited bundle.json", async () => {
       await expect(x(dir)).rejects.toThrow(/not a taskmerge bundle/);
@@ -232,7 +232,7 @@ describe("compress and extract", () => {
       const m2 = JSON.parse(fs.readFileSync(j2, "utf8"));
       m2.tasks[1].name = "renamed";
       fs.writeFileSync(j2, JSON.stringify(m2));
-      await expect(x(c, "renamed")).rejects.toThrow(/mask of task 'renamed' missing.*renamed::/);
+      await expect(x(c, "renamed")).rejects.toThrow(/mask of task "renamed" missing.*renamed::/);
     });
   });
 

@@ -9,7 +9,8 @@ import { promises as fsp } from "fs";
 import * as path from "path";
 import YAML, { LineCounter, Document } from "yaml";
 import type { ZodIssue, ZodTypeAny } from "zod";
-import { UsageError } from "../errors";
+import { TaskmergeError, UsageError } from "../errors";
+import { readRegularFile } from "../input_file";
 import type { ExpertSpec } from "../api/merge";
 import { getMethod, resolveParams } from "../methods";
 import { listMergekitMethods, MERGEKIT_PREFIX, MERGEKIT_UNSUPPORTED } from "../methods/mergekit";
@@ -47,8 +48,10 @@ export function configError(cfg: { file: string }, key: string, message: string)
 export async function loadMergeConfig(file: string): Promise<MergeConfig> {
   let text: string;
   try {
-    text = await fsp.readFile(file, "utf8");
+    text = (await readRegularFile(file)).toString("utf8");
   } catch (e) {
+    // A FIFO or device is refused (it would block), as for every input.
+    if (e instanceof TaskmergeError) throw new UsageError(`${file}: cannot read the config file (${e.reason.replace(/^cannot open: /, "")})`);
     const code = (e as NodeJS.ErrnoException).code;
     throw new UsageError(`${file}: cannot read the config file (${code === "ENOENT" ? "no such file" : code ?? (e as Error).message})`);
   }

@@ -17,11 +17,14 @@ import { registerExtract } from "./extract_command";
 import { registerMethods } from "./methods_command";
 import { InterruptedError } from "./signals";
 import { StatsCommandError } from "../progressive/stats_command";
+import { addonLines, registerInfo } from "./info_command";
+import { checkEnvironment } from "../env";
 
 export function buildProgram(): Command {
   const program = new Command("taskmerge")
     .description("Merge fine-tuned checkpoints of one base model into one multi-task model")
-    .version(VERSION, "-V, --version")
+    // --version also names the native addon in use (see `taskmerge info`).
+    .option("-V, --version", "print the version and the native addon in use")
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride()
     .addHelpText(
@@ -34,23 +37,30 @@ Examples:
   taskmerge compress --base base/ --expert a/ --expert b/ --out bundle/
   taskmerge extract --bundle bundle/ --task a --base base/ --out a-rebuilt/
   taskmerge methods                 # every method with its parameters and defaults
+  taskmerge info                    # the native addon in use and how it was built
   taskmerge help merge
 
 Run 'taskmerge <command> --help' for a command's options and examples.
 Exit status: 0 success, 1 failure, 2 usage or config error, 130/143 interrupted by SIGINT/SIGTERM.`,
     );
+  program.on("option:version", () => {
+    process.stdout.write([VERSION, ...addonLines()].join("\n") + "\n");
+    throw new CommanderError(0, "commander.version", VERSION);
+  });
   registerInspect(program);
   registerMerge(program);
   registerDrift(program);
   registerCompress(program);
   registerExtract(program);
   registerMethods(program);
+  registerInfo(program);
   return program;
 }
 
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
+    checkEnvironment();
     await program.parseAsync(argv);
     return 0;
   } catch (e) {

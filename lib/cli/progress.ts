@@ -2,6 +2,7 @@
 import { SingleBar, Presets } from "cli-progress";
 import type { Progress } from "../engine/progress";
 import { formatBytes } from "../units";
+import { envNumber } from "../env";
 
 export interface ProgressView {
   update(p: Progress): void;
@@ -9,7 +10,7 @@ export interface ProgressView {
 }
 
 /** Seconds between plain progress lines (TASKMERGE_PROGRESS_INTERVAL overrides, for logs that want more or fewer). */
-const LINE_INTERVAL_MS = 1000 * (Number(process.env.TASKMERGE_PROGRESS_INTERVAL) || 5);
+const lineIntervalMs = () => 1000 * (envNumber("TASKMERGE_PROGRESS_INTERVAL") ?? 5);
 
 export function createProgressView(opts: { quiet?: boolean; stream?: NodeJS.WriteStream }): ProgressView {
   const stream = opts.stream ?? process.stderr;
@@ -105,7 +106,7 @@ class LineView implements ProgressView {
     if (fresh) this.lastDone = -1;
     const done = p.tensorsDone === p.tensorsTotal;
     // A line when a phase starts, when it ends, and every interval in between.
-    if (!fresh && !(done && this.lastDone !== p.tensorsDone) && now - this.last < LINE_INTERVAL_MS) return;
+    if (!fresh && !(done && this.lastDone !== p.tensorsDone) && now - this.last < lineIntervalMs()) return;
     if (done) this.lastDone = p.tensorsDone;
     this.last = now;
     const pct = p.bytesTotal ? ((100 * p.bytesDone) / p.bytesTotal).toFixed(1) : "100.0";

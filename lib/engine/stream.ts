@@ -5,6 +5,7 @@
  */
 import { runOp, OpArg } from "../native";
 import { throwIfAborted } from "../errors";
+import { envNumber } from "../env";
 import type { MergeContext, StreamContext, TensorSink } from "./context";
 import type { FloatDType } from "../safetensors/dtypes";
 import type { Checkpoint } from "../checkpoint";
@@ -12,8 +13,12 @@ import { chunkPool } from "./buffer_pool";
 import { withWriteBehind } from "./write_behind";
 import { blaming, chunkInputs } from "./provenance";
 
-/** Elements per streamed chunk unless the caller chooses (TASKMERGE_CHUNK_ELEMS overrides it). */
-export const DEFAULT_CHUNK_ELEMS = Number(process.env.TASKMERGE_CHUNK_ELEMS) || 4 << 20;
+export const DEFAULT_CHUNK_ELEMS = 4 << 20;
+
+/** Elements per streamed chunk: TASKMERGE_CHUNK_ELEMS when set (validated), else DEFAULT_CHUNK_ELEMS. */
+export function defaultChunkElems(): number {
+  return envNumber("TASKMERGE_CHUNK_ELEMS") ?? DEFAULT_CHUNK_ELEMS;
+}
 
 export interface Chunk {
   key: string;

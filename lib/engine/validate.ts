@@ -1,6 +1,6 @@
 /** Checks that every expert holds the base's keys with the same shapes, before anything is written. */
 import type { Checkpoint } from "../checkpoint";
-import { TaskmergeError } from "../errors";
+import { quote, TaskmergeError } from "../errors";
 import { isFloatDType } from "../safetensors/dtypes";
 
 const SHOW = 5;
@@ -20,8 +20,8 @@ export function checkCompatible(base: Checkpoint, others: Checkpoint[]): void {
     for (const k of baseKeys) {
       const a = base.get(k), b = other.get(k);
       const sameShape = a.shape.length === b.shape.length && a.shape.every((d, i) => d === b.shape[i]);
-      if (!sameShape) bad.push(`'${k}' [${b.shape}] vs base [${a.shape}]`);
-      else if (isFloatDType(a.dtype) !== isFloatDType(b.dtype)) bad.push(`'${k}' ${b.dtype} vs base ${a.dtype}`);
+      if (!sameShape) bad.push(`${quote(k)} [${b.shape}] vs base [${a.shape}]`);
+      else if (isFloatDType(a.dtype) !== isFloatDType(b.dtype)) bad.push(`${quote(k)} ${b.dtype} vs base ${a.dtype}`);
       if (bad.length >= SHOW) break;
     }
     if (bad.length) throw new TaskmergeError(`shapes or dtypes differ from the base: ${bad.join(", ")}`, other.path);
@@ -29,6 +29,6 @@ export function checkCompatible(base: Checkpoint, others: Checkpoint[]): void {
 }
 
 function list(keys: string[]): string {
-  const shown = keys.slice(0, SHOW).map((k) => `'${k}'`).join(", ");
+  const shown = keys.slice(0, SHOW).map(quote).join(", ");
   return keys.length > SHOW ? `${shown} and ${keys.length - SHOW} more` : shown;
 }

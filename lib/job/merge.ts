@@ -15,7 +15,7 @@ import type { MergeContext, MergeMethod, Params } from "../engine/context";
 import { namedPaths, openInputs, Inputs, ResolvedExpert } from "../engine/inputs";
 import { attribute, chunkInputs } from "../engine/provenance";
 import { finiteSink } from "../engine/finite_output";
-import { DEFAULT_CHUNK_ELEMS } from "../engine/stream";
+import { defaultChunkElems } from "../engine/stream";
 import { modelCard } from "../model_card";
 import { outputConfigFiles, readBaseInfo } from "../base_info";
 import { Progress, ProgressTracker } from "../engine/progress";
@@ -90,7 +90,7 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
     const progress = new ProgressTracker(o.onProgress);
     const ctx: MergeContext = {
       base, experts, params, floatKeys: keys.filter(isFloat), outDtype, signal: o.signal, progress,
-      chunkElems: o.chunkElems ?? DEFAULT_CHUNK_ELEMS, details: {},
+      chunkElems: o.chunkElems ?? defaultChunkElems(), details: {},
     };
     const manifest = {
       taskmerge: VERSION,

@@ -17,7 +17,7 @@ import type { Params } from "../engine/context";
 import { namedPaths, openInputs } from "../engine/inputs";
 import { classifyStats, paramStats, statsPrefix } from "../stats/keys";
 import { EngineOptions, checkProgressive } from "./merge";
-import { DEFAULT_CHUNK_ELEMS } from "../engine/stream";
+import { defaultChunkElems } from "../engine/stream";
 import { formGroups } from "../progressive/engine";
 import type { MergeContext } from "../engine/context";
 
@@ -122,7 +122,7 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
     // (TIES-family thresholds take extra ones): the plan states the per-pass figure.
     let bytesPerPass = 0;
     let buffers = 0;
-    const chunk = Math.max(1, o.chunkElems ?? DEFAULT_CHUNK_ELEMS);
+    const chunk = Math.max(1, o.chunkElems ?? defaultChunkElems());
     for (const t of tensors) {
       const b = base.get(t.key);
       const n = Math.min(chunk, b.numel);

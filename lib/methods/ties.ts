@@ -25,7 +25,7 @@ export async function trimFor(ctx: MergeContext, scan: KeyScan, report: string):
   const g = globalTrims.get(ctx);
   if (g) return g;
   const t = await tensorTiesTrim(ctx, scan, ctx.params.density as number);
-  const per = (ctx.details[report] ??= {}) as Record<string, unknown>;
+  const per = (ctx.details[report] ??= Object.create(null)) as Record<string, unknown>; // keyed by tensor keys
   per[scan.key] = describeTrim(ctx, t);
   return t;
 }

@@ -3,10 +3,10 @@ import { promises as fsp } from "fs";
 import { createHash } from "crypto";
 import { Header, headerLength, parseHeader, TensorInfo } from "./header";
 import { TaskmergeError } from "../errors";
+import { openRegularFile } from "../input_file";
+import { TimeSlicer } from "../time_slice";
 
 export class SafetensorsFile {
-  private readonly byKey: Map<string, TensorInfo>;
-
   private constructor(
     readonly path: string,
     readonly size: number,
@@ -14,26 +14,26 @@ export class SafetensorsFile {
     /** sha256 of the raw header bytes: identifies the file's layout cheaply. */
     readonly headerHash: string,
     private fh: fsp.FileHandle | undefined,
-  ) {
-    this.byKey = new Map(header.tensors.map((t) => [t.key, t]));
-  }
+    /** Built in open(), in slices: a huge header must not block the event loop. */
+    private readonly byKey: Map<string, TensorInfo>,
+  ) {}
 
   static async open(path: string): Promise<SafetensorsFile> {
-    let fh: fsp.FileHandle;
-    try {
-      fh = await fsp.open(path, "r");
-    } catch (e) {
-      throw new TaskmergeError(`cannot open: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, path);
-    }
+    const fh = await openRegularFile(path);
     try {
       const st = await fh.stat();
-      if (!st.isFile()) throw new TaskmergeError("not a regular file", path);
       const prefix = await readExactly(fh, 0, Math.min(8, st.size), path);
       const n = headerLength(prefix, st.size, path);
       const json = await readExactly(fh, 8, n, path);
-      const header = parseHeader(json, st.size, path);
+      const header = await parseHeader(json, st.size, path);
       const hash = createHash("sha256").update(json).digest("hex");
-      return new SafetensorsFile(path, st.size, header, hash, fh);
+      const slicer = new TimeSlicer();
+      const byKey = new Map<string, TensorInfo>();
+      for (const [i, t] of header.tensors.entries()) {
+        byKey.set(t.key, t);
+        if ((i & 1023) === 1023) await slicer.maybe();
+      }
+      return new SafetensorsFile(path, st.size, header, hash, fh, byKey);
     } catch (e) {
       await fh.close();
       throw e;

@@ -1,12 +1,19 @@
 /**
- * Parses and validates a safetensors header. Every size and offset in a file
- * is treated as hostile: checked against the file size and for overflow
- * before anything is allocated from it.
+ * Parses and validates a safetensors header by the format's own rules: a
+ * length prefix of at most 100,000,000, a strict JSON object (header_json.ts),
+ * known dtypes, shape × dtype size equal to each tensor's byte range, and
+ * tensors that cover the data section exactly: contiguous from byte 0 to the
+ * end of the file, no gaps, no overlaps. Every size and offset is treated as
+ * hostile: checked against the file size and for overflow before anything is
+ * allocated from it.
  */
 import { DTYPE_SIZE, DType, isDType } from "./dtypes";
-import { TaskmergeError } from "../errors";
+import { HeaderJsonError, readHeaderJson, RawHeader } from "./header_json";
+import { quote, TaskmergeError } from "../errors";
+import { TimeSlicer } from "../time_slice";
 
-export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+/** The format's limit on the header length (safetensors' MAX_HEADER_SIZE). */
+export const MAX_HEADER_BYTES = 100_000_000;
 
 export interface TensorInfo {
   key: string;
@@ -22,6 +29,7 @@ export interface Header {
   headerBytes: number;
   dataStart: number;
   tensors: TensorInfo[]; // in data order
+  /** A null-prototype object: keys such as `__proto__` are kept as they are. */
   metadata: Record<string, string>;
 }
 
@@ -29,74 +37,82 @@ export interface Header {
 export function headerLength(prefix: Buffer, fileSize: number, file: string): number {
   if (fileSize < 8 || prefix.length < 8) throw new TaskmergeError("not a safetensors file: shorter than 8 bytes", file);
   const n = prefix.readBigUInt64LE(0);
-  if (n > BigInt(MAX_HEADER_BYTES)) throw new TaskmergeError(`safetensors header length ${n} exceeds the 100 MB limit`, file);
-  if (n > BigInt(fileSize - 8)) throw new TaskmergeError(`safetensors header length ${n} exceeds the file size ${fileSize}`, file);
-  if (n < 2n) throw new TaskmergeError("safetensors header is empty", file);
+  // The first bytes of some other kind of file: say so, without echoing them.
+  if (n > BigInt(MAX_HEADER_BYTES)) throw new TaskmergeError("not a safetensors file: its header length exceeds the 100 MB limit", file);
+  if (n > BigInt(fileSize - 8))
+    throw new TaskmergeError(`not a safetensors file (or truncated): its header length exceeds the file size ${fileSize}`, file);
+  if (n < 2n) throw new TaskmergeError("not a safetensors file: its header is empty", file);
   return Number(n);
 }
 
-function isNonNegInt(v: unknown): v is number {
-  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+/** Parses the header bytes (after the prefix) of a file of `fileSize` bytes; gives the event loop turns while it works. */
+export async function parseHeader(json: Buffer, fileSize: number, file: string): Promise<Header> {
+  const slicer = new TimeSlicer();
+  let raw: RawHeader;
+  try {
+    raw = await readHeaderJson(json, slicer);
+  } catch (e) {
+    if (!(e instanceof HeaderJsonError)) throw e;
+    const what = e.notSafetensors ? `not a safetensors file: ${e.message}` : `invalid safetensors header: ${e.message}`;
+    throw new TaskmergeError(what, file, e.key);
+  }
+  return checkLayout(raw, json.length, fileSize, file, slicer);
 }
 
-export function parseHeader(json: Buffer, fileSize: number, file: string): Header {
-  const headerBytes = json.length;
+/** Dtypes, shapes and byte ranges: the data section is covered exactly, in order. */
+export async function checkLayout(
+  raw: RawHeader, headerBytes: number, fileSize: number, file: string, slicer = new TimeSlicer(),
+): Promise<Header> {
   const dataStart = 8 + headerBytes;
   const dataSize = fileSize - dataStart;
-  let obj: unknown;
-  try {
-    obj = JSON.parse(json.toString("utf8"));
-  } catch (e) {
-    throw new TaskmergeError(`safetensors header is not valid JSON: ${(e as Error).message}`, file);
+  const metadata: Record<string, string> = Object.create(null);
+  let step = 0;
+  const due = () => (++step & 1023) === 0 && slicer.due();
+  for (const [k, v] of raw.metadata ?? []) {
+    metadata[k] = v;
+    if (due()) await slicer.turn();
   }
-  if (typeof obj !== "object" || obj === null || Array.isArray(obj))
-    throw new TaskmergeError("safetensors header is not a JSON object", file);
 
-  const metadata: Record<string, string> = {};
-  const tensors: TensorInfo[] = [];
-  for (const [key, v] of Object.entries(obj as Record<string, unknown>)) {
-    if (key === "__metadata__") {
-      if (typeof v !== "object" || v === null || Array.isArray(v))
-        throw new TaskmergeError("__metadata__ is not an object", file);
-      for (const [mk, mv] of Object.entries(v as Record<string, unknown>)) {
-        if (typeof mv !== "string") throw new TaskmergeError(`__metadata__ value '${mk}' is not a string`, file);
-        metadata[mk] = mv;
-      }
-      continue;
-    }
-    const e = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    if (typeof e !== "object" || e === null) throw new TaskmergeError("tensor entry is not an object", file, key);
-    if (!isDType(e.dtype)) throw new TaskmergeError(`unknown dtype ${JSON.stringify(e.dtype)}`, file, key);
-    if (!Array.isArray(e.shape) || !e.shape.every(isNonNegInt))
-      throw new TaskmergeError("shape is not a list of non-negative integers", file, key);
-    const off = e.data_offsets;
-    if (!Array.isArray(off) || off.length !== 2 || !isNonNegInt(off[0]) || !isNonNegInt(off[1]))
-      throw new TaskmergeError("data_offsets is not a pair of non-negative integers", file, key);
-    const [begin, end] = off as [number, number];
+  const tensors: (TensorInfo & { begin: number; end: number })[] = [];
+  for (const e of raw.tensors) {
+    const { key, dtype, shape, begin, end } = e;
+    if (!isDType(dtype)) throw new TaskmergeError(`unknown dtype ${quote(dtype)}`, file, key);
     if (begin > end) throw new TaskmergeError(`data_offsets [${begin}, ${end}] are reversed`, file, key);
     if (end > dataSize)
       throw new TaskmergeError(`data_offsets end ${end} lies past the end of the data (${dataSize} bytes; file truncated?)`, file, key);
     // Shape product with overflow checks: it must not exceed the byte range.
     let numel = 1;
-    for (const d of e.shape as number[]) {
+    for (const d of shape) {
       numel *= d;
-      if (!Number.isSafeInteger(numel) || numel * DTYPE_SIZE[e.dtype] > dataSize)
-        throw new TaskmergeError(`shape [${(e.shape as number[]).join(", ")}] is larger than the file`, file, key);
+      if (!Number.isSafeInteger(numel) || numel * DTYPE_SIZE[dtype] > dataSize)
+        throw new TaskmergeError(`shape [${shape.join(", ")}] is larger than the file`, file, key);
     }
-    const nbytes = numel * DTYPE_SIZE[e.dtype];
+    const nbytes = numel * DTYPE_SIZE[dtype];
     if (nbytes !== end - begin)
-      throw new TaskmergeError(
-        `shape [${(e.shape as number[]).join(", ")}] × ${e.dtype} is ${nbytes} bytes but data_offsets span ${end - begin}`,
-        file,
-        key,
-      );
-    tensors.push({ key, dtype: e.dtype, shape: e.shape as number[], numel, nbytes, offset: dataStart + begin });
+      throw new TaskmergeError(`shape [${shape.join(", ")}] × ${dtype} is ${nbytes} bytes but data_offsets span ${end - begin}`, file, key);
+    tensors.push({ key, dtype, shape, numel, nbytes, offset: dataStart + begin, begin, end });
+    if (due()) await slicer.turn();
   }
-  tensors.sort((a, b) => a.offset - b.offset || a.nbytes - b.nbytes);
-  for (let i = 1; i < tensors.length; i++) {
-    const prev = tensors[i - 1];
-    if (tensors[i].offset < prev.offset + prev.nbytes)
-      throw new TaskmergeError(`data of '${tensors[i].key}' overlaps '${prev.key}'`, file, tensors[i].key);
+  tensors.sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let covered = 0;
+  let prev: string | undefined;
+  for (const t of tensors) {
+    if (t.begin < covered) throw new TaskmergeError(`data of this tensor overlaps that of ${quote(prev!)}`, file, t.key);
+    if (t.begin > covered)
+      throw new TaskmergeError(`bytes ${covered}..${t.begin} of the data section belong to no tensor (a gap before this one)`, file, t.key);
+    covered = t.end;
+    prev = t.key;
+    if (due()) await slicer.turn();
   }
-  return { headerBytes, dataStart, tensors, metadata };
+  if (covered !== dataSize)
+    throw new TaskmergeError(
+      `the data section holds ${dataSize} bytes but the tensors cover ${covered} (a wrong header length, or bytes appended?)`,
+      file,
+    );
+  const infos: TensorInfo[] = [];
+  for (const t of tensors) {
+    infos.push({ key: t.key, dtype: t.dtype, shape: t.shape, numel: t.numel, nbytes: t.nbytes, offset: t.offset });
+    if (due()) await slicer.turn();
+  }
+  return { headerBytes, dataStart, tensors: infos, metadata };
 }

@@ -5,7 +5,7 @@
  */
 import { promises as fsp } from "fs";
 import { DTYPE_SIZE, DType } from "./dtypes";
-import { TaskmergeError } from "../errors";
+import { quote, TaskmergeError } from "../errors";
 
 export interface OutTensor {
   key: string;
@@ -17,17 +17,26 @@ export function tensorBytes(t: OutTensor): number {
   return t.shape.reduce((a, b) => a * b, 1) * DTYPE_SIZE[t.dtype];
 }
 
-/** The header bytes (length prefix included), padded with spaces to 8-byte alignment. */
+/**
+ * The header bytes (length prefix included), padded with spaces to 8-byte
+ * alignment. The JSON is written entry by entry, not from an object: a key
+ * such as `__proto__` or "0" stays as it is and where it is.
+ */
 export function encodeHeader(tensors: OutTensor[], metadata?: Record<string, string>): Buffer {
-  const obj: Record<string, unknown> = {};
-  if (metadata && Object.keys(metadata).length) obj.__metadata__ = metadata;
+  const parts: string[] = [];
+  const meta = metadata ? Object.entries(metadata) : [];
+  if (meta.length) parts.push(`"__metadata__":{${meta.map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`).join(",")}}`);
+  const seen = new Set<string>();
   let offset = 0;
   for (const t of tensors) {
+    if (t.key === "__metadata__" || seen.has(t.key))
+      throw new TaskmergeError(t.key === "__metadata__" ? "a tensor cannot be named __metadata__" : "internal: tensor key written twice", undefined, t.key);
+    seen.add(t.key);
     const n = tensorBytes(t);
-    obj[t.key] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + n] };
+    parts.push(`${JSON.stringify(t.key)}:{"dtype":"${t.dtype}","shape":[${t.shape.join(",")}],"data_offsets":[${offset},${offset + n}]}`);
     offset += n;
   }
-  let json = Buffer.from(JSON.stringify(obj), "utf8");
+  let json = Buffer.from(`{${parts.join(",")}}`, "utf8");
   const pad = (8 - (json.length % 8)) % 8;
   if (pad) json = Buffer.concat([json, Buffer.alloc(pad, 0x20)]);
   const prefix = Buffer.alloc(8);
@@ -65,7 +74,7 @@ export class SafetensorsWriter {
   async write(key: string, data: Uint8Array): Promise<void> {
     this.skipEmpty();
     const t = this.tensors[this.index];
-    if (!t || t.key !== key) throw new TaskmergeError(`internal: wrote '${key}' but '${t?.key}' was expected`, this.finalPath);
+    if (!t || t.key !== key) throw new TaskmergeError(`internal: wrote ${quote(key)} but ${t ? quote(t.key) : "nothing"} was expected`, this.finalPath);
     const total = tensorBytes(t);
     if (this.written + data.length > total) throw new TaskmergeError("internal: too much data for tensor", this.finalPath, key);
     await writeAll(this.fh, data, this.pos, this.finalPath);
@@ -85,7 +94,7 @@ export class SafetensorsWriter {
   async finish(): Promise<void> {
     this.skipEmpty();
     if (this.index !== this.tensors.length)
-      throw new TaskmergeError(`internal: output incomplete at '${this.tensors[this.index]?.key}'`, this.finalPath);
+      throw new TaskmergeError(`internal: output incomplete at ${quote(this.tensors[this.index]?.key ?? "")}`, this.finalPath);
     await this.fh.sync();
     await this.fh.close();
     await fsp.rename(this.tmpPath, this.finalPath);

@@ -8,6 +8,7 @@ import { chunkArgs } from "../engine/stream";
 import type { StreamContext } from "../engine/context";
 import type { Scan } from "./scan";
 import { entrySign } from "./sign";
+import { envNumber } from "../env";
 
 const HIGH_BINS = 1 << 15;
 const LOW_BINS = 1 << 16;
@@ -18,8 +19,7 @@ const LOW_BINS = 1 << 16;
  * turns the fused sum off).
  */
 export function candidateCap(T: number): number {
-  const env = process.env.TASKMERGE_TIES_CANDIDATES;
-  return env !== undefined && env !== "" ? Number(env) || 0 : Math.floor((32 << 20) / (4 * T));
+  return envNumber("TASKMERGE_TIES_CANDIDATES") ?? Math.floor((32 << 20) / (4 * T));
 }
 
 /**

@@ -13,6 +13,7 @@ import { globalScan, KeyScan, Scan } from "./scan";
 import { candidateCap, selectThresholds } from "./histogram";
 import { bitsToFloat, fromSum, magnitudeArgs, majoritySign } from "./sign";
 import { windowThresholds, WindowMiss, WindowSelection } from "./window";
+import { envValue } from "../env";
 
 /** Per-task thresholds and the majority sign of one scope. */
 export interface TiesTrim {
@@ -36,7 +37,7 @@ export interface TiesTrim {
  * and benchmark knob that forces the exact histogram passes).
  */
 function windowEnabled(): boolean {
-  return process.env.TASKMERGE_TIES_SELECT !== "histogram";
+  return envValue("TASKMERGE_TIES_SELECT") !== "histogram";
 }
 
 /** A trim from a window selection: its sign sum, or a sign pass of its own when that overflowed. */

@@ -17,6 +17,7 @@ import { chunkArgs, Chunk } from "../engine/stream";
 import type { StreamContext } from "../engine/context";
 import type { Scan } from "./scan";
 import { entrySign } from "./sign";
+import { envNumber } from "../env";
 
 /**
  * The sample: entries per task and the largest block. Over all keys, 2M
@@ -29,14 +30,13 @@ import { entrySign } from "./sign";
  * on purpose).
  */
 function samplePlan(keys: number): { target: number; block: number } {
-  const forced = Math.floor(Number(process.env.TASKMERGE_TIES_SAMPLE));
+  const forced = envNumber("TASKMERGE_TIES_SAMPLE");
   const [target, block] = keys > 1 ? [1 << 21, 2048] : [1 << 19, 8192];
-  if (!(forced >= 1)) return { target, block };
+  if (forced === undefined) return { target, block };
   return { target: forced, block: Math.min(block, Math.ceil(forced / 8)) };
 }
 function windowZ(): number {
-  const z = Number(process.env.TASKMERGE_TIES_WINDOW_Z);
-  return process.env.TASKMERGE_TIES_WINDOW_Z && z >= 0 ? z : 6;
+  return envNumber("TASKMERGE_TIES_WINDOW_Z") ?? 6;
 }
 /** Candidate lists (5 bytes per in-window entry per task) at most. */
 const WINDOW_BYTES = 384 << 20;

@@ -7,7 +7,7 @@
  */
 import type { SafetensorsFile } from "../safetensors/file";
 import type { TensorInfo } from "../safetensors/header";
-import { TaskmergeError } from "../errors";
+import { quote, TaskmergeError } from "../errors";
 
 /** The module prefix of a weight key, or undefined when the key is not a weight. */
 export function statsPrefix(key: string): string | undefined {
@@ -56,7 +56,7 @@ function expectShape(s: StatTensor, shape: number[], key: string, wshape: number
   const ok = s.info.shape.length === shape.length && s.info.shape.every((d, i) => d === shape[i]);
   if (!isStatsDType(s.info.dtype) || !ok)
     throw new TaskmergeError(
-      `statistics tensor is ${s.info.dtype} [${s.info.shape.join(", ")}] but '${key}' [${wshape.join(", ")}] needs an F32 or F64 [${shape.join(", ")}]`,
+      `statistics tensor is ${s.info.dtype} [${s.info.shape.join(", ")}] but ${quote(key)} [${wshape.join(", ")}] needs an F32 or F64 [${shape.join(", ")}]`,
       s.file.path,
       s.info.key,
       statsSource(s),

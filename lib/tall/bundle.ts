@@ -5,12 +5,12 @@
  * bundle checks everything a reconstruction relies on, with errors that name
  * the file and key.
  */
-import { promises as fsp } from "fs";
 import * as path from "path";
 import { SafetensorsFile } from "../safetensors/file";
 import { isFloatDType, FloatDType, DType } from "../safetensors/dtypes";
 import type { Checkpoint } from "../checkpoint";
-import { TaskmergeError } from "../errors";
+import { quote, TaskmergeError } from "../errors";
+import { readRegularFile } from "../input_file";
 import { sampleHash } from "../fingerprint";
 
 /** The content hash of the bundle's base (the fingerprint statistics files use too: lib/fingerprint.ts). */
@@ -67,15 +67,16 @@ export async function openBundle(dir: string): Promise<Bundle> {
   const jsonPath = path.join(dir, BUNDLE_JSON);
   let text: string;
   try {
-    text = await fsp.readFile(jsonPath, "utf8");
-  } catch {
+    text = (await readRegularFile(jsonPath)).toString("utf8");
+  } catch (e) {
+    if (e instanceof TaskmergeError && !/no such file/.test(e.message)) throw e;
     throw new TaskmergeError(`not a taskmerge bundle: ${BUNDLE_JSON} not found`, dir);
   }
   let m: BundleManifest;
   try {
     m = JSON.parse(text);
   } catch (e) {
-    throw new TaskmergeError(`invalid JSON: ${(e as Error).message}`, jsonPath);
+    throw new TaskmergeError(`invalid JSON: ${(e as Error).message.split("\n")[0]}`, jsonPath);
   }
   checkManifest(m, jsonPath);
   const files: SafetensorsFile[] = [];
@@ -101,8 +102,8 @@ function checkManifest(m: BundleManifest, file: string): void {
   const names = new Set<string>();
   for (const t of m.tasks) {
     if (!t || typeof t.name !== "string" || !t.name) throw bad("a task has no name");
-    if (names.has(t.name)) throw bad(`task '${t.name}' appears twice`);
-    if (typeof t.lambda !== "number" || !Number.isFinite(t.lambda)) throw bad(`task '${t.name}' has no finite lambda`);
+    if (names.has(t.name)) throw bad(`task ${quote(t.name)} appears twice`);
+    if (typeof t.lambda !== "number" || !Number.isFinite(t.lambda)) throw bad(`task ${quote(t.name)} has no finite lambda`);
     names.add(t.name);
   }
   if (!m.base || typeof m.base.headerHash !== "string" || typeof m.base.sampleHash !== "string" || typeof m.base.bytes !== "number")
@@ -122,7 +123,7 @@ function checkTau(m: BundleManifest, tau: SafetensorsFile): void {
     throw new TaskmergeError(`holds ${got.length} tensors but ${BUNDLE_JSON} lists ${m.keys.length} keys`, tau.path);
   m.keys.forEach((k, i) => {
     const t = got[i];
-    if (t.key !== k.key) throw new TaskmergeError(`key order differs from ${BUNDLE_JSON}: '${t.key}' where '${k.key}' belongs`, tau.path, t.key);
+    if (t.key !== k.key) throw new TaskmergeError(`key order differs from ${BUNDLE_JSON}: ${quote(t.key)} where ${quote(k.key)} belongs`, tau.path, t.key);
     if (!sameShape(t.shape, k.shape)) throw new TaskmergeError(`shape [${t.shape}] differs from ${BUNDLE_JSON} [${k.shape}]`, tau.path, k.key);
     if (!isFloatDType(t.dtype)) throw new TaskmergeError(`dtype ${t.dtype} is not a float dtype`, tau.path, k.key);
   });
@@ -134,7 +135,7 @@ function checkMasks(m: BundleManifest, masks: SafetensorsFile): void {
     for (const k of m.keys) {
       const name = maskKey(task.name, k.key);
       const t = masks.tensor(name);
-      if (!t) throw new TaskmergeError(`mask of task '${task.name}' missing`, masks.path, name);
+      if (!t) throw new TaskmergeError(`mask of task ${quote(task.name)} missing`, masks.path, name);
       const want = maskBytes(numelOf(k.shape));
       if (t.dtype !== "U8" || t.shape.length !== 1 || t.shape[0] !== want)
         throw new TaskmergeError(`expected U8 [${want}] (packed bits of ${numelOf(k.shape)} entries), got ${t.dtype} [${t.shape}]`, masks.path, name);
@@ -149,7 +150,7 @@ export async function checkBase(m: BundleManifest, base: Checkpoint, bundleDir: 
   const first = m.keys.findIndex((k, i) => floatKeys[i] !== k.key || !sameShape(base.get(k.key).shape, k.shape));
   if (first >= 0 || floatKeys.length !== m.keys.length) {
     const k = first >= 0 ? m.keys[first].key : floatKeys[m.keys.length];
-    throw new TaskmergeError(`base does not match the bundle ${bundleDir} (made from ${m.base.path}): keys or shapes differ at '${k}'`, base.path);
+    throw new TaskmergeError(`base does not match the bundle ${bundleDir} (made from ${m.base.path}): keys or shapes differ at ${quote(k)}`, base.path);
   }
   if (base.fileBytes !== m.base.bytes)
     throw new TaskmergeError(`base differs from the bundle's base ${m.base.path} (${base.fileBytes} bytes, the bundle's base has ${m.base.bytes})`, base.path);

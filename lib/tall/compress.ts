@@ -15,7 +15,7 @@ import { DTYPE_SIZE, FloatDType, isFloatDType } from "../safetensors/dtypes";
 import { Chunk, chunkArgs, forEachChunk, releaseChunk } from "../engine/stream";
 import { chunkPool } from "../engine/buffer_pool";
 import { namedPaths, openInputs } from "../engine/inputs";
-import { DEFAULT_CHUNK_ELEMS } from "../engine/stream";
+import { defaultChunkElems } from "../engine/stream";
 import type { ResolvedExpert } from "../engine/inputs";
 import { Progress, ProgressTracker } from "../engine/progress";
 import { TaskmergeError, throwIfAborted } from "../errors";
@@ -95,7 +95,7 @@ export async function runCompress(o: CompressEngineOptions): Promise<CompressRep
     const floatKeys = base.keys().filter((k) => isFloatDType(base.get(k).dtype));
     const tauDtype = (k: string): FloatDType => o.dtype ?? (base.get(k).dtype as FloatDType);
     const progress = new ProgressTracker(o.onProgress);
-    const ctx: StreamContext = { base, experts, floatKeys, signal: o.signal, progress, chunkElems: roundUp8(o.chunkElems ?? DEFAULT_CHUNK_ELEMS) };
+    const ctx: StreamContext = { base, experts, floatKeys, signal: o.signal, progress, chunkElems: roundUp8(o.chunkElems ?? defaultChunkElems()) };
     const details: Record<string, unknown> = {};
 
     tmp = slot.tempPath();
@@ -188,7 +188,7 @@ function trimArgs(t: TiesTrim): OpArgs {
 
 async function tensorTrim(ctx: StreamContext, details: Record<string, unknown>, scan: KeyScan, density: number): Promise<TiesTrim> {
   const t = await tensorTiesTrim(ctx, scan, density);
-  ((details.tensors ??= {}) as Record<string, unknown>)[scan.key] = describeTrim(ctx, t);
+  ((details.tensors ??= Object.create(null)) as Record<string, unknown>)[scan.key] = describeTrim(ctx, t); // keyed by tensor keys
   return t;
 }
 

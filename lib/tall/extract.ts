@@ -5,7 +5,7 @@ import { checkpointKind, Output } from "../output";
 import { OutputSlot } from "../out_path/slot";
 import { checkInputClash, checkpointFiles } from "../out_path/clash";
 import { FloatDType, isFloatDType } from "../safetensors/dtypes";
-import { DEFAULT_CHUNK_ELEMS } from "../engine/stream";
+import { defaultChunkElems } from "../engine/stream";
 import { Progress, ProgressTracker } from "../engine/progress";
 import { TaskmergeError, throwIfAborted } from "../errors";
 import { VERSION } from "../version";
@@ -72,7 +72,7 @@ export async function runExtract(o: ExtractEngineOptions): Promise<ExtractReport
     }, 0);
     progress.phase("extract", plan.length, toRead);
     const bytesWritten = await reconstruct({
-      base: b, tau: bundle.tau, source: { masks: bundle.masks, task: task.name }, outDtype, chunkElems: o.chunkElems ?? DEFAULT_CHUNK_ELEMS,
+      base: b, tau: bundle.tau, source: { masks: bundle.masks, task: task.name }, outDtype, chunkElems: o.chunkElems ?? defaultChunkElems(),
       write: (k, d) => out.write(k, d), progress, signal: o.signal,
     });
     throwIfAborted(o.signal);

@@ -144,11 +144,21 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
   return p;
 }
 
+// Which build made this binary (CMakeLists.txt or binding.gyp defines it).
+#if defined(TM_BUILT_WITH_CMAKE_JS)
+constexpr const char* kBuildTool = "cmake-js";
+#elif defined(TM_BUILT_WITH_NODE_GYP)
+constexpr const char* kBuildTool = "node-gyp";
+#else
+constexpr const char* kBuildTool = "unknown";
+#endif
+
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
   o.Set("threads", Napi::Number::New(env, double(taskmerge::threadCount())));
   o.Set("blas", Napi::String::New(env, taskmerge::linalg::backendName()));
+  o.Set("build", Napi::String::New(env, kBuildTool));
   Napi::Array ops = Napi::Array::New(env);
   auto names = taskmerge::opNames();
   for (size_t i = 0; i < names.size(); i++) ops.Set(uint32_t(i), names[i]);
