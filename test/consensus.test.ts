@@ -69,7 +69,7 @@ describe("consensus", () => {
   });
 
   test("chunked and whole-tensor runs agree", async () => {
-    const { runMerge } = await import("../lib/engine/merge");
+    const { runMerge } = await import("../lib/job/merge");
     const outs = [];
     for (const chunkElems of [9, 1 << 20]) {
       const out = path.join(dir, `chunk-${chunkElems}.safetensors`);

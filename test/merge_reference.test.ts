@@ -6,7 +6,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import { merge, OutputDType } from "../lib";
-import { runMerge } from "../lib/engine/merge";
+import { runMerge } from "../lib/job/merge";
 import { makeZoo, readSafetensors, tmpDir, values, Zoo, Layout, isFloatName } from "./helpers/fixtures";
 import { EPS, RefFloat, quantize } from "./helpers/floatref";
 import { averageRef, taskArithmeticRef } from "./reference/task_arithmetic";

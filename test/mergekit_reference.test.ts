@@ -171,7 +171,7 @@ describe("DARE (random masks)", () => {
 
 test("chunking does not change the result (tie cuts and masks across chunk boundaries)", async () => {
   const fs = await import("fs");
-  const { runMerge } = await import("../lib/engine/merge");
+  const { runMerge } = await import("../lib/job/merge");
   const ex = [0, 1, 2].map((t) => ({ path: p(`task${t}`), name: `m${t}`, weight: W[t], parameters: { density: D[t] } }));
   for (const [name, params] of [["ties", { topk_ties: "exact_k" }], ["dare_ties", { seed: 5 }], ["ties", {}]] as const) {
     const outs = [];

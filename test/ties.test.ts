@@ -4,7 +4,7 @@ import * as path from "path";
 import { makeZoo, tmpDir, readSafetensors, values, runCli, saveModel, Zoo, Model, RawTensor } from "./helpers/fixtures";
 import { encode } from "./helpers/floatref";
 import { merge } from "../lib/api/merge";
-import { runMerge } from "../lib/engine/merge";
+import { runMerge } from "../lib/job/merge";
 import { tiesRef, floatKeys, expectMatches } from "./reference/ties";
 
 const experts = (z: Zoo) => z.experts.map((e) => e.path);

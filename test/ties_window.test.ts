@@ -7,7 +7,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { makeZoo, tmpDir, saveModel, Zoo, Model, RawTensor } from "./helpers/fixtures";
 import { encode } from "./helpers/floatref";
-import { runMerge } from "../lib/engine/merge";
+import { runMerge } from "../lib/job/merge";
 import { tiesRef, floatKeys, expectMatches } from "./reference/ties";
 
 type Trim = { thresholds: Record<string, number>; signSum: number; select: string; windowMissed?: string };

@@ -1,6 +1,6 @@
 /** The public merge() call: normalises user options into the engine's. */
 import * as path from "path";
-import { runMerge, MergeReport, EngineOptions } from "../engine/merge";
+import { runMerge, MergeReport, EngineOptions } from "../job/merge";
 import { Progress } from "../engine/progress";
 import { parseOutputDType, FloatDType, OutputDType } from "../safetensors/dtypes";
 import type { MergekitMethodSpec, MethodName, MethodSpec } from "../methods";

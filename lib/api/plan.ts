@@ -1,6 +1,6 @@
 /** The public planMerge() call: a dry run of merge() that checks every input and writes nothing. */
 import { engineOptions, MergeOptions } from "./merge";
-import { planMerge as planEngine, MergePlan } from "../engine/plan";
+import { planMerge as planEngine, MergePlan } from "../job/plan";
 
 export type { MergePlan };
 

@@ -1,5 +1,5 @@
 /** Text form of a dry run's plan (merge --dry-run). */
-import type { MergePlan } from "../engine/plan";
+import type { MergePlan } from "../job/plan";
 import { formatBytes } from "../units";
 
 const SHOW_TENSORS = 6;

@@ -8,7 +8,7 @@
 import { runOp } from "../native";
 import { TaskmergeError } from "../errors";
 import type { FloatDType } from "../safetensors/dtypes";
-import type { TensorSink } from "../methods/types";
+import type { TensorSink } from "./context";
 
 const SIZE: Record<FloatDType, number> = { F64: 8, F32: 4, F16: 2, BF16: 2 };
 

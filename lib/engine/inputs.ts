@@ -5,10 +5,9 @@
  */
 import { Checkpoint } from "../checkpoint";
 import { SafetensorsFile } from "../safetensors/file";
-import type { Expert } from "../methods/types";
+import type { Expert, Setting } from "./context";
 import { checkCompatible } from "./validate";
 import { checkpointFiles } from "../out_path/clash";
-import type { Setting } from "../methods/mergekit/settings";
 import { checkStatsSources } from "../stats/source";
 import { UsageError } from "../errors";
 

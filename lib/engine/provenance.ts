@@ -5,7 +5,7 @@
  * file, the key and the expert by its name, without parsing message text.
  */
 import type { Checkpoint } from "../checkpoint";
-import type { Expert } from "../methods/types";
+import type { Expert } from "./context";
 import { Provenance, TaskmergeError } from "../errors";
 
 export interface NativeInputError {

@@ -5,11 +5,20 @@
  */
 import { runOp, OpArg } from "../native";
 import { throwIfAborted } from "../errors";
-import type { MergeContext, TensorSink } from "../methods/types";
+import { envNumber } from "../env";
+import type { MergeContext, StreamContext, TensorSink } from "./context";
+import type { FloatDType } from "../safetensors/dtypes";
 import type { Checkpoint } from "../checkpoint";
 import { chunkPool } from "./buffer_pool";
 import { withWriteBehind } from "./write_behind";
 import { blaming, chunkInputs } from "./provenance";
+
+export const DEFAULT_CHUNK_ELEMS = 4 << 20;
+
+/** Elements per streamed chunk: TASKMERGE_CHUNK_ELEMS when set (validated), else DEFAULT_CHUNK_ELEMS. */
+export function defaultChunkElems(): number {
+  return envNumber("TASKMERGE_CHUNK_ELEMS") ?? DEFAULT_CHUNK_ELEMS;
+}
 
 export interface Chunk {
   key: string;
@@ -32,7 +41,7 @@ async function readPooled(ck: Checkpoint, key: string, offset: number, n: number
   }
 }
 
-async function readChunk(ctx: MergeContext, key: string, offset: number, n: number): Promise<Chunk> {
+async function readChunk(ctx: StreamContext, key: string, offset: number, n: number): Promise<Chunk> {
   const reads = [ctx.base, ...ctx.experts.map((e) => e.checkpoint)].map((ck) => readPooled(ck, key, offset, n));
   const [base, ...experts] = await Promise.all(reads);
   return { key, offset, n, base, experts };
@@ -53,17 +62,17 @@ interface Prefetch {
   n: number;
   chunk: Promise<Chunk>;
 }
-const prefetched = new WeakMap<MergeContext, Prefetch>();
-const keyIndex = new WeakMap<MergeContext, Map<string, number>>();
+const prefetched = new WeakMap<StreamContext, Prefetch>();
+const keyIndex = new WeakMap<StreamContext, Map<string, number>>();
 
-function firstChunk(ctx: MergeContext, key: string, n: number): Promise<Chunk> {
+function firstChunk(ctx: StreamContext, key: string, n: number): Promise<Chunk> {
   const p = prefetched.get(ctx);
   prefetched.delete(ctx);
   if (p && p.key === key && p.n === n) return p.chunk;
   return readChunk(ctx, key, 0, n);
 }
 
-function prefetchAfter(ctx: MergeContext, key: string, step: number): void {
+function prefetchAfter(ctx: StreamContext, key: string, step: number): void {
   let index = keyIndex.get(ctx);
   if (!index) keyIndex.set(ctx, (index = new Map(ctx.floatKeys.map((k, i) => [k, i]))));
   const i = index.get(key);
@@ -77,7 +86,7 @@ function prefetchAfter(ctx: MergeContext, key: string, step: number): void {
 }
 
 /** Calls fn on each chunk of `key` in order, with one chunk of read-ahead (across keys too). */
-export async function forEachChunk(ctx: MergeContext, key: string, fn: (c: Chunk) => Promise<void>): Promise<void> {
+export async function forEachChunk(ctx: StreamContext, key: string, fn: (c: Chunk) => Promise<void>): Promise<void> {
   const numel = ctx.base.get(key).numel;
   const step = Math.max(1, ctx.chunkElems);
   let next: Promise<Chunk> | undefined = numel > 0 ? firstChunk(ctx, key, Math.min(step, numel)) : undefined;
@@ -96,7 +105,7 @@ export async function forEachChunk(ctx: MergeContext, key: string, fn: (c: Chunk
 }
 
 /** The elementwise op arguments every chunk carries: inputs, dtypes, output buffer. */
-export function chunkArgs(ctx: MergeContext, c: Chunk, out?: Buffer): Record<string, OpArg | undefined> {
+export function chunkArgs(ctx: StreamContext, c: Chunk, out?: Buffer, outDtype?: FloatDType): Record<string, OpArg | undefined> {
   return {
     n: c.n,
     offset: c.offset,
@@ -105,7 +114,7 @@ export function chunkArgs(ctx: MergeContext, c: Chunk, out?: Buffer): Record<str
     experts: c.experts,
     expertDtypes: ctx.experts.map((e) => e.checkpoint.get(c.key).dtype),
     out,
-    outDtype: out ? ctx.outDtype(c.key) : undefined,
+    outDtype: out ? outDtype : undefined,
   };
 }
 
@@ -131,7 +140,7 @@ export async function mergeElementwise(
     chunks(async (c) => {
       const out = chunkPool.acquire(outBytes(ctx, key, c.n));
       try {
-        await runOp(op, { ...args, ...chunkArgs(ctx, c, out) });
+        await runOp(op, { ...args, ...chunkArgs(ctx, c, out, ctx.outDtype(c.key)) });
       } catch (e) {
         chunkPool.release(out);
         throw e;

@@ -1,6 +1,6 @@
 /** average: θ0 + (1/T) Σ τt. */
 import { mergeElementwise } from "../engine/stream";
-import { defineMethod } from "./types";
+import { defineMethod } from "../engine/context";
 
 export const average = defineMethod({
   name: "average",

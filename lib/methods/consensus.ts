@@ -6,9 +6,10 @@
  * ties). k = 0 gives task arithmetic (resp. ties with merge_func "sum"); k > T gives θ0.
  */
 import { mergeElementwise } from "../engine/stream";
-import { defineMethod, ParamSpec } from "./types";
-import { KeyScan, magnitudeArgs, mergeWith } from "./ties_trim";
-import { prepareTrim, rejectWeights, trimFor } from "./ties";
+import { defineMethod, ParamSpec } from "../engine/context";
+import { KeyScan } from "../select/scan";
+import { magnitudeArgs } from "../select/sign";
+import { mergeWith, prepareTrim, rejectWeights, trimFor } from "./ties";
 
 const common = (lambda: number) =>
   [

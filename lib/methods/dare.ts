@@ -8,9 +8,10 @@
  */
 import { UsageError } from "../errors";
 import { mergeElementwise } from "../engine/stream";
-import { defineMethod, MergeContext, ParamSpec } from "./types";
-import { KeyScan, majoritySign, mergeWith, OpArgs } from "./ties_trim";
-import { rejectWeights } from "./ties";
+import { defineMethod, MergeContext, ParamSpec } from "../engine/context";
+import { KeyScan } from "../select/scan";
+import { majoritySign, OpArgs } from "../select/sign";
+import { mergeWith, rejectWeights } from "./ties";
 
 const PARAMS = [
   { name: "density", type: "number", default: 0.5, min: 0, max: 1, description: "probability of keeping an entry" },

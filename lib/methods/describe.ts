@@ -4,7 +4,7 @@
  * tables in docs/methods.md (scripts/gen-docs.js) all come from here, so they
  * cannot drift from the declarations.
  */
-import type { MergeMethod, Params, ParamSpec } from "./types";
+import type { MergeMethod, Params, ParamSpec } from "../engine/context";
 import { listMethods } from "./index";
 
 /** The command-line flag of a parameter: `tall_lambda` → `--tall-lambda`. */

@@ -1,6 +1,6 @@
 /** The method registry: every merge method by name. */
 import { UsageError } from "../errors";
-import type { MergeMethod, MethodOptionsOf, Params, ParamSpec } from "./types";
+import type { MergeMethod, MethodOptionsOf, Params, ParamSpec } from "../engine/context";
 import { average } from "./average";
 import { taskArithmetic } from "./task_arithmetic";
 import { ties } from "./ties";

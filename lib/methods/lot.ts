@@ -6,9 +6,9 @@
  * mean and are listed in the report (details.statsFallback).
  */
 import { mergeElementwise } from "../engine/stream";
-import { defineMethod, MergeContext } from "./types";
+import { defineMethod, MergeContext } from "../engine/context";
 import { classifyStats, paramStats } from "../stats/keys";
-import { solveLinear } from "../stats/closed_form";
+import { solveLinear } from "./closed_form";
 import { checkCounts, readScale } from "../stats/read";
 import { PROGRESSIVE_PARAMS } from "../progressive/params";
 

@@ -6,11 +6,11 @@
  * Every other float parameter: the mean of the experts.
  */
 import { mergeElementwise } from "../engine/stream";
-import { defineMethod, MergeContext } from "./types";
+import { defineMethod, MergeContext } from "../engine/context";
 import { PROGRESSIVE_PARAMS } from "../progressive/params";
 import { TaskmergeError } from "../errors";
 import { classifyStats, paramStats, statsSource } from "../stats/keys";
-import { solveLinear } from "../stats/closed_form";
+import { solveLinear } from "./closed_form";
 import { checkCounts, readCount } from "../stats/read";
 
 interface RegMeanDetails {

@@ -1,6 +1,6 @@
 /** task_arithmetic: θ0 + λ Σ wt τt. */
 import { mergeElementwise } from "../engine/stream";
-import { defineMethod } from "./types";
+import { defineMethod } from "../engine/context";
 
 export const taskArithmetic = defineMethod({
   name: "task_arithmetic",

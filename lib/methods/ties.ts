@@ -7,10 +7,18 @@
  * (streamed histogram passes); scope "tensor" per key.
  */
 import { UsageError } from "../errors";
-import { defineMethod, MergeContext } from "./types";
-import { describeTrim, globalTiesTrim, KeyScan, magnitudeArgs, mergeWith, tensorTiesTrim, TiesTrim } from "./ties_trim";
+import { defineMethod, MergeContext, TensorSink } from "../engine/context";
+import { mergeElementwise } from "../engine/stream";
+import { KeyScan } from "../select/scan";
+import { magnitudeArgs, OpArgs } from "../select/sign";
+import { describeTrim, globalTiesTrim, tensorTiesTrim, TiesTrim } from "../select/trim";
 
 const globalTrims = new WeakMap<MergeContext, TiesTrim>();
+
+/** Streams the merged tensor of `scan.key` through a native elementwise op to `sink`, writing while computing. */
+export function mergeWith(ctx: MergeContext, scan: KeyScan, sink: TensorSink, op: string, args: OpArgs): Promise<void> {
+  return mergeElementwise(ctx, scan.key, sink, op, args, (fn) => scan.final(fn));
+}
 
 /** The trim of `key`'s scope: the global one from prepare(), or this key's own. */
 export async function trimFor(ctx: MergeContext, scan: KeyScan, report: string): Promise<TiesTrim> {

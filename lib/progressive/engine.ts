@@ -11,7 +11,7 @@
  */
 import { promises as fsp } from "fs";
 import * as path from "path";
-import type { Expert, MergeContext, MergeMethod } from "../methods/types";
+import type { Expert, MergeContext, MergeMethod } from "../engine/context";
 import type { OutTensor } from "../safetensors/writer";
 import type { Output } from "../output";
 import { SafetensorsFile } from "../safetensors/file";

@@ -1,5 +1,5 @@
 /** The parameters a statistics method (lot, regmean) takes for progressive merging. */
-import type { ParamSpec } from "../methods/types";
+import type { ParamSpec } from "../engine/context";
 
 export const PROGRESSIVE_PARAMS = [
   {

@@ -10,8 +10,8 @@ import { runOp } from "../native";
 import { throwIfAborted } from "../errors";
 import { DTYPE_SIZE } from "../safetensors/dtypes";
 import type { OutTensor } from "../safetensors/writer";
-import type { TensorSink } from "../methods/types";
-import { PositionalWriter } from "../tall/positional_writer";
+import type { TensorSink } from "../engine/context";
+import { PositionalWriter } from "../safetensors/positional_writer";
 import { SafetensorsFile } from "../safetensors/file";
 
 export class PartialCheckpoint {

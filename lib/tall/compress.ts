@@ -15,14 +15,16 @@ import { DTYPE_SIZE, FloatDType, isFloatDType } from "../safetensors/dtypes";
 import { Chunk, chunkArgs, forEachChunk, releaseChunk } from "../engine/stream";
 import { chunkPool } from "../engine/buffer_pool";
 import { namedPaths, openInputs } from "../engine/inputs";
-import { defaultChunkElems } from "../engine/merge";
+import { defaultChunkElems } from "../engine/stream";
 import type { ResolvedExpert } from "../engine/inputs";
 import { Progress, ProgressTracker } from "../engine/progress";
 import { TaskmergeError, throwIfAborted } from "../errors";
 import { VERSION } from "../version";
-import type { Expert, MergeContext } from "../methods/types";
-import { describeTrim, globalTiesTrim, KeyScan, magnitudeArgs, OpArgs, tensorTiesTrim, TiesTrim } from "../methods/ties_trim";
-import { PositionalWriter } from "./positional_writer";
+import type { Expert, StreamContext } from "../engine/context";
+import { KeyScan } from "../select/scan";
+import { magnitudeArgs, OpArgs } from "../select/sign";
+import { describeTrim, globalTiesTrim, tensorTiesTrim, TiesTrim } from "../select/trim";
+import { PositionalWriter } from "../safetensors/positional_writer";
 import { withWriteBehind } from "../engine/write_behind";
 import { reconstruct, roundUp8 } from "./reconstruct";
 import { OutputSlot } from "../out_path/slot";
@@ -93,10 +95,8 @@ export async function runCompress(o: CompressEngineOptions): Promise<CompressRep
     const floatKeys = base.keys().filter((k) => isFloatDType(base.get(k).dtype));
     const tauDtype = (k: string): FloatDType => o.dtype ?? (base.get(k).dtype as FloatDType);
     const progress = new ProgressTracker(o.onProgress);
-    const ctx: MergeContext = {
-      base, experts, params: { density: o.density, scope: o.scope }, floatKeys, outDtype: tauDtype, signal: o.signal, progress,
-      chunkElems: roundUp8(o.chunkElems ?? defaultChunkElems()), details: {},
-    };
+    const ctx: StreamContext = { base, experts, floatKeys, signal: o.signal, progress, chunkElems: roundUp8(o.chunkElems ?? defaultChunkElems()) };
+    const details: Record<string, unknown> = {};
 
     tmp = slot.tempPath();
     await fsp.mkdir(tmp);
@@ -106,7 +106,7 @@ export async function runCompress(o: CompressEngineOptions): Promise<CompressRep
 
     // Pass(es) 1: τMTL (and the masks when λ is fixed).
     const global = o.tau === "ties" && o.scope === "global" ? await globalTiesTrim(ctx, o.density) : undefined;
-    if (global) ctx.details.global = describeTrim(ctx, global);
+    if (global) details.global = describeTrim(ctx, global);
     const tauPath = path.join(tmpDir, TAU_FILE);
     const tauW = await SafetensorsWriter.create(tauPath, `${tauPath}.part`, floatKeys.map((k) => ({ key: k, dtype: tauDtype(k), shape: base.get(k).shape })), { format: "pt" });
     track({ close: () => tauW.close() });
@@ -118,7 +118,7 @@ export async function runCompress(o: CompressEngineOptions): Promise<CompressRep
       for (const key of floatKeys) {
         throwIfAborted(o.signal);
         const scan = new KeyScan(ctx, key);
-        const trim: OpArgs = o.tau === "sum" ? { trim: "none" } : trimArgs(global ?? (await tensorTrim(ctx, scan, o.density)));
+        const trim: OpArgs = o.tau === "sum" ? { trim: "none" } : trimArgs(global ?? (await tensorTrim(ctx, details, scan, o.density)));
         const tauSize = DTYPE_SIZE[tauDtype(key)];
         await scan.final(async (c) => {
           const tauBuf = chunkPool.acquire(c.n * tauSize);
@@ -172,7 +172,7 @@ export async function runCompress(o: CompressEngineOptions): Promise<CompressRep
       out: outAbs,
       tasks: experts.map((e, t) => ({ name: e.name, lambda: lambdas![t], ...(scores[t] ? { scores: scores[t] } : {}) })),
       tau: manifest.tau, tensors: floatKeys.length, bytesExperts, bytesBundle, ratio: bytesExperts / bytesBundle,
-      bytesRead: progress.bytesRead, seconds: (Date.now() - t0) / 1000, details: ctx.details, reclaimed: slot.reclaimed,
+      bytesRead: progress.bytesRead, seconds: (Date.now() - t0) / 1000, details, reclaimed: slot.reclaimed,
     };
   } finally {
     // Writers and files first, then whatever is left of the temporary bundle.
@@ -186,13 +186,13 @@ function trimArgs(t: TiesTrim): OpArgs {
   return { ...magnitudeArgs(t.thresholdBits), majority: t.majority };
 }
 
-async function tensorTrim(ctx: MergeContext, scan: KeyScan, density: number): Promise<TiesTrim> {
+async function tensorTrim(ctx: StreamContext, details: Record<string, unknown>, scan: KeyScan, density: number): Promise<TiesTrim> {
   const t = await tensorTiesTrim(ctx, scan, density);
-  ((ctx.details.tensors ??= Object.create(null)) as Record<string, unknown>)[scan.key] = describeTrim(ctx, t); // keyed by tensor keys
+  ((details.tensors ??= Object.create(null)) as Record<string, unknown>)[scan.key] = describeTrim(ctx, t); // keyed by tensor keys
   return t;
 }
 
-function phaseBytes(ctx: MergeContext, keys: string[]): number {
+function phaseBytes(ctx: StreamContext, keys: string[]): number {
   return keys.reduce((s, k) => s + ctx.base.get(k).nbytes + ctx.experts.reduce((a, e) => a + e.checkpoint.get(k).nbytes, 0), 0);
 }
 
@@ -202,7 +202,7 @@ function createMaskWriter(dir: string, plan: OutTensor[]): Promise<PositionalWri
 }
 
 /** Extracts and scores one candidate per λ of the grid for expert `e`. */
-async function scoreGrid(ctx: MergeContext, tau: SafetensorsFile, e: Expert, search: LambdaSearch, dir: string) {
+async function scoreGrid(ctx: StreamContext, tau: SafetensorsFile, e: Expert, search: LambdaSearch, dir: string) {
   const out: { lambda: number; score: number }[] = [];
   for (const lambda of search.grid ?? DEFAULT_GRID) {
     throwIfAborted(ctx.signal);
@@ -230,7 +230,7 @@ async function scoreGrid(ctx: MergeContext, tau: SafetensorsFile, e: Expert, sea
 }
 
 /** Writes every task's mask from the stored τMTL and the chosen λt. */
-async function masksFromTau(ctx: MergeContext, tau: SafetensorsFile, lambdas: number[], w: PositionalWriter): Promise<void> {
+async function masksFromTau(ctx: StreamContext, tau: SafetensorsFile, lambdas: number[], w: PositionalWriter): Promise<void> {
   ctx.progress.phase("masks", ctx.floatKeys.length, phaseBytes(ctx, ctx.floatKeys) + tau.size);
   await withWriteBehind(async (writes) => {
     for (const key of ctx.floatKeys) {

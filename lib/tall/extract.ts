@@ -5,7 +5,7 @@ import { checkpointKind, Output } from "../output";
 import { OutputSlot } from "../out_path/slot";
 import { checkInputClash, checkpointFiles } from "../out_path/clash";
 import { FloatDType, isFloatDType } from "../safetensors/dtypes";
-import { defaultChunkElems } from "../engine/merge";
+import { defaultChunkElems } from "../engine/stream";
 import { Progress, ProgressTracker } from "../engine/progress";
 import { TaskmergeError, throwIfAborted } from "../errors";
 import { VERSION } from "../version";

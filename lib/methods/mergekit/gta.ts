@@ -21,9 +21,12 @@ import { UsageError } from "../../errors";
 import { runOp } from "../../native";
 import { chunkArgs } from "../../engine/stream";
 import type { Checkpoint } from "../../checkpoint";
-import type { Expert, MergeContext, MergeMethod, ParamSpec } from "../types";
+import type { Expert, MergeContext, MergeMethod, ParamSpec } from "../../engine/context";
 import { isFloatDType } from "../../safetensors/dtypes";
-import { KeyScan, magnitudeArgs, mergeWith, OpArgs, selectThresholdsK, bitsToFloat } from "../ties_trim";
+import { KeyScan } from "../../select/scan";
+import { bitsToFloat, magnitudeArgs, OpArgs } from "../../select/sign";
+import { selectThresholdsK } from "../../select/histogram";
+import { mergeWith } from "../ties";
 import { modelValue, shownSetting } from "./model_params";
 
 export interface GtaDefinition {

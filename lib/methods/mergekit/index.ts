@@ -4,7 +4,7 @@
  * defaults, per-model weights and densities, weighted sign election.
  */
 import { UsageError } from "../../errors";
-import type { MergeMethod } from "../types";
+import type { MergeMethod } from "../../engine/context";
 import { gtaMethod } from "./gta";
 import { linear } from "./linear";
 

@@ -8,7 +8,7 @@
 import { UsageError } from "../../errors";
 import { isFloatDType } from "../../safetensors/dtypes";
 import type { Checkpoint } from "../../checkpoint";
-import type { Expert, MergeMethod, Params } from "../types";
+import type { Expert, MergeMethod, Params } from "../../engine/context";
 import { mergeElementwise } from "../../engine/stream";
 import { modelValue, shownSetting } from "./model_params";
 

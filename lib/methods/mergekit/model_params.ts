@@ -5,7 +5,7 @@
  */
 import { UsageError } from "../../errors";
 import type { Checkpoint } from "../../checkpoint";
-import type { Expert } from "../types";
+import type { Expert } from "../../engine/context";
 import { evaluateSetting, layerPositions, Setting } from "./settings";
 
 const positions = new WeakMap<Checkpoint, (key: string) => number>();

@@ -6,12 +6,9 @@
  * filters matches gives nothing, and the lookup falls through to the next level
  * (a model's own parameters, then the top-level `parameters`).
  */
-export type Scalar = number | boolean | string;
-export interface Conditional {
-  filter?: string;
-  value: Scalar | number[];
-}
-export type Setting = Scalar | number[] | Conditional[];
+import type { Conditional, Scalar, Setting } from "../../engine/context";
+
+export type { Conditional, Scalar, Setting };
 
 export function isConditionalList(s: Setting): s is Conditional[] {
   return Array.isArray(s) && s.length > 0 && s.every((e) => typeof e === "object" && e !== null && !Array.isArray(e));

@@ -13,12 +13,13 @@ import { checkReplaceable } from "../out_path/owned";
 import { checkInputClash } from "../out_path/clash";
 import { TaskmergeError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
-import type { Params } from "../methods/types";
-import { namedPaths, openInputs } from "./inputs";
+import type { Params } from "../engine/context";
+import { namedPaths, openInputs } from "../engine/inputs";
 import { classifyStats, paramStats, statsPrefix } from "../stats/keys";
-import { defaultChunkElems, EngineOptions, checkProgressive } from "./merge";
+import { EngineOptions, checkProgressive } from "./merge";
+import { defaultChunkElems } from "../engine/stream";
 import { formGroups } from "../progressive/engine";
-import type { MergeContext } from "../methods/types";
+import type { MergeContext } from "../engine/context";
 
 export interface PlannedTensor {
   key: string;

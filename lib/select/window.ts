@@ -14,8 +14,9 @@
 import { runOp } from "../native";
 import { blaming, chunkInputs } from "../engine/provenance";
 import { chunkArgs, Chunk } from "../engine/stream";
-import type { MergeContext } from "./types";
-import type { Scan } from "./ties_trim";
+import type { StreamContext } from "../engine/context";
+import type { Scan } from "./scan";
+import { entrySign } from "./sign";
 import { envNumber } from "../env";
 
 /**
@@ -64,7 +65,7 @@ interface SampleBlock {
 }
 
 /** Systematic sample positions over the scope's keys taken as one sequence (everything when it is small). */
-function sampleBlocks(ctx: MergeContext, keys: string[], n: number): SampleBlock[] {
+function sampleBlocks(ctx: StreamContext, keys: string[], n: number): SampleBlock[] {
   const blocks: SampleBlock[] = [];
   const { target, block: size } = samplePlan(keys.length);
   if (n <= target) {
@@ -89,13 +90,13 @@ function sampleBlocks(ctx: MergeContext, keys: string[], n: number): SampleBlock
   return blocks;
 }
 
-async function readBlock(ctx: MergeContext, b: SampleBlock): Promise<Chunk> {
+async function readBlock(ctx: StreamContext, b: SampleBlock): Promise<Chunk> {
   const [base, ...experts] = await Promise.all([ctx.base, ...ctx.experts.map((e) => e.checkpoint)].map((ck) => ck.read(b.key, b.offset, b.n)));
   return { key: b.key, offset: b.offset, n: b.n, base, experts };
 }
 
 /** Float32 bits of |τt| of every sampled entry, task-major. */
-async function sampleBits(ctx: MergeContext, blocks: SampleBlock[], m: number): Promise<Buffer> {
+async function sampleBits(ctx: StreamContext, blocks: SampleBlock[], m: number): Promise<Buffer> {
   const T = ctx.experts.length;
   const bits = Buffer.alloc(T * m * 4);
   const at: number[] = [];
@@ -114,20 +115,13 @@ async function sampleBits(ctx: MergeContext, blocks: SampleBlock[], m: number): 
   return bits;
 }
 
-/** Elected sign of one entry from its T τ values and the thresholds (electedSign's rule). */
-export function entrySign(tau: Float32Array, bits: Uint32Array, thr: number[]): number {
-  let sum = 0;
-  for (let t = 0; t < thr.length; t++) if ((bits[t] & 0x7fffffff) >= thr[t]) sum += tau[t];
-  return Math.sign(sum);
-}
-
 /**
  * Exact per-task thresholds (float32 bits of the k-th largest |τt|) over a
  * scope of n entries per task, and the majority-sign sum, in one pass of
  * `scan`; or why the sampled window could not be used (a WindowMiss).
  */
 export async function windowThresholds(
-  ctx: MergeContext, keys: string[], n: number, density: number, scan: Scan, multiCap: number,
+  ctx: StreamContext, keys: string[], n: number, density: number, scan: Scan, multiCap: number,
 ): Promise<WindowSelection | WindowMiss> {
   const T = ctx.experts.length;
   const k = Math.max(1, Math.floor(n * density));

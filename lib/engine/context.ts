@@ -1,13 +1,13 @@
 /**
- * What a merge method is: a unit that declares its parameters and merges one
- * tensor at a time through the context the engine hands it. The loader,
+ * The context types: what a merge method is (a unit that declares its
+ * parameters and merges one tensor at a time) and the context the engine
+ * hands it. Below methods, select and stats, so all of them can use it. The loader,
  * planner and writer never know which method runs.
  */
 import type { Checkpoint } from "../checkpoint";
 import type { SafetensorsFile } from "../safetensors/file";
 import type { FloatDType } from "../safetensors/dtypes";
-import type { ProgressTracker } from "../engine/progress";
-import type { Setting } from "./mergekit/settings";
+import type { ProgressTracker } from "./progress";
 
 export interface ParamSpec {
   name: string;
@@ -21,6 +21,18 @@ export interface ParamSpec {
 
 export type Params = Record<string, number | string | boolean>;
 
+/**
+ * A per-tensor setting of mergekit's methods: a number; a gradient (numbers
+ * interpolated over the layers); or a list of {filter, value}. Declared here,
+ * with the Expert that carries it; methods/mergekit/settings.ts evaluates it.
+ */
+export type Scalar = number | boolean | string;
+export interface Conditional {
+  filter?: string;
+  value: Scalar | number[];
+}
+export type Setting = Scalar | number[] | Conditional[];
+
 export interface Expert {
   name: string;
   checkpoint: Checkpoint;
@@ -32,17 +44,25 @@ export interface Expert {
   parameters?: Record<string, Setting>;
 }
 
-export interface MergeContext {
+/**
+ * What streaming the inputs chunk by chunk needs (engine/stream.ts): merges,
+ * top-k selection (lib/select) and TALL compression all read through it.
+ */
+export interface StreamContext {
   base: Checkpoint;
   experts: Expert[];
-  params: Params;
   /** Floating-point keys, in output order: the ones methods merge. */
   floatKeys: string[];
-  outDtype(key: string): FloatDType;
   signal?: AbortSignal;
   progress: ProgressTracker;
   /** Elements per streamed chunk. */
   chunkElems: number;
+}
+
+/** What the engine hands a method: the streamed inputs, the parameters, the output dtypes and the report. */
+export interface MergeContext extends StreamContext {
+  params: Params;
+  outDtype(key: string): FloatDType;
   /** Method-specific details for the final report (thresholds, fallbacks...). */
   details: Record<string, unknown>;
   /**

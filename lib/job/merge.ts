@@ -11,19 +11,19 @@ import { OutputSlot } from "../out_path/slot";
 import { checkInputClash } from "../out_path/clash";
 import { AbortError, TaskmergeError, UsageError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
-import type { MergeContext, MergeMethod, Params } from "../methods/types";
-import { namedPaths, openInputs, Inputs, ResolvedExpert } from "./inputs";
-import { attribute, chunkInputs } from "./provenance";
-import { finiteSink } from "./finite_output";
+import type { MergeContext, MergeMethod, Params } from "../engine/context";
+import { namedPaths, openInputs, Inputs, ResolvedExpert } from "../engine/inputs";
+import { attribute, chunkInputs } from "../engine/provenance";
+import { finiteSink } from "../engine/finite_output";
+import { defaultChunkElems } from "../engine/stream";
 import { modelCard } from "../model_card";
 import { outputConfigFiles, readBaseInfo } from "../base_info";
-import { Progress, ProgressTracker } from "./progress";
+import { Progress, ProgressTracker } from "../engine/progress";
 import { VERSION } from "../version";
 import { mergeProgressive } from "../progressive/engine";
 import type { CollectStats } from "../progressive/collect";
-import { envNumber } from "../env";
 
-export type { ResolvedExpert } from "./inputs";
+export type { ResolvedExpert } from "../engine/inputs";
 
 export interface EngineOptions {
   base: string;
@@ -57,13 +57,6 @@ export interface MergeReport {
   details: Record<string, unknown>;
   /** Leftovers of killed runs on the same output that were removed or restored, one line each. */
   reclaimed: string[];
-}
-
-export const DEFAULT_CHUNK_ELEMS = 4 << 20;
-
-/** Elements per streamed chunk: TASKMERGE_CHUNK_ELEMS when set (validated), else DEFAULT_CHUNK_ELEMS. */
-export function defaultChunkElems(): number {
-  return envNumber("TASKMERGE_CHUNK_ELEMS") ?? DEFAULT_CHUNK_ELEMS;
 }
 
 export async function runMerge(o: EngineOptions): Promise<MergeReport> {

@@ -7,12 +7,12 @@
 import { constants as bufferConstants } from "buffer";
 import { runOp } from "../native";
 import { TaskmergeError, throwIfAborted } from "../errors";
-import type { MergeContext, TensorSink } from "../methods/types";
+import type { MergeContext, TensorSink } from "../engine/context";
 import { DTYPE_SIZE } from "../safetensors/dtypes";
-import type { StatTensor } from "./keys";
-import { readGram } from "./read";
+import type { StatTensor } from "../stats/keys";
+import { readGram } from "../stats/read";
 import { attribute, baseRef, expertRef } from "../engine/provenance";
-import { dtypeEps } from "./keys";
+import { dtypeEps } from "../stats/keys";
 
 export interface LinearSolveOptions {
   out: number;

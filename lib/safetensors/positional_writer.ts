@@ -1,11 +1,11 @@
 /**
  * A safetensors file whose tensors are filled at known positions in any
- * order (the header is fixed up front from the shapes). Masks are produced
+ * order (the header is fixed up front from the shapes). TALL masks are produced
  * key by key for every task at once but stored task by task, so the writer
  * cannot simply append. Lives under a temporary name until finish().
  */
 import { promises as fsp } from "fs";
-import { createWithHeader, OutTensor, tensorBytes, writeAll } from "../safetensors/writer";
+import { createWithHeader, OutTensor, tensorBytes, writeAll } from "./writer";
 import { TaskmergeError } from "../errors";
 
 export class PositionalWriter {
