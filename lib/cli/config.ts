@@ -5,7 +5,6 @@
  * is a usage error (exit 2).
  */
 import * as fs from "fs";
-import { promises as fsp } from "fs";
 import * as path from "path";
 import YAML, { LineCounter, Document } from "yaml";
 import type { ZodIssue, ZodTypeAny } from "zod";
