@@ -9,9 +9,10 @@ import { dareLinear, dareTies } from "./dare";
 import { consensusTa, consensusTies } from "./consensus";
 import { lot } from "./lot";
 import { regmean } from "./regmean";
+import { breadcrumbs, breadcrumbsTies } from "./breadcrumbs";
 import { getMergekitMethod, MERGEKIT_PREFIX } from "./mergekit";
 
-const METHODS = [average, taskArithmetic, ties, dareLinear, dareTies, consensusTa, consensusTies, regmean, lot] as const;
+const METHODS = [average, taskArithmetic, ties, dareLinear, dareTies, breadcrumbs, breadcrumbsTies, consensusTa, consensusTies, regmean, lot] as const;
 
 type Registered = (typeof METHODS)[number];
 /** The name of a registered method. */
