@@ -19,7 +19,8 @@
 #   progressive regmean / lot (block and module granularity, with
 #   bench/bit_identity_collect.js as --stats-command), every mergekit:* method
 #   from mergekit YAML files (gradients, filter lists, topk_ties, out_dtype)
-#   and from flags;
+#   and from flags; breadcrumbs / breadcrumbs_ties (taskmerge's and mergekit's)
+#   when both builds have them;
 # - output dtypes f32, f16, bf16 and the base's; one-file and directory
 #   outputs, sharded (--max-shard-size), with taskmerge.json and README.md;
 # - compress (sum, per-task λ, TIES τ in both scopes, f32/f16 τ, a λ grid
@@ -37,7 +38,7 @@ W=${5:-$(mktemp -d)}; mkdir -p $W; W=$(cd $W && pwd)
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 S=$W/set L=$W/set/layered O=$W/out
-[ -f $L/module_order.txt ] || node "$HERE/bit_identity_gen.js" $S
+[ -f $S/mk_breadcrumbs_ties.yaml ] || node "$HERE/bit_identity_gen.js" $S
 
 stage() {  # DIST NAME: a package folder with DIST as dist/, so that dist/ finds package.json and node_modules
   local P=$W/pkg-$2
@@ -75,6 +76,11 @@ run() {  # ADDON NAME
       $tm merge $S/mk_$y.yaml $O/mk-$y-$ch.safetensors --quiet
     done
     $m --method mergekit:ties --lambda 0.6 --out $O/mk-flags-$ch
+    if [ $BREADCRUMBS == 1 ]; then
+      $m --method breadcrumbs --density 0.5 --gamma 0.05 --dtype bf16 --out $O/m-bc-$ch.safetensors
+      $m --method breadcrumbs_ties --out $O/m-bcties-$ch.safetensors
+      for y in breadcrumbs breadcrumbs_ties; do $tm merge $S/mk_$y.yaml $O/mk-$y-$ch.safetensors --quiet; done
+    fi
     # Statistics methods on the layered model (the last expert lacks one Gram: mean fallback).
     local l="nowarn $tm merge --base $L/base.safetensors $LE --quiet"
     $l --method lot --out $O/l-lot-$ch.safetensors
@@ -110,6 +116,10 @@ run() {  # ADDON NAME
 }
 
 stage $2 old; stage $4 new
+# The breadcrumbs methods (added after a962a27) run only when both builds have them.
+has_breadcrumbs() { TASKMERGE_ADDON=$(readlink -f $1) node $W/pkg-$2/dist/cli/main.js methods breadcrumbs >/dev/null 2>&1; }
+BREADCRUMBS=0; has_breadcrumbs $1 old && has_breadcrumbs $3 new && BREADCRUMBS=1
+echo "breadcrumbs methods: $([ $BREADCRUMBS == 1 ] && echo compared || echo "skipped (not in both builds)")"
 run $1 old
 run $3 new
 TIMES='^ *"[A-Za-z]*Seconds": [0-9.e-]*,\?$'  # progressive merges record their phases' wall times

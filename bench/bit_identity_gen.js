@@ -3,7 +3,8 @@
 // - layered/: a small two-block model (linear and norm weights) with 3 experts and a
 //   statistics file per expert (F64 Grams, expert 1's in F32, expert 2's lacking
 //   blocks.1.fc so that the mean fallback runs), for regmean, lot and drift;
-// - mergekit YAML files for every mergekit:* method, in mergekit's own form.
+// - mergekit YAML files for every mergekit:* method, in mergekit's own form
+//   (breadcrumbs_*: read only by builds that have them).
 // The statistics are Σ x xᵀ of seeded rows computed here in float64 (inputs only:
 // both builds read the same files).
 // Usage: node bench/bit_identity_gen.js DIR
@@ -103,6 +104,8 @@ const yaml = {
   ties: "merge_method: ties\nbase_model: base.safetensors\n" + models(true) + "parameters: {lambda: 1.0}\nout_dtype: float16\n",
   ties_exact: "merge_method: ties\nbase_model: base.safetensors\n" + models(true) + "parameters: {topk_ties: exact_k, normalize: false}\n",
   dare_linear: "merge_method: dare_linear\nbase_model: base.safetensors\n" + models(true) + "parameters: {seed: 7}\n",
+  breadcrumbs: "merge_method: breadcrumbs\nbase_model: base.safetensors\n" + models(true) + "parameters: {gamma: 0.05, rescale: true}\n",
+  breadcrumbs_ties: "merge_method: breadcrumbs_ties\nbase_model: base.safetensors\n" + models(true) + "parameters: {lambda: 0.8, normalize: true}\n",
   dare_ties: "merge_method: dare_ties\nbase_model: base.safetensors\n" + models(false) + "parameters: {lambda: 0.9, rescale: false, density: [{filter: a.weight, value: 0.1}, {value: [0.2, 0.8]}]}\ndtype: float32\n",
 };
 // module granularity: forward order of the layered model's modules.
