@@ -28,11 +28,6 @@ export class Checkpoint {
     private readonly refs: Map<string, TensorRef>,
   ) {}
 
-  /** Default expert name: the file or directory name without extension. */
-  get name(): string {
-    return path.basename(this.path).replace(/\.safetensors$/, "");
-  }
-
   static async open(p: string): Promise<Checkpoint> {
     const abs = path.resolve(p);
     let st;

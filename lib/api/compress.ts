@@ -2,6 +2,7 @@
 import { UsageError } from "../errors";
 import { normalizeExperts, parseDTypeOption, ExpertSpec } from "./merge";
 import { runCompress, CompressReport, LambdaSearch, DEFAULT_TALL_LAMBDA } from "../tall/compress";
+import { resolveCompressParams } from "../tall/params";
 import type { Progress } from "../engine/progress";
 import type { OutputDType } from "../safetensors/dtypes";
 
@@ -16,7 +17,7 @@ export interface CompressOptions {
    * the highest score(task, candidatePath) of a temporary extracted checkpoint.
    */
   tallLambda?: number | number[] | LambdaSearch;
-  /** τMTL: Σt τt ("sum", default) or the TIES disjoint sum ("ties"). */
+  /** τMTL: Σt τt ("sum", default) or the TIES disjoint sum ("ties"). Checked, like density and scope, against tall/params.ts. */
   tau?: "sum" | "ties";
   /** TIES density and scope when tau is "ties" (0.2, "global"). */
   density?: number;
@@ -51,12 +52,7 @@ export async function compress(opts: CompressOptions): Promise<CompressReport> {
     tl.grid?.forEach((x, i) => finiteLambda(x, `tallLambda.grid[${i}]`));
     tallLambda = tl;
   } else throw new UsageError("tallLambda must be a number, a list of numbers, or { grid, score }");
-  const tau = opts.tau ?? "sum";
-  if (tau !== "sum" && tau !== "ties") throw new UsageError(`tau must be 'sum' or 'ties' (got '${tau}')`);
-  const density = opts.density ?? 0.2;
-  if (typeof density !== "number" || !(density >= 0 && density <= 1)) throw new UsageError(`density must be in [0, 1] (got ${density})`);
-  const scope = opts.scope ?? "global";
-  if (scope !== "global" && scope !== "tensor") throw new UsageError(`scope must be 'global' or 'tensor' (got '${scope}')`);
+  const { tau, density, scope } = resolveCompressParams(opts);
   return runCompress({
     base: opts.base, experts, out: opts.out, tallLambda, tau, density, scope, dtype: parseDTypeOption(opts.dtype),
     onProgress: opts.onProgress, signal: opts.signal,

@@ -1,5 +1,5 @@
 /** `taskmerge compress`: experts → a TALL bundle directory; prints the compression ratio. */
-import { Command, Option } from "commander";
+import { Command } from "commander";
 import { compress } from "../api/compress";
 import { createProgressView } from "./progress";
 import { UsageError } from "../errors";
@@ -8,11 +8,15 @@ import { VERSION } from "../version";
 import { withSignals } from "./signals";
 import { printReclaimed } from "./reclaimed";
 import { dtypeOption, toOutputDType } from "./dtype_option";
+import { paramOption } from "./param_flags";
+import { COMPRESS_PARAMS, resolveCompressParams } from "../tall/params";
+import { formatDefault } from "../methods/describe";
 
 interface CompressFlags {
   base?: string;
   expert?: string[];
   tallLambda?: string;
+  /** The COMPRESS_PARAMS flags, as given (resolveCompressParams checks and converts them). */
   tau?: "sum" | "ties";
   density?: string;
   scope?: "global" | "tensor";
@@ -39,23 +43,16 @@ function parseLambdas(v: string | undefined): number | number[] | undefined {
   return nums.length === 1 ? nums[0] : nums;
 }
 
-function parseDensity(v: string | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  const x = Number(v);
-  if (v.trim() === "" || !Number.isFinite(x)) throw new UsageError(`--density must be a number (got '${v}')`);
-  return x;
-}
-
 export function registerCompress(program: Command): void {
-  program
+  const cmd = program
     .command("compress")
     .description("compress experts into a TALL bundle: τMTL plus one mask bit per parameter per task")
     .option("--base <path>", "base (pre-trained) checkpoint")
     .option("--expert <path>", "fine-tuned checkpoint (repeat for each expert)", collect)
-    .option("--tall-lambda <x>", "mask λ: one number, or one per expert separated by commas (default 0.4)")
-    .addOption(new Option("--tau <kind>", "τMTL: Σ τt (sum) or the TIES disjoint sum (ties)").choices(["sum", "ties"]).default("sum"))
-    .option("--density <x>", "TIES density for --tau ties (default 0.2)")
-    .addOption(new Option("--scope <scope>", "TIES top-k scope for --tau ties").choices(["global", "tensor"]))
+    .option("--tall-lambda <x>", "mask λ: one number, or one per expert separated by commas (default 0.4)");
+  // --tau, --density, --scope: from their declarations (tall/params.ts), checked against them.
+  for (const p of COMPRESS_PARAMS) cmd.addOption(paramOption(p, `${p.description} (default ${formatDefault(p.default)})`));
+  cmd
     .addOption(dtypeOption("dtype of tau.safetensors (default: the base's)"))
     .option("--out <dir>", "bundle directory (bundle.json, tau.safetensors, masks.safetensors)")
     .option("-q, --quiet", "no progress and no summary (errors still go to stderr)")
@@ -68,8 +65,8 @@ export function registerCompress(program: Command): void {
       const view = createProgressView({ quiet: flags.quiet || flags.json });
       const report = await withSignals((signal) =>
         compress({
-          base: flags.base!, experts: flags.expert!, out: flags.out!, tallLambda: parseLambdas(flags.tallLambda), tau: flags.tau,
-          density: parseDensity(flags.density), scope: flags.scope, dtype: toOutputDType(flags.dtype), onProgress: (p) => view.update(p), signal,
+          base: flags.base!, experts: flags.expert!, out: flags.out!, tallLambda: parseLambdas(flags.tallLambda),
+          ...resolveCompressParams(flags), dtype: toOutputDType(flags.dtype), onProgress: (p) => view.update(p), signal,
         }),
       ).finally(() => view.stop());
       printReclaimed(report.reclaimed);

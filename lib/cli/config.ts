@@ -160,6 +160,8 @@ type MkModel = NonNullable<MergekitConfig["models"]>[number] & { i: number };
 
 /** mergekit's methods that taskmerge runs with mergekit's meaning (lib/methods/mergekit). */
 const MERGEKIT_METHODS = new Set(listMergekitMethods().map((m) => m.name));
+/** The methods with mergekit's per-model gamma (magnitude_outliers sparsification). */
+const TAKES_GAMMA = new Set(["breadcrumbs", "breadcrumbs_ties"]);
 
 function fromMergekit(c: MergekitConfig, file: string, abs: (p: string) => string): MergeConfig {
   const name = c.merge_method;
@@ -170,18 +172,20 @@ function fromMergekit(c: MergekitConfig, file: string, abs: (p: string) => strin
   };
   if (c.out_dtype !== undefined) cfg.dtype = DTYPE_ALIASES[c.out_dtype] ?? c.out_dtype;
   if (c.base_model !== undefined) cfg.base = localPath(cfg, "base_model", c.base_model, abs);
-  // Top-level weight (and, for mergekit's methods, density) is every model's fallback, as in
+  // Top-level weight (and, for mergekit's methods, density and gamma) is every model's fallback, as in
   // mergekit's lookup; the other keys are the method's parameters.
   const globals: Record<string, Setting | undefined> = {};
   for (const [k, v] of Object.entries(c.parameters ?? {})) {
     if (v === undefined) continue;
-    if (k === "weight" || (mk && k === "density")) {
+    if (k === "weight" || (mk && (k === "density" || k === "gamma"))) {
       globals[k] = v as Setting;
       continue;
     }
     cfg.params[k] = typeof v === "boolean" ? String(v) : v;
     cfg.paramKeys[k] = `parameters.${k}`;
   }
+  if (globals.gamma !== undefined && !TAKES_GAMMA.has(name!))
+    throw configError(cfg, "parameters.gamma", `only breadcrumbs and breadcrumbs_ties take gamma ('${name}' does not)`);
   if (!c.models) return cfg;
   const all: MkModel[] = c.models.map((m, i) => ({ ...m, i }));
   let models = all.filter((m) => !(cfg.base && abs(m.model) === cfg.base));
@@ -193,8 +197,10 @@ function fromMergekit(c: MergekitConfig, file: string, abs: (p: string) => strin
   }
   cfg.experts = models.map((m) => {
     const parameters: Record<string, Setting> = {};
-    for (const k of ["weight", "density"] as const) {
+    for (const k of ["weight", "density", "gamma"] as const) {
       const own = m.parameters?.[k] as Setting | undefined;
+      if (k === "gamma" && own !== undefined && !TAKES_GAMMA.has(name!))
+        throw configError(cfg, `models[${m.i}].parameters.gamma`, `only breadcrumbs and breadcrumbs_ties take a per-model gamma ('${name}' does not)`);
       if (!mk && own !== undefined && typeof own !== "number") throw settingNeedsMergekit(cfg, `models[${m.i}].parameters.${k}`, name);
       const v = withFallback(own, globals[k]);
       if (v !== undefined) parameters[k] = v;

@@ -99,7 +99,7 @@ export function mergekitSchema() {
         model: path(),
         name: z.string().min(1).optional(),
         stats: path().optional(),
-        parameters: z.object({ weight: setting(), density: setting() }).strict().optional(),
+        parameters: z.object({ weight: setting(), density: setting(), gamma: setting() }).strict().optional(),
       },
       { invalid_type_error: "expected a mapping with 'model'" },
     )
@@ -115,6 +115,7 @@ export function mergekitSchema() {
           // mergekit's: per-tensor defaults for every model, and the switches of its methods.
           weight: setting(),
           density: setting(),
+          gamma: setting(),
           normalize: z.boolean().optional(),
           rescale: z.boolean().optional(),
           int8_mask: z.boolean().optional(),

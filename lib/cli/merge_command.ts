@@ -7,7 +7,8 @@ import { createProgressView } from "./progress";
 import { formatPlan } from "./plan_view";
 import { UsageError } from "../errors";
 import { listMethods } from "../methods";
-import { formatMethodsText, formatParams, paramFlags, valuePlaceholder } from "../methods/describe";
+import { formatMethodsText, formatParams, paramFlags } from "../methods/describe";
+import { paramOption } from "./param_flags";
 import { dtypeOption, toOutputDType } from "./dtype_option";
 import { formatBytes } from "../units";
 import { VERSION } from "../version";
@@ -51,8 +52,7 @@ function addParamFlags(cmd: Command): [string, string][] {
       pairs.push([existing.attributeName(), f.name]);
       continue;
     }
-    const opt = new Option(`${f.flag} ${valuePlaceholder(f.spec)}`.trimEnd(), `${f.description ?? "method parameter, see below"} (${f.methods.join(", ")})`);
-    if (f.choices) opt.choices(f.choices);
+    const opt = paramOption(f.spec, `${f.description ?? "method parameter, see below"} (${f.methods.join(", ")})`, f.choices);
     cmd.addOption(opt);
     pairs.push([opt.attributeName(), f.name]);
   }

@@ -1,6 +1,7 @@
 /** The method registry: every merge method by name. */
 import { UsageError } from "../errors";
-import type { MergeMethod, MethodOptionsOf, Params, ParamSpec } from "../engine/context";
+import type { MergeMethod, MethodOptionsOf, Params } from "../engine/context";
+import { checkParam } from "../engine/params";
 import { average } from "./average";
 import { taskArithmetic } from "./task_arithmetic";
 import { ties } from "./ties";
@@ -8,9 +9,10 @@ import { dareLinear, dareTies } from "./dare";
 import { consensusTa, consensusTies } from "./consensus";
 import { lot } from "./lot";
 import { regmean } from "./regmean";
+import { breadcrumbs, breadcrumbsTies } from "./breadcrumbs";
 import { getMergekitMethod, MERGEKIT_PREFIX } from "./mergekit";
 
-const METHODS = [average, taskArithmetic, ties, dareLinear, dareTies, consensusTa, consensusTies, regmean, lot] as const;
+const METHODS = [average, taskArithmetic, ties, dareLinear, dareTies, breadcrumbs, breadcrumbsTies, consensusTa, consensusTies, regmean, lot] as const;
 
 type Registered = (typeof METHODS)[number];
 /** The name of a registered method. */
@@ -58,26 +60,4 @@ export function resolveParams(method: MergeMethod, given: Record<string, unknown
   }
   for (const p of method.params) out[p.name] = checkParam(method.name, p, given[p.name] ?? p.default);
   return out;
-}
-
-function checkParam(method: string, p: ParamSpec, v: unknown): number | string | boolean {
-  const where = `${method}: parameter '${p.name}'`;
-  if (p.type === "boolean") {
-    // Flags and environment-style values arrive as strings.
-    if (v === "true") return true;
-    if (v === "false") return false;
-    if (typeof v !== "boolean") throw new UsageError(`${where} must be true or false (got ${JSON.stringify(v)})`);
-    return v;
-  }
-  if (p.type === "string") {
-    if (typeof v !== "string") throw new UsageError(`${where} must be a string`);
-    if (p.choices && !p.choices.includes(v)) throw new UsageError(`${where} must be one of ${p.choices.join(", ")} (got '${v}')`);
-    return v;
-  }
-  const n = typeof v === "string" && v.trim() !== "" ? Number(v) : v;
-  if (typeof n !== "number" || !Number.isFinite(n)) throw new UsageError(`${where} must be a finite number (got ${JSON.stringify(v)})`);
-  if (p.type === "integer" && !Number.isInteger(n)) throw new UsageError(`${where} must be an integer (got ${n})`);
-  if (p.min !== undefined && n < p.min) throw new UsageError(`${where} must be ≥ ${p.min} (got ${n})`);
-  if (p.max !== undefined && n > p.max) throw new UsageError(`${where} must be ≤ ${p.max} (got ${n})`);
-  return n;
 }

@@ -26,6 +26,7 @@ import { isFloatDType } from "../../safetensors/dtypes";
 import { KeyScan } from "../../select/scan";
 import { bitsToFloat, magnitudeArgs, OpArgs } from "../../select/sign";
 import { selectThresholdsK } from "../../select/histogram";
+import { tieCuts } from "../../select/top_sets";
 import { mergeWith } from "../ties";
 import { modelValue, shownSetting } from "./model_params";
 
@@ -78,24 +79,6 @@ function topK(name: string, experts: readonly Expert[], key: string, n: number, 
   });
 }
 
-/** Per task, the tensor index below which entries exactly at the threshold are kept (exactly k in all). */
-async function tieCuts(ctx: MergeContext, scan: KeyScan, bits: number[], rank: number[], d: number[], n: number): Promise<number[]> {
-  const need = rank.slice();
-  const cuts = d.map((x) => (x >= 1 ? n : -1));
-  await scan.scan(async (c) => {
-    if (cuts.every((x) => x >= 0)) return;
-    const r = await runOp("magnitude_tie_cut", { ...chunkArgs(ctx, c), thresholds: bits, need: need.map((x, t) => (cuts[t] >= 0 ? 0 : x)) });
-    const at = r.at as number[], count = r.count as number[];
-    for (let t = 0; t < cuts.length; t++) {
-      if (cuts[t] >= 0) continue;
-      if (at[t] > 0) cuts[t] = c.offset + at[t];
-      else need[t] -= count[t];
-    }
-  });
-  if (cuts.some((x) => x < 0)) throw new Error(`mergekit ties: the tied entries at the threshold of ${scan.key} were not found again`);
-  return cuts;
-}
-
 /** mergekit's L1 rescale factors ‖τt‖₁/‖τ̂t‖₁ (1 where a norm is below 1e-7 or the task is not sparsified). */
 async function rescaleFactors(ctx: MergeContext, scan: KeyScan, trim: OpArgs, d: number[]): Promise<number[]> {
   const T = d.length;
@@ -139,7 +122,7 @@ export function gtaMethod(def: GtaDefinition): MergeMethod {
         const sel = await selectThresholdsK(ctx, scan.scan, scan.scan, ks);
         const bits = sel.bits.map((b, t) => (d[t] >= 1 ? 0 : b));
         trim = p.topk_ties === "exact_k"
-          ? { trim: "magnitude_cut", thresholds: bits, cuts: await tieCuts(ctx, scan, bits, sel.rank, d, n) }
+          ? { trim: "magnitude_cut", thresholds: bits, cuts: await tieCuts(ctx, scan, bits, sel.rank, d.map((x) => x >= 1), n) }
           : magnitudeArgs(bits);
         const per = (ctx.details.tensors ??= {}) as Record<string, unknown>;
         per[key] = { n, k: Object.fromEntries(ctx.experts.map((e, t) => [e.name, ks[t]])), thresholds: Object.fromEntries(ctx.experts.map((e, t) => [e.name, bitsToFloat(bits[t])])) };

@@ -7,6 +7,7 @@ import { UsageError } from "../../errors";
 import type { MergeMethod } from "../../engine/context";
 import { gtaMethod } from "./gta";
 import { linear } from "./linear";
+import { mergekitBreadcrumbs, mergekitBreadcrumbsTies } from "../breadcrumbs";
 
 const METHODS: MergeMethod[] = [
   linear,
@@ -23,6 +24,8 @@ const METHODS: MergeMethod[] = [
     name: "dare_ties", description: "mergekit's DARE TIES: Bernoulli masks, L1 rescale, weighted sign election and disjoint sum",
     consensus: true, sparsify: "random", normalize: false, rescale: true,
   }),
+  mergekitBreadcrumbs,
+  mergekitBreadcrumbsTies,
 ];
 
 export const MERGEKIT_PREFIX = "mergekit:";
@@ -33,8 +36,7 @@ export function listMergekitMethods(): readonly MergeMethod[] {
 
 /** Methods mergekit has that taskmerge does not run with mergekit's meaning. */
 export const MERGEKIT_UNSUPPORTED = [
-  "slerp", "nuslerp", "multislerp", "passthrough", "model_stock", "arcee_fusion", "karcher", "breadcrumbs",
-  "breadcrumbs_ties", "della", "della_linear", "sce", "nearswap", "ram",
+  "slerp", "nuslerp", "multislerp", "passthrough", "model_stock", "arcee_fusion", "karcher", "della", "della_linear", "sce", "nearswap", "ram",
 ];
 
 export function getMergekitMethod(name: string): MergeMethod {
