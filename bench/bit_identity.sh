@@ -104,7 +104,9 @@ run() {  # ADDON NAME
   unset TASKMERGE_CHUNK_ELEMS
   # λ grid: the score is a hash of the candidate file, so candidates must match too.
   node -e '
-    const { runCompress } = require(process.argv[1] + "/tall/compress.js");
+    // runCompress moved from tall/ to job/ with the job skeleton; either build works.
+    const fs0 = require("fs"), at = (f) => process.argv[1] + "/" + f + "/compress.js";
+    const { runCompress } = require(fs0.existsSync(at("job")) ? at("job") : at("tall"));
     const crypto = require("crypto"), fs = require("fs"), S = process.argv[3];
     const seen = [];
     runCompress({ base: S + "/base.safetensors", experts: [0, 1, 2].map((t) => ({ path: S + `/expert_${t}.safetensors`, name: `t${t}`, weight: 1 })),

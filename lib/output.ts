@@ -1,15 +1,15 @@
 /**
  * Where a merge writes: one .safetensors file, or a Hugging Face style
  * directory (model.safetensors or shards plus index, the base's other files,
- * taskmerge.json listing every file). Everything is written under a temporary
- * name beside the output and put in place by the output's slot only on
- * commit(), so a failed or killed run leaves nothing at the output path.
+ * taskmerge.json listing every file). Everything is written in the slot's
+ * staged temporary (OutputSlot.stage) and put in place only on commit(), so a
+ * failed or killed run leaves nothing at the output path.
  */
 import { promises as fsp } from "fs";
 import * as path from "path";
 import { OutTensor, SafetensorsWriter, tensorBytes } from "./safetensors/writer";
 import { TaskmergeError } from "./errors";
-import { OutputSlot } from "./out_path/slot";
+import type { OutputSlot, StagedOutput } from "./out_path/slot";
 import { CHECKPOINT_DIR, MANIFEST, OutputKind } from "./out_path/owned";
 
 export interface OutputOptions {
@@ -60,23 +60,21 @@ export class Output {
   private closed = false;
 
   private constructor(
-    private readonly slot: OutputSlot,
+    readonly out: string,
     /** Temporary file (file output) or directory (directory output). */
-    private readonly tmp: string,
+    private readonly staged: StagedOutput,
     private readonly shards: OutTensor[][],
     private readonly opts: OutputOptions,
   ) {}
 
   /** Starts writing the output claimed by `slot` (see OutputSlot.claim). */
   static async create(slot: OutputSlot, tensors: OutTensor[], opts: OutputOptions = {}): Promise<Output> {
-    const tmp = slot.tempPath();
-    if (isFileOutput(slot.out)) return new Output(slot, tmp, [tensors], opts);
-    await fsp.mkdir(tmp);
-    return new Output(slot, tmp, planShards(tensors, opts.maxShardSize ?? DEFAULT_MAX_SHARD), opts);
+    if (isFileOutput(slot.out)) return new Output(slot.out, await slot.stage("file"), [tensors], opts);
+    return new Output(slot.out, await slot.stage("dir"), planShards(tensors, opts.maxShardSize ?? DEFAULT_MAX_SHARD), opts);
   }
 
-  get out(): string {
-    return this.slot.out;
+  private get tmp(): string {
+    return this.staged.path;
   }
 
   get isFile(): boolean {
@@ -116,7 +114,7 @@ export class Output {
       const files = [...new Set([...(await fsp.readdir(this.tmp)), MANIFEST])].sort();
       await fsp.writeFile(path.join(this.tmp, MANIFEST), JSON.stringify({ ...manifest, files }, null, 2) + "\n");
     }
-    await this.slot.place(this.tmp);
+    await this.staged.commit();
     this.closed = true;
   }
 
@@ -138,7 +136,7 @@ export class Output {
     if (this.closed) return;
     this.closed = true;
     await this.writer?.close();
-    await fsp.rm(this.tmp, { recursive: true, force: true });
+    await this.staged.abort();
   }
 }
 

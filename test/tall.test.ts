@@ -4,7 +4,7 @@ import * as path from "path";
 import { makeZoo, tmpDir, readSafetensors, values, runCli, smallModel, listTree, Zoo, KeySpec } from "./helpers/fixtures";
 import { compress } from "../lib/api/compress";
 import { extract } from "../lib/api/extract";
-import { runCompress } from "../lib/tall/compress";
+import { runCompress } from "../lib/job/compress";
 import { floatKeys, errorUnits } from "./reference/ties";
 import { compressRef, packbits, unpackbits } from "./reference/tall";
 

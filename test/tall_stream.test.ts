@@ -8,7 +8,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { spawn } from "child_process";
 import { CLI, genTensors, KeySpec, listTree, saveModel, tmpDir } from "./helpers/fixtures";
-import { runCompress } from "../lib/tall/compress";
+import { runCompress } from "../lib/job/compress";
 import { AbortError } from "../lib";
 
 // Several keys of odd sizes, so chunks end mid-tensor and writes trail across key boundaries.

@@ -1,7 +1,7 @@
 /** The public compress() call: experts → a TALL bundle (τMTL + one bit per parameter per task). */
 import { UsageError } from "../errors";
 import { normalizeExperts, parseDTypeOption, ExpertSpec } from "./merge";
-import { runCompress, CompressReport, LambdaSearch, DEFAULT_TALL_LAMBDA } from "../tall/compress";
+import { runCompress, CompressReport, LambdaSearch, DEFAULT_TALL_LAMBDA } from "../job/compress";
 import { resolveCompressParams } from "../tall/params";
 import type { Progress } from "../engine/progress";
 import type { OutputDType } from "../safetensors/dtypes";

@@ -4,7 +4,7 @@ import { parseDTypeOption } from "./merge";
 import { parseByteSize } from "../units";
 import type { OutputDType } from "../safetensors/dtypes";
 import { isHubId } from "../base_info";
-import { runExtract, ExtractReport } from "../tall/extract";
+import { runExtract, ExtractReport } from "../job/extract";
 import type { Progress } from "../engine/progress";
 
 export interface ExtractOptions {

@@ -1,7 +1,8 @@
 /**
  * Opening a merge's inputs: the base, every expert and, when the method reads
  * them, the experts' statistics files; then the key/shape check. Shared by the
- * merge, the dry-run plan and compress, so they accept and refuse the same inputs.
+ * merge, the dry-run plan, compress and drift, so they accept and refuse the
+ * same inputs.
  */
 import { Checkpoint } from "../checkpoint";
 import { SafetensorsFile } from "../safetensors/file";
@@ -9,6 +10,7 @@ import type { Expert, Setting } from "./context";
 import { checkCompatible } from "./validate";
 import { checkpointFiles } from "../out_path/clash";
 import { checkStatsSources } from "../stats/source";
+import { requireStatsFiles } from "../stats/keys";
 import { UsageError } from "../errors";
 
 export interface ResolvedExpert {
@@ -19,9 +21,18 @@ export interface ResolvedExpert {
   parameters?: Record<string, Setting>;
 }
 
+export interface OpenOptions {
+  /** Further checkpoints checked against the base like the experts (drift's merged model), opened first. */
+  also?: string[];
+  /** The command that needs a statistics file per expert (drift): checked before the key/shape check. */
+  requireStats?: string;
+}
+
 export interface Inputs {
   base: Checkpoint;
   experts: Expert[];
+  /** The checkpoints of OpenOptions.also, in order. */
+  also: Checkpoint[];
   /** Every file the checkpoints read from (safetensors files, shard indexes), for the output clash check. */
   files: string[];
   /** Warnings about the inputs (statistics that record no source checkpoint). */
@@ -30,7 +41,7 @@ export interface Inputs {
   close(): Promise<void>;
 }
 
-export async function openInputs(base: string, experts: ResolvedExpert[], withStats: boolean): Promise<Inputs> {
+export async function openInputs(base: string, experts: ResolvedExpert[], withStats: boolean, o: OpenOptions = {}): Promise<Inputs> {
   const given = experts.find((e) => e.stats);
   if (!withStats && given)
     throw new UsageError(`statistics given (${given.stats}) but the method uses none; drop --stats (or stats:) or use lot or regmean`);
@@ -41,16 +52,20 @@ export async function openInputs(base: string, experts: ResolvedExpert[], withSt
   };
   try {
     const b = track(await Checkpoint.open(base));
+    const also: Checkpoint[] = [];
+    for (const p of o.also ?? []) also.push(track(await Checkpoint.open(p)));
     const list: Expert[] = [];
     for (const e of experts) {
       const checkpoint = track(await Checkpoint.open(e.path));
       const stats = e.stats && withStats ? track(await SafetensorsFile.open(e.stats)) : undefined;
       list.push({ name: e.name, checkpoint, weight: e.weight, stats, ...(e.parameters ? { parameters: e.parameters } : {}) });
     }
-    checkCompatible(b, list.map((e) => e.checkpoint));
-    const files = [b, ...list.map((e) => e.checkpoint)].flatMap(checkpointFiles);
+    if (o.requireStats) requireStatsFiles(o.requireStats, list);
+    checkCompatible(b, [...also, ...list.map((e) => e.checkpoint)]);
+    const files = [b, ...also, ...list.map((e) => e.checkpoint)].flatMap(checkpointFiles);
+    // Statistics measured against the wrong expert would give wrong numbers.
     const warnings = withStats ? await checkStatsSources(list) : [];
-    return { base: b, experts: list, files, warnings, close };
+    return { base: b, experts: list, also, files, warnings, close };
   } catch (e) {
     await close();
     throw e;

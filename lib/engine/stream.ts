@@ -4,7 +4,6 @@
  * result while the next is computed.
  */
 import { runOp, OpArg } from "../native";
-import { throwIfAborted } from "../errors";
 import { envNumber } from "../env";
 import type { MergeContext, StreamContext, TensorSink } from "./context";
 import type { FloatDType } from "../safetensors/dtypes";
@@ -12,6 +11,7 @@ import type { Checkpoint } from "../checkpoint";
 import { chunkPool } from "./buffer_pool";
 import { withWriteBehind } from "./write_behind";
 import { blaming, chunkInputs } from "./provenance";
+import { readChunks } from "./read_ahead";
 
 export const DEFAULT_CHUNK_ELEMS = 4 << 20;
 
@@ -29,6 +29,9 @@ export interface Chunk {
   experts: Buffer[];
 }
 
+/** Reads n elements of key of one checkpoint. */
+export type ReadFn = (ck: Checkpoint, key: string, offset: number, n: number) => Promise<Buffer>;
+
 /** Reads n elements of key into a pooled buffer (returned to the pool if the read fails). */
 async function readPooled(ck: Checkpoint, key: string, offset: number, n: number): Promise<Buffer> {
   const t = ck.get(key);
@@ -41,8 +44,9 @@ async function readPooled(ck: Checkpoint, key: string, offset: number, n: number
   }
 }
 
-async function readChunk(ctx: StreamContext, key: string, offset: number, n: number): Promise<Chunk> {
-  const reads = [ctx.base, ...ctx.experts.map((e) => e.checkpoint)].map((ck) => readPooled(ck, key, offset, n));
+/** The same n elements of key from the base and every expert; into pooled buffers unless `read` says otherwise. */
+export async function readChunk(ctx: StreamContext, key: string, offset: number, n: number, read: ReadFn = readPooled): Promise<Chunk> {
+  const reads = [ctx.base, ...ctx.experts.map((e) => e.checkpoint)].map((ck) => read(ck, key, offset, n));
   const [base, ...experts] = await Promise.all(reads);
   return { key, offset, n, base, experts };
 }
@@ -87,21 +91,17 @@ function prefetchAfter(ctx: StreamContext, key: string, step: number): void {
 
 /** Calls fn on each chunk of `key` in order, with one chunk of read-ahead (across keys too). */
 export async function forEachChunk(ctx: StreamContext, key: string, fn: (c: Chunk) => Promise<void>): Promise<void> {
-  const numel = ctx.base.get(key).numel;
   const step = Math.max(1, ctx.chunkElems);
-  let next: Promise<Chunk> | undefined = numel > 0 ? firstChunk(ctx, key, Math.min(step, numel)) : undefined;
-  if (numel > 0 && step >= numel) prefetchAfter(ctx, key, step);
-  for (let offset = 0; next; offset += step) {
-    const chunk: Chunk = await next;
-    const following = offset + step;
-    next = following < numel ? readChunk(ctx, key, following, Math.min(step, numel - following)) : undefined;
-    if (next && following + step >= numel) prefetchAfter(ctx, key, step);
-    // Keep the read-ahead's rejection from going unhandled if fn throws first.
-    next?.catch(() => undefined);
-    throwIfAborted(ctx.signal);
-    await blaming(chunkInputs(ctx, key), () => fn(chunk));
-    ctx.progress.bytes(chunk.base.length + chunk.experts.reduce((s, b) => s + b.length, 0), key);
-  }
+  await readChunks(
+    ctx.base.get(key).numel,
+    step,
+    (offset, n) => (offset === 0 ? firstChunk(ctx, key, n) : readChunk(ctx, key, offset, n)),
+    async (chunk) => {
+      await blaming(chunkInputs(ctx, key), () => fn(chunk));
+      ctx.progress.bytes(chunk.base.length + chunk.experts.reduce((s, b) => s + b.length, 0), key);
+    },
+    { signal: ctx.signal, afterLastRead: () => prefetchAfter(ctx, key, step) },
+  );
 }
 
 /** The elementwise op arguments every chunk carries: inputs, dtypes, output buffer. */

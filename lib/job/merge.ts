@@ -1,21 +1,21 @@
 /**
- * The merge engine: opens the inputs, checks them, plans the output, runs the
- * method key by key and commits the output atomically. It knows nothing of
- * any particular method.
+ * The merge job: on the job skeleton (./run.ts), opens the inputs, checks
+ * them, plans the output, runs the method key by key and commits the output.
+ * It knows nothing of any particular method.
  */
 import * as path from "path";
 import { FloatDType, isFloatDType } from "../safetensors/dtypes";
 import { OutTensor, tensorBytes } from "../safetensors/writer";
 import { checkpointKind, Output } from "../output";
-import { OutputSlot } from "../out_path/slot";
-import { checkInputClash } from "../out_path/clash";
 import { AbortError, TaskmergeError, UsageError, throwIfAborted } from "../errors";
 import { getMethod, resolveParams } from "../methods";
 import type { MergeContext, MergeMethod, Params } from "../engine/context";
-import { namedPaths, openInputs, Inputs, ResolvedExpert } from "../engine/inputs";
+import { namedPaths, openInputs, ResolvedExpert } from "../engine/inputs";
+import { runJob } from "./run";
 import { attribute, chunkInputs } from "../engine/provenance";
 import { finiteSink } from "../engine/finite_output";
 import { defaultChunkElems } from "../engine/stream";
+import { copyChunks } from "../engine/read_ahead";
 import { modelCard } from "../model_card";
 import { outputConfigFiles, readBaseInfo } from "../base_info";
 import { Progress, ProgressTracker } from "../engine/progress";
@@ -67,18 +67,16 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
   const progressive = checkProgressive(method.name, params, o);
   throwIfAborted(o.signal);
 
-  // Before reading anything: no input at the output path, and the path ours to write.
-  const named = namedPaths(o.base, o.experts);
-  await checkInputClash(o.out, named);
-  const slot = await OutputSlot.claim(o.out, checkpointKind(o.out), o.signal);
-  let inputs: Inputs | undefined;
-  let output: Output | undefined;
-  try {
+  return runJob({
+    named: namedPaths(o.base, o.experts),
+    out: { path: o.out, kind: checkpointKind(o.out) },
+    signal: o.signal,
+  }, async (job) => {
     // A progressive merge collects its statistics itself.
-    inputs = await openInputs(o.base, o.experts, !!method.needsStats && !progressive);
+    const inputs = job.track(await openInputs(o.base, o.experts, !!method.needsStats && !progressive));
     const { base, experts } = inputs;
     // Shards and index files of the inputs, now that they are known.
-    await checkInputClash(o.out, [...named, ...inputs.files]);
+    await job.checkInputFiles(inputs.files);
     method.validate?.(base, experts, params);
     for (const w of inputs.warnings) o.onWarning?.(w);
 
@@ -104,20 +102,19 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
       ...(o.dtype ? { dtype: o.dtype } : {}),
       ...commandOf(progressive),
     };
-    output = await Output.create(slot, plan, {
+    const output = job.output(await Output.create(job.slot, plan, {
       maxShardSize: o.maxShardSize,
       copyFrom: base.dir,
       metadata: { format: "pt" },
-    });
+    }));
 
     const baseInfo = await readBaseInfo(base.dir, o.baseModel);
-    const out = output;
     const wrap = (e: unknown, key: string) => keyError(e, key, ctx);
     let bytesWritten: number;
     if (progressive) {
-      await mergeProgressive(ctx, { method, plan, collect: progressive, out: o.out, output: out, keyError: wrap });
+      await mergeProgressive(ctx, { method, plan, collect: progressive, slot: job.slot, output, keyError: wrap });
       bytesWritten = plan.reduce((s, t) => s + tensorBytes(t), 0);
-    } else bytesWritten = await mergeInKeyOrder(ctx, method, out, wrap);
+    } else bytesWritten = await mergeInKeyOrder(ctx, method, output, wrap);
     throwIfAborted(o.signal);
     // Written last so that they carry the method's report (thresholds, fallbacks).
     await output.commit(
@@ -129,15 +126,9 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
     );
     return {
       method: method.name, params, out: path.resolve(o.out), tensors: keys.length, bytesRead: progress.bytesRead,
-      bytesWritten, seconds: (Date.now() - t0) / 1000, warnings: inputs.warnings, details: ctx.details, reclaimed: slot.reclaimed,
+      bytesWritten, seconds: (Date.now() - t0) / 1000, warnings: inputs.warnings, details: ctx.details, reclaimed: job.slot.reclaimed,
     };
-  } catch (e) {
-    await output?.abort().catch(() => undefined);
-    throw e;
-  } finally {
-    await inputs?.close();
-    await slot.release();
-  }
+  });
 }
 
 /** The usual merge: every key in the base's order, straight into the output. Returns the bytes written. */
@@ -201,14 +192,11 @@ export function checkProgressive(method: string, params: Params, o: EngineOption
 }
 
 /** Non-float tensors (integer buffers, bool) come from the base unchanged. */
-async function copyTensor(ctx: MergeContext, key: string, sink: (d: Uint8Array) => Promise<void>): Promise<void> {
-  const t = ctx.base.get(key);
-  const step = Math.max(1, ctx.chunkElems);
-  for (let i = 0; i < t.numel; i += step) {
-    const buf = await ctx.base.read(key, i, Math.min(step, t.numel - i));
+function copyTensor(ctx: MergeContext, key: string, sink: (d: Uint8Array) => Promise<void>): Promise<void> {
+  return copyChunks(ctx.base, key, ctx.base.get(key).numel, ctx.chunkElems, (buf) => {
     ctx.progress.bytes(buf.length, key);
-    await sink(buf);
-  }
+    return sink(buf);
+  });
 }
 
 /** Gives native and internal errors the key and, for a bad input, its file (from the error's provenance). */

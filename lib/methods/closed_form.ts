@@ -13,6 +13,7 @@ import type { StatTensor } from "../stats/keys";
 import { readGram } from "../stats/read";
 import { attribute, baseRef, expertRef } from "../engine/provenance";
 import { dtypeEps } from "../stats/keys";
+import { readAhead } from "../engine/read_ahead";
 
 export interface LinearSolveOptions {
   out: number;
@@ -45,13 +46,9 @@ export async function solveLinear(ctx: MergeContext, key: string, sink: TensorSi
   ctx.progress.bytes(base.length, key);
   // Expert t+1's weight and Gram are read while expert t's products are computed.
   const load = (t: number) => Promise.all([ctx.experts[t].checkpoint.read(key), readGram(o.grams[t])]);
-  let next: Promise<[Buffer, Buffer]> | undefined = load(0);
-  for (const [t, e] of ctx.experts.entries()) {
+  await readAhead(ctx.experts.length, load, async ([w, gram], t) => {
+    const e = ctx.experts[t];
     const g = o.grams[t];
-    const [w, gram]: [Buffer, Buffer] = await next!;
-    next = t + 1 < ctx.experts.length ? load(t + 1) : undefined;
-    next?.catch(() => undefined); // surfaced when awaited
-    throwIfAborted(ctx.signal);
     ctx.progress.bytes(w.length, key);
     await runOp("gram_products_accumulate", {
       linalg: process.env.TASKMERGE_LINALG,
@@ -61,7 +58,7 @@ export async function solveLinear(ctx: MergeContext, key: string, sink: TensorSi
       // The op sees one expert: its InputError names "the expert" or "the base".
       throw attribute(err, (role) => (role === "base" ? baseRef(ctx.base, key) : role === "expert" ? expertRef(ctx.experts, t, key) : undefined));
     });
-  }
+  }, { signal: ctx.signal });
   throwIfAborted(ctx.signal);
   const outDtype = ctx.outDtype(key);
   const result = Buffer.allocUnsafe(out * n * DTYPE_SIZE[outDtype]);

@@ -2,8 +2,9 @@
  * Claiming an output path and putting a finished output there: the one place
  * where taskmerge replaces anything. claimOutput() takes the output's lock,
  * reclaims leftovers of killed runs and checks that what is at the path may
- * be replaced, all before any input is read; place() renames a complete
- * temporary (file or directory) into place.
+ * be replaced, all before any input is read; stage() starts the temporary
+ * (file or directory) an output is written in, and its commit() renames it
+ * into place.
  */
 import { promises as fsp } from "fs";
 import * as path from "path";
@@ -50,9 +51,14 @@ export class OutputSlot {
     }
   }
 
-  /** A fresh hidden name beside the output for writing it (the caller creates it). */
-  tempPath(): string {
-    return tempName(this.out);
+  /**
+   * Starts writing the output under a fresh hidden name beside it: a directory
+   * (created here) or a file (which the caller's writer creates there).
+   */
+  async stage(what: "file" | "dir"): Promise<StagedOutput> {
+    const tmp = tempName(this.out);
+    if (what === "dir") await fsp.mkdir(tmp);
+    return new StagedOutput(this, tmp);
   }
 
   /**
@@ -91,6 +97,34 @@ export class OutputSlot {
     if (this.released) return;
     this.released = true;
     await this.lock.release();
+  }
+}
+
+/**
+ * The one atomic writer of an output: everything is written at `path`, a
+ * temporary beside the output, which commit() puts in place through the slot
+ * and abort() removes, so a failed or killed run leaves nothing at the output.
+ */
+export class StagedOutput {
+  private settled = false;
+
+  constructor(
+    private readonly slot: OutputSlot,
+    /** The temporary file or directory being written. */
+    readonly path: string,
+  ) {}
+
+  /** Puts the complete temporary in place (see OutputSlot.place). */
+  async commit(): Promise<void> {
+    await this.slot.place(this.path);
+    this.settled = true;
+  }
+
+  /** Removes the temporary unless committed; safe to call more than once. */
+  async abort(): Promise<void> {
+    if (this.settled) return;
+    this.settled = true;
+    await fsp.rm(this.path, { recursive: true, force: true });
   }
 }
 

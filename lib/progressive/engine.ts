@@ -17,17 +17,18 @@ import type { Output } from "../output";
 import { SafetensorsFile } from "../safetensors/file";
 import { TaskmergeError, UsageError, throwIfAborted } from "../errors";
 import { finiteSink } from "../engine/finite_output";
+import { copyChunks } from "../engine/read_ahead";
 import { blockGroups, moduleGroups, parseModuleOrder, KeyGroup } from "./groups";
 import { callCollector, CollectStats } from "./collect";
 import { PartialCheckpoint } from "./partial";
-import { tempName } from "../out_path/names";
+import type { OutputSlot } from "../out_path/slot";
 
 export interface ProgressiveOptions {
   method: MergeMethod;
   plan: OutTensor[];
   collect: CollectStats;
-  /** The output path the temporary folder sits beside. */
-  out: string;
+  /** The output's slot: the temporary folder is staged beside the output and never committed. */
+  slot: OutputSlot;
   output: Output;
   /** Wraps an error of merging `key` with the key and file. */
   keyError(e: unknown, key: string): unknown;
@@ -63,9 +64,6 @@ export async function formGroups(ctx: MergeContext): Promise<KeyGroup[]> {
 
 export async function mergeProgressive(ctx: MergeContext, o: ProgressiveOptions): Promise<void> {
   const groups = await formGroups(ctx);
-  const abs = path.resolve(o.out);
-  // The output slot's temporary naming: a killed run's folder is reclaimed by the next run.
-  const tmp = tempName(abs);
   const d: ProgressiveDetails = {
     granularity: ctx.params.granularity as string,
     groups: groups.map((g) => ({ name: g.name, keys: g.name === "first" || g.name === "last" ? g.keys : g.keys.length })),
@@ -87,7 +85,9 @@ export async function mergeProgressive(ctx: MergeContext, o: ProgressiveOptions)
     }
   };
 
-  await fsp.mkdir(tmp);
+  // Staged like an output, so a killed run's folder is reclaimed by the next run; removed however this one ends.
+  const scratch = await o.slot.stage("dir");
+  const tmp = scratch.path;
   let partial: PartialCheckpoint | undefined;
   const open: SafetensorsFile[] = [];
   try {
@@ -141,7 +141,7 @@ export async function mergeProgressive(ctx: MergeContext, o: ProgressiveOptions)
     ctx.signal?.removeEventListener("abort", forward);
     for (const f of open) await f.close().catch(() => undefined);
     await partial?.close().catch(() => undefined);
-    await fsp.rm(tmp, { recursive: true, force: true });
+    await scratch.abort();
   }
 }
 
@@ -150,15 +150,12 @@ async function writeOutput(ctx: MergeContext, partial: PartialCheckpoint, o: Pro
   const f = await partial.open();
   try {
     ctx.progress.phase("write", o.plan.length, f.size);
-    const step = Math.max(1, ctx.chunkElems);
     for (const t of o.plan) {
-      const info = f.tensor(t.key)!;
-      for (let i = 0; i < info.numel; i += step) {
-        throwIfAborted(ctx.signal);
-        const buf = await f.read(t.key, i, Math.min(step, info.numel - i));
+      throwIfAborted(ctx.signal);
+      await copyChunks(f, t.key, f.tensor(t.key)!.numel, ctx.chunkElems, (buf) => {
         ctx.progress.bytes(buf.length, t.key);
-        await o.output.write(t.key, buf);
-      }
+        return o.output.write(t.key, buf);
+      }, { signal: ctx.signal });
       ctx.progress.tensorDone(t.key);
     }
   } finally {

@@ -9,10 +9,10 @@ import type { Checkpoint } from "../checkpoint";
 import { runOp } from "../native";
 import { throwIfAborted } from "../errors";
 import { DTYPE_SIZE } from "../safetensors/dtypes";
-import type { OutTensor } from "../safetensors/writer";
 import type { TensorSink } from "../engine/context";
-import { PositionalWriter } from "../safetensors/positional_writer";
+import { PositionalWriter, OutTensor } from "../safetensors/writer";
 import { SafetensorsFile } from "../safetensors/file";
+import { copyChunks } from "../engine/read_ahead";
 
 export class PartialCheckpoint {
   private readonly byKey: Map<string, OutTensor>;
@@ -39,18 +39,15 @@ export class PartialCheckpoint {
   async copyFrom(ck: Checkpoint, key: string, signal?: AbortSignal): Promise<void> {
     const src = ck.get(key);
     const to = this.byKey.get(key)!.dtype;
-    const step = Math.max(1, this.chunkElems);
-    for (let i = 0; i < src.numel; i += step) {
-      throwIfAborted(signal);
-      const n = Math.min(step, src.numel - i);
-      let data = await ck.read(key, i, n);
+    throwIfAborted(signal);
+    await copyChunks(ck, key, src.numel, this.chunkElems, async (data, i) => {
       if (src.dtype !== to) {
-        const dst = Buffer.allocUnsafe(n * DTYPE_SIZE[to]);
+        const dst = Buffer.allocUnsafe((data.length / DTYPE_SIZE[src.dtype]) * DTYPE_SIZE[to]);
         await runOp("convert", { fromDtype: src.dtype, toDtype: to, src: data, dst });
         data = dst;
       }
       await this.w.write(key, i * DTYPE_SIZE[to], data);
-    }
+    }, { signal });
   }
 
   /** A sink that writes tensor `key` from its start, piece after piece (pieces are in this file's dtype). */

@@ -1,7 +1,8 @@
 /**
- * Streams one safetensors file: the header is written first from the known
- * shapes, then tensor data is appended in header order. The file lives under
- * a temporary name until finish() renames it into place.
+ * Writing safetensors files: the header is written first from the known
+ * shapes, then tensor data at its place, by position (PositionalWriter) or
+ * appended in header order (SafetensorsWriter, on top of it). A file lives
+ * under a temporary name until finish() renames it into place.
  */
 import { promises as fsp } from "fs";
 import { DTYPE_SIZE, DType } from "./dtypes";
@@ -44,24 +45,74 @@ export function encodeHeader(tensors: OutTensor[], metadata?: Record<string, str
   return Buffer.concat([prefix, json]);
 }
 
+/**
+ * The one safetensors file writer: tensors filled at known positions in any
+ * order (the header is fixed up front from the shapes). TALL masks are
+ * produced key by key for every task at once but stored task by task, and a
+ * progressive merge rewrites its partial checkpoint in place, so they write
+ * by position; SafetensorsWriter appends through it. The file lives under
+ * its temporary name until finish().
+ */
+export class PositionalWriter {
+  private readonly offsets = new Map<string, { start: number; bytes: number }>();
+  private written = 0;
+  private total = 0;
+
+  private constructor(readonly finalPath: string, readonly tmpPath: string, private readonly fh: fsp.FileHandle, tensors: OutTensor[], headerSize: number) {
+    let pos = headerSize;
+    for (const t of tensors) {
+      const bytes = tensorBytes(t);
+      this.offsets.set(t.key, { start: pos, bytes });
+      pos += bytes;
+      this.total += bytes;
+    }
+  }
+
+  static async create(finalPath: string, tmpPath: string, tensors: OutTensor[], metadata?: Record<string, string>): Promise<PositionalWriter> {
+    const { fh, headerSize } = await createWithHeader(tmpPath, tensors, metadata);
+    return new PositionalWriter(finalPath, tmpPath, fh, tensors, headerSize);
+  }
+
+  /** Writes `data` into tensor `key` at byte `at` of its data. */
+  async write(key: string, at: number, data: Uint8Array): Promise<void> {
+    const o = this.offsets.get(key);
+    if (!o || at < 0 || at + data.length > o.bytes) throw new TaskmergeError(`internal: write of ${data.length} bytes at ${at} out of range`, this.finalPath, key);
+    await writeAll(this.fh, data, o.start + at, this.finalPath);
+    this.written += data.length;
+  }
+
+  /** Flushes to disk and renames into place. */
+  async finish(): Promise<void> {
+    if (this.written !== this.total) throw new TaskmergeError(`internal: ${this.written} of ${this.total} bytes written`, this.finalPath);
+    await this.fh.sync();
+    await this.fh.close();
+    await fsp.rename(this.tmpPath, this.finalPath);
+  }
+
+  /** Closes and removes the temporary file (finish's complement on failure). */
+  async close(): Promise<void> {
+    await this.fh.close().catch(() => undefined);
+    await fsp.rm(this.tmpPath, { force: true });
+  }
+}
+
+/** Streams one safetensors file in header order: each tensor's data appended after the previous one's. */
 export class SafetensorsWriter {
   private index = 0; // tensor being written
   private written = 0; // bytes of it written so far
-  private pos: number;
 
-  private constructor(
-    readonly finalPath: string,
-    readonly tmpPath: string,
-    private readonly fh: fsp.FileHandle,
-    private readonly tensors: OutTensor[],
-    headerSize: number,
-  ) {
-    this.pos = headerSize;
-  }
+  private constructor(private readonly file: PositionalWriter, private readonly tensors: OutTensor[]) {}
 
   static async create(finalPath: string, tmpPath: string, tensors: OutTensor[], metadata?: Record<string, string>) {
-    const { fh, headerSize } = await createWithHeader(tmpPath, tensors, metadata);
-    return new SafetensorsWriter(finalPath, tmpPath, fh, tensors, headerSize);
+    return new SafetensorsWriter(await PositionalWriter.create(finalPath, tmpPath, tensors, metadata), tensors);
+  }
+
+  get finalPath(): string {
+    return this.file.finalPath;
+  }
+
+  get tmpPath(): string {
+    return this.file.tmpPath;
   }
 
   /** The tensor expecting data next (empty tensors need none), or undefined when all are written. */
@@ -77,8 +128,7 @@ export class SafetensorsWriter {
     if (!t || t.key !== key) throw new TaskmergeError(`internal: wrote ${quote(key)} but ${t ? quote(t.key) : "nothing"} was expected`, this.finalPath);
     const total = tensorBytes(t);
     if (this.written + data.length > total) throw new TaskmergeError("internal: too much data for tensor", this.finalPath, key);
-    await writeAll(this.fh, data, this.pos, this.finalPath);
-    this.pos += data.length;
+    await this.file.write(key, this.written, data);
     this.written += data.length;
     if (this.written === total) {
       this.index++;
@@ -95,20 +145,17 @@ export class SafetensorsWriter {
     this.skipEmpty();
     if (this.index !== this.tensors.length)
       throw new TaskmergeError(`internal: output incomplete at ${quote(this.tensors[this.index]?.key ?? "")}`, this.finalPath);
-    await this.fh.sync();
-    await this.fh.close();
-    await fsp.rename(this.tmpPath, this.finalPath);
+    await this.file.finish();
   }
 
   /** Closes and removes the temporary file (finish's complement on failure). */
-  async close(): Promise<void> {
-    await this.fh.close().catch(() => undefined);
-    await fsp.rm(this.tmpPath, { force: true });
+  close(): Promise<void> {
+    return this.file.close();
   }
 }
 
 /** Creates tmpPath (which must not exist) and writes the header; the data follows it. */
-export async function createWithHeader(
+async function createWithHeader(
   tmpPath: string, tensors: OutTensor[], metadata?: Record<string, string>,
 ): Promise<{ fh: fsp.FileHandle; headerSize: number }> {
   const header = encodeHeader(tensors, metadata);
@@ -124,7 +171,7 @@ export async function createWithHeader(
 }
 
 /** Writes all of data at pos, looping over short writes; a full disk is a clear error. */
-export async function writeAll(fh: fsp.FileHandle, data: Uint8Array, pos: number, file: string): Promise<void> {
+async function writeAll(fh: fsp.FileHandle, data: Uint8Array, pos: number, file: string): Promise<void> {
   let done = 0;
   try {
     while (done < data.length) {

@@ -13,7 +13,7 @@
  */
 import { runOp } from "../native";
 import { blaming, chunkInputs } from "../engine/provenance";
-import { chunkArgs, Chunk } from "../engine/stream";
+import { chunkArgs, Chunk, readChunk } from "../engine/stream";
 import type { StreamContext } from "../engine/context";
 import type { Scan } from "./scan";
 import { entrySign } from "./sign";
@@ -90,9 +90,9 @@ function sampleBlocks(ctx: StreamContext, keys: string[], n: number): SampleBloc
   return blocks;
 }
 
-async function readBlock(ctx: StreamContext, b: SampleBlock): Promise<Chunk> {
-  const [base, ...experts] = await Promise.all([ctx.base, ...ctx.experts.map((e) => e.checkpoint)].map((ck) => ck.read(b.key, b.offset, b.n)));
-  return { key: b.key, offset: b.offset, n: b.n, base, experts };
+/** A sample block of every input, in fresh buffers: thousands of small reads at once would flush the chunk pool. */
+function readBlock(ctx: StreamContext, b: SampleBlock): Promise<Chunk> {
+  return readChunk(ctx, b.key, b.offset, b.n, (ck, key, offset, n) => ck.read(key, offset, n));
 }
 
 /** Float32 bits of |τt| of every sampled entry, task-major. */

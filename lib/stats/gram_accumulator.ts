@@ -156,7 +156,8 @@ export class GramAccumulator {
     // The same path every output takes: lock, leftovers reclaimed, only a safetensors file replaced.
     const slot = await OutputSlot.claim(file, { kind: "file" });
     try {
-      const tmp = slot.tempPath();
+      const staged = await slot.stage("file");
+      const tmp = staged.path;
       let w: SafetensorsWriter;
       try {
         w = await SafetensorsWriter.create(tmp, tmp, tensors.map(({ key, dtype, shape }) => ({ key, dtype, shape })), {
@@ -169,7 +170,7 @@ export class GramAccumulator {
       try {
         for (const t of tensors) await w.write(t.key, t.data);
         await w.finish();
-        await slot.place(tmp);
+        await staged.commit();
       } catch (e) {
         await w.close();
         throw e;

@@ -10,6 +10,8 @@ import { DTYPE_SIZE, DType, FloatDType, isFloatDType } from "../safetensors/dtyp
 import type { ProgressTracker } from "../engine/progress";
 import { throwIfAborted } from "../errors";
 import { maskBytes, maskKey } from "./bundle";
+import { copyChunks, readChunks } from "../engine/read_ahead";
+import { withWriteBehind } from "../engine/write_behind";
 
 export type MaskSource = { masks: SafetensorsFile; task: string } | { expert: Checkpoint; lambda: number };
 
@@ -45,40 +47,29 @@ export async function reconstruct(o: ReconstructOptions): Promise<number> {
     throwIfAborted(o.signal);
     const t = o.base.get(key);
     if (!isFloatDType(t.dtype)) {
-      for (let i = 0; i < t.numel; i += step) {
-        const buf = await o.base.read(key, i, Math.min(step, t.numel - i));
+      await copyChunks(o.base, key, t.numel, step, async (buf) => {
         o.progress?.bytes(buf.length, key);
         await o.write(key, buf);
         written += buf.length;
-      }
+      });
       o.progress?.tensorDone(key);
       continue;
     }
     const outType: DType = o.outDtype(key);
     const src = o.source;
-    let next = t.numel > 0 ? readChunk(o, key, 0, Math.min(step, t.numel)) : undefined;
-    let pending: Promise<void> = Promise.resolve();
-    try {
-      while (next) {
-        const c = await next;
-        const following = c.offset + step;
-        next = following < t.numel ? readChunk(o, key, following, Math.min(step, t.numel - following)) : undefined;
-        next?.catch(() => undefined);
-        throwIfAborted(o.signal);
+    // The previous chunk's write runs while this one is computed (fresh output buffers: nothing to recycle).
+    await withWriteBehind((writes) =>
+      readChunks(t.numel, step, (offset, n) => readChunk(o, key, offset, n), async (c) => {
         const out = Buffer.allocUnsafe(c.n * DTYPE_SIZE[outType]);
         await runOp("tall_apply", {
           n: c.n, offset: c.offset, base: c.base, baseDtype: t.dtype, tau: c.tau, tauDtype: o.tau.tensor(key)!.dtype, out, outDtype: outType,
           ...("masks" in src ? { mask: c.extra } : { expert: c.extra, expertDtype: src.expert.get(key).dtype, lambda: src.lambda }),
         });
         o.progress?.bytes(c.base.length + c.tau.length + c.extra.length, key);
-        await pending;
-        pending = o.write(key, out);
-        pending.catch(() => undefined); // surfaced by the next await
+        await writes.push(() => [o.write(key, out)], []);
         written += out.length;
-      }
-    } finally {
-      await pending;
-    }
+      }, { signal: o.signal }),
+    );
     o.progress?.tensorDone(key);
   }
   return written;
