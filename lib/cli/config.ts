@@ -182,6 +182,7 @@ function fromMergekit(c: MergekitConfig, file: string, abs: (p: string) => strin
     cfg.params[k] = typeof v === "boolean" ? String(v) : v;
     cfg.paramKeys[k] = `parameters.${k}`;
   }
+  if (mk) computeDtype(cfg, c.dtype);
   if (!c.models) return cfg;
   const all: MkModel[] = c.models.map((m, i) => ({ ...m, i }));
   let models = all.filter((m) => !(cfg.base && abs(m.model) === cfg.base));
@@ -209,6 +210,19 @@ function fromMergekit(c: MergekitConfig, file: string, abs: (p: string) => strin
     };
   });
   return cfg;
+}
+
+/**
+ * mergekit computes in `dtype` (its inputs cast to it), and without one in
+ * each tensor's stored dtype; it is also the output dtype unless out_dtype is
+ * given. float64, which mergekit lacks, computes as float32 does.
+ */
+function computeDtype(cfg: MergeConfig, dtype: string | undefined): void {
+  if (cfg.params.compute_dtype !== undefined)
+    throw configError(cfg, cfg.paramKeys.compute_dtype, "in mergekit's form the compute precision is the top-level 'dtype'");
+  const short = dtype === undefined ? undefined : DTYPE_ALIASES[dtype] ?? dtype;
+  cfg.params.compute_dtype = short === undefined ? "stored" : ({ bf16: "bfloat16", f16: "float16" } as Record<string, string>)[short] ?? "float32";
+  cfg.paramKeys.compute_dtype = "dtype";
 }
 
 function settingNeedsMergekit(cfg: MergeConfig, key: string, method: string | undefined): UsageError {
@@ -290,6 +304,11 @@ export function checkConfigMethod(cfg: MergeConfig, name: string, overridden: Se
         : "";
     if (name === cfg.method) throw configError(cfg, cfg.keys.method, (e as Error).message + hint);
     throw e;
+  }
+  // mergekit's dtype is the compute precision of mergekit's methods only; taskmerge's (given with --method) take it as the output dtype.
+  if (cfg.paramKeys.compute_dtype === "dtype" && !method.params.some((p) => p.name === "compute_dtype")) {
+    delete cfg.params.compute_dtype;
+    delete cfg.paramKeys.compute_dtype;
   }
   for (const [k, v] of Object.entries(cfg.params)) {
     if (overridden.has(k)) continue;
