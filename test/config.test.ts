@@ -37,7 +37,7 @@ describe("valid configs", () => {
     });
   });
 
-  test("flags override the file; the mergekit form gives the same merge as the equivalent flags", async () => {
+  test("flags override the file; the mergekit form gives the same merge as the equivalent taskmerge form and flags", async () => {
     const file = config(
       "mk.yaml",
       [
@@ -56,16 +56,18 @@ describe("valid configs", () => {
         "",
       ].join("\n"),
     );
+    // mergekit's dtype is its compute precision too: the taskmerge form says so with compute_dtype.
+    const native = config("mk-native.yaml", "method: {name: 'mergekit:task_arithmetic', compute_dtype: bfloat16}\n");
     const viaFile = path.join(dir, "mk-override");
     const viaFlags = path.join(dir, "mk-flags");
     const [a, b] = await Promise.all([
       runCli(["merge", "--config", file, "--lambda", "0.7", "--out", viaFile, "-q"]),
-      runCli(["merge", "--base", path.join(dir, "base"), "--expert", path.join(dir, "task0"), "--expert", path.join(dir, "task1"),
-        "--method", "task_arithmetic", "--lambda", "0.7", "--dtype", "bf16", "--out", viaFlags, "-q"]),
+      runCli(["merge", "--config", native, "--base", path.join(dir, "base"), "--expert", path.join(dir, "task0"), "--expert", path.join(dir, "task1"),
+        "--lambda", "0.7", "--dtype", "bf16", "--out", viaFlags, "-q"]),
     ]);
     expect([a.code, a.stderr, b.code, b.stderr]).toEqual([0, "", 0, ""]);
     expect(fs.existsSync(path.join(dir, "mk-out"))).toBe(false); // --out won over the file's out
-    expect(manifest(viaFile)).toMatchObject({ params: { lambda: 0.7 }, dtype: "BF16" });
+    expect(manifest(viaFile)).toMatchObject({ params: { lambda: 0.7, compute_dtype: "bfloat16" }, dtype: "BF16" });
     expect(manifest(viaFile).experts.map((e: { name: string }) => e.name)).toEqual(["task0", "task1"]);
     expect(fs.readFileSync(path.join(viaFile, "model.safetensors"))).toEqual(fs.readFileSync(path.join(viaFlags, "model.safetensors")));
     expect(Object.keys(readSafetensors(viaFile))).toHaveLength(9);

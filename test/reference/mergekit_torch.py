@@ -9,7 +9,7 @@ their definitions with the same torch ops in the same order and dtypes, so
 torch's rounding is mergekit's. DARE's Bernoulli mask is given (taskmerge's
 generator is not torch's); everything else is computed here.
 
-Usage: python3 mergekit_torch.py SPEC.json; SPEC names the files:
+Usage: python3 mergekit_torch.py SPEC.json...; each SPEC names the files:
   {"method": "ties" | "task_arithmetic" | "dare_linear" | "dare_ties" | "linear",
    "dtype": "bfloat16" | "float16" | "float32", "out_dtype": optional,
    "base": FILE (GTA methods), "models": [{"path": FILE, "weight": w, "density": d}],
@@ -139,9 +139,7 @@ def linear(spec, xs):
     return res
 
 
-def main():
-    with open(sys.argv[1]) as f:
-        spec = json.load(f)
+def run(spec):
     dtype = DTYPES[spec["dtype"]]
     models = [load(m["path"]) for m in spec["models"]]
     base = load(spec["base"]) if "base" in spec else None
@@ -157,6 +155,12 @@ def main():
             r = r.to(DTYPES[spec["out_dtype"]])
         out[key] = r
     save(spec["out"], out)
+
+
+def main():
+    for path in sys.argv[1:]:
+        with open(path) as f:
+            run(json.load(f))
 
 
 if __name__ == "__main__":
