@@ -127,9 +127,9 @@ function bytes(f: string): Record<string, Buffer> {
 }
 
 /** taskmerge's result through the library: mergekit:<method> with compute_dtype, written in that dtype. */
-async function ours(c: Case, lambda = c.lambda ?? 1): Promise<Record<string, Buffer>> {
+async function ours(c: Case, lambda = c.lambda ?? 1, extra: Record<string, unknown> = {}): Promise<Record<string, Buffer>> {
   const out = file(`ours${runs++}.safetensors`);
-  const params: Record<string, unknown> = { compute_dtype: c.dtype, normalize: String(c.normalize) };
+  const params: Record<string, unknown> = { compute_dtype: c.dtype, normalize: String(c.normalize), ...extra };
   if (c.method === "linear") params.base_weight = 0.7;
   else params.lambda = lambda;
   if (c.rescale !== undefined) params.rescale = String(c.rescale);
@@ -191,6 +191,18 @@ withTorch("bfloat16 and float16 compute: byte for byte what mergekit's torch ops
     // The two rules differ on these data: the case tells them apart.
     const other = await ours(c, torch2 ? 0.30078125 : 0.3);
     expect(Object.keys(other).some((k) => !other[k].equals(peer("lambda")[k]))).toBe(true);
+  });
+
+  test("streamed in chunks of 1000 entries (several per tensor), and with exactly-k ties: the same bytes", async () => {
+    process.env.TASKMERGE_CHUNK_ELEMS = "1000";
+    try {
+      const exact = await ours({ ...TIES_BF16, rescale: false }, 1, { topk_ties: "exact_k" });
+      expectSameBytes(exact, peer("ties_bf16"));
+      const dare = CASES.findIndex((c) => c.method === "dare_ties" && c.normalize);
+      expectSameBytes(await ours({ ...CASES[dare], dtype: "float16", stored: "F32" }), peer(`float16-F32-${dare}`));
+    } finally {
+      delete process.env.TASKMERGE_CHUNK_ELEMS;
+    }
   });
 
   test("a config in mergekit's form: dtype is the compute precision and the output dtype; out_dtype overrides the output", async () => {

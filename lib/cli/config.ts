@@ -218,8 +218,6 @@ function fromMergekit(c: MergekitConfig, file: string, abs: (p: string) => strin
  * given. float64, which mergekit lacks, computes as float32 does.
  */
 function computeDtype(cfg: MergeConfig, dtype: string | undefined): void {
-  if (cfg.params.compute_dtype !== undefined)
-    throw configError(cfg, cfg.paramKeys.compute_dtype, "in mergekit's form the compute precision is the top-level 'dtype'");
   const short = dtype === undefined ? undefined : DTYPE_ALIASES[dtype] ?? dtype;
   cfg.params.compute_dtype = short === undefined ? "stored" : ({ bf16: "bfloat16", f16: "float16" } as Record<string, string>)[short] ?? "float32";
   cfg.paramKeys.compute_dtype = "dtype";
