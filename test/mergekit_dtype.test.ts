@@ -33,7 +33,7 @@ const KEYS: [string, number[]][] = [
   ["model.layers.0.input_layernorm.weight", [16]],
   ["lm_head.weight", [6000]], // more than one 4096-entry block
 ];
-const W = [1, 0.5, 2];
+const W = [1, 0.3, 1.7];
 const D = [0.3, 0.5, 0.7];
 const P: Record<string, RefFloat> = { bfloat16: "BF16", float16: "F16" };
 
