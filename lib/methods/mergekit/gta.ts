@@ -16,6 +16,8 @@
  * The one choice mergekit leaves open: entries tied at the k-th largest |τt|.
  * topk_ties "keep_all" (default) keeps all of them; "exact_k" keeps exactly k,
  * the tied ones in index order (mergekit keeps exactly k in torch.argsort's order).
+ * compute_dtype bfloat16/float16 (mergekit's dtype) runs mergekit's op sequence
+ * with torch's rounding instead (lowp.ts); float32 is the path below.
  */
 import { UsageError } from "../../errors";
 import { runOp } from "../../native";
