@@ -37,6 +37,8 @@ describe("valid configs", () => {
     });
   });
 
+  // mergekit's dtype is its compute precision (bfloat16 compute: test/mergekit_dtype.test.ts); computed in
+  // float32 and written in bfloat16, the mergekit form is what the flags give.
   test("flags override the file; the mergekit form gives the same merge as the equivalent flags", async () => {
     const file = config(
       "mk.yaml",
@@ -50,7 +52,8 @@ describe("valid configs", () => {
         "  - model: task1",
         "parameters:",
         "  lambda: 0.3",
-        "dtype: bfloat16",
+        "dtype: float32",
+        "out_dtype: bfloat16",
         "tokenizer_source: base",
         "out: mk-out",
         "",
@@ -65,7 +68,7 @@ describe("valid configs", () => {
     ]);
     expect([a.code, a.stderr, b.code, b.stderr]).toEqual([0, "", 0, ""]);
     expect(fs.existsSync(path.join(dir, "mk-out"))).toBe(false); // --out won over the file's out
-    expect(manifest(viaFile)).toMatchObject({ params: { lambda: 0.7 }, dtype: "BF16" });
+    expect(manifest(viaFile)).toMatchObject({ params: { lambda: 0.7, compute_dtype: "float32" }, dtype: "BF16" });
     expect(manifest(viaFile).experts.map((e: { name: string }) => e.name)).toEqual(["task0", "task1"]);
     expect(fs.readFileSync(path.join(viaFile, "model.safetensors"))).toEqual(fs.readFileSync(path.join(viaFlags, "model.safetensors")));
     expect(Object.keys(readSafetensors(viaFile))).toHaveLength(9);
@@ -104,7 +107,7 @@ const BAD: [string, string, RegExp][] = [
   ["mergekit: normalize not a boolean", "merge_method: ties\nbase_model: base/\nmodels: [{model: task0/}]\nparameters: {normalize: 1}\nout: o/\n", /^parameters\.normalize: expected boolean, received number \(line 4\)$/],
   ["mergekit: unknown model parameter", "merge_method: task_arithmetic\nbase_model: base/\nmodels:\n  - model: task0/\n    parameters: {densty: 0.5}\nout: o/\n", /^models\[0\]\.parameters\.densty: unknown key \(did you mean 'density'\?\) \(line 5\)$/],
   ["mergekit: unsupported global parameter", "merge_method: task_arithmetic\nbase_model: base/\nmodels: [{model: task0/}]\nparameters: {epsilon: 0.1}\nout: o/\n", /^parameters\.epsilon: unknown key \(allowed: .*lambda.*normalize.*\) \(line 4\)$/],
-  ["mergekit: a parameter the mergekit method does not take", "merge_method: task_arithmetic\nbase_model: base/\nmodels: [{model: task0/}]\nparameters: {scope: tensor}\nout: o/\n", /^parameters\.scope: method 'task_arithmetic' has no parameter 'scope' \(parameters: lambda, normalize, rescale, int8_mask\)$/],
+  ["mergekit: a parameter the mergekit method does not take", "merge_method: task_arithmetic\nbase_model: base/\nmodels: [{model: task0/}]\nparameters: {scope: tensor}\nout: o/\n", /^parameters\.scope: method 'task_arithmetic' has no parameter 'scope' \(parameters: lambda, normalize, rescale, int8_mask, compute_dtype\)$/],
   ["mergekit: model without a path", "merge_method: average\nbase_model: base/\nmodels:\n  - parameters: {weight: 1}\nout: o/\n", /^models\[0\]\.model: is required \(line 4\)$/],
   ["mergekit: only the base listed", "merge_method: average\nbase_model: base/\nmodels: [{model: base/}]\nout: o/\n", /^models: lists only the base model/],
   ["mergekit: a Hugging Face Hub id", "merge_method: average\nbase_model: meta-llama/Llama-2-7b-hf\nmodels: [{model: task0/}]\nout: o/\n", /^base_model: 'meta-llama\/Llama-2-7b-hf' is not a local checkpoint .*huggingface-cli download meta-llama\/Llama-2-7b-hf --local-dir DIR/],

@@ -24,6 +24,19 @@ beforeAll(() => {
 
 const cfg = (name: string) => path.join(dir, name);
 
+/**
+ * A copy of a fixture computed in float32 and written in its dtype: mergekit's
+ * dtype is its compute precision, and the float64 reference here is of the
+ * definitions (float16 compute is test/mergekit_dtype.test.ts's, against torch).
+ */
+function float32Compute(name: string): string {
+  const yml = fs.readFileSync(cfg(name), "utf8");
+  if (!/^dtype: float16$/m.test(yml)) throw new Error(`${name} has no 'dtype: float16'`);
+  const copy = name.replace(/\.yml$/, "-f32.yml");
+  fs.writeFileSync(cfg(copy), yml.replace(/^dtype: float16$/m, "dtype: float32\nout_dtype: float16"));
+  return copy;
+}
+
 /** mergekit's t for a tensor: layer i of the 4 at i/3, anything outside the layers at 0. */
 const tOf = (key: string) => {
   const m = /\.layers\.(\d+)\./.exec(key);
@@ -61,7 +74,7 @@ describe("supported: parse, plan, merge as mergekit defines it", () => {
     expect(text.stdout).toContain("weight 1, density [1, 0.7, 0.1]");
     expect(text.stdout).toContain("weight [mlp: 0.5, *: 0], density 0.33");
 
-    const out = await mergeOk("ties.yml", cfg("ties-out"));
+    const out = await mergeOk(float32Compute("ties.yml"), cfg("ties-out-f32"));
     for (const k of zoo.keys) {
       const t = tOf(k.name);
       const weights = [1, gradientAt([0, 0.3, 0.7, 1], t), k.name.includes("mlp") ? 0.5 : 0];
@@ -72,25 +85,23 @@ describe("supported: parse, plan, merge as mergekit defines it", () => {
       expect(out[k.name].dtype).toBe("F16");
       expectNear(out[k.name].v, ref, k.name);
     }
-    const manifest = JSON.parse(fs.readFileSync(path.join(cfg("ties-out"), "taskmerge.json"), "utf8"));
+    const manifest = JSON.parse(fs.readFileSync(path.join(cfg("ties-out-f32"), "taskmerge.json"), "utf8"));
     expect(manifest.details.definition).toBe("mergekit");
   });
 
   test("bio-merge.yml: weighted TIES with normalize off; out_dtype overrides dtype", async () => {
-    const yml = fs.readFileSync(cfg("bio-merge.yml"), "utf8");
-    fs.writeFileSync(cfg("bio-f32.yml"), `${yml}out_dtype: float32\n`);
-    const out = await mergeOk("bio-f32.yml", cfg("bio-out"));
+    const out = await mergeOk(float32Compute("bio-merge.yml"), cfg("bio-out"));
     for (const k of zoo.keys) {
       const ref = gtaRef(zoo.base.floats[k.name], [0, 1].map((t) => zoo.experts[t].floats[k.name]), {
         consensus: true, sparsify: "magnitude", normalize: false, rescale: false, lambda: 1, weights: [0.5, 0.5], densities: [0.5, 0.5],
       });
-      expect(out[k.name].dtype).toBe("F32");
+      expect(out[k.name].dtype).toBe("F16"); // out_dtype over dtype: float32
       expectNear(out[k.name].v, ref, k.name);
     }
   });
 
   test("linear.yml: the weighted mean of three models, no base (the first model supplies the files)", async () => {
-    const out = await mergeOk("linear.yml", cfg("linear-out"));
+    const out = await mergeOk(float32Compute("linear.yml"), cfg("linear-out-f32"));
     for (const k of zoo.keys)
       expectNear(out[k.name].v, linearRef(zoo.experts.map((e) => e.floats[k.name]), [1, 0.3, 0.5], true), k.name);
   });

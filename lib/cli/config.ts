@@ -186,6 +186,7 @@ function fromMergekit(c: MergekitConfig, file: string, abs: (p: string) => strin
   }
   if (globals.gamma !== undefined && !TAKES_GAMMA.has(name!))
     throw configError(cfg, "parameters.gamma", `only breadcrumbs and breadcrumbs_ties take gamma ('${name}' does not)`);
+  if (mk) computeDtype(cfg, c.dtype);
   if (!c.models) return cfg;
   const all: MkModel[] = c.models.map((m, i) => ({ ...m, i }));
   let models = all.filter((m) => !(cfg.base && abs(m.model) === cfg.base));
@@ -215,6 +216,17 @@ function fromMergekit(c: MergekitConfig, file: string, abs: (p: string) => strin
     };
   });
   return cfg;
+}
+
+/**
+ * mergekit computes in `dtype` (its inputs cast to it), and without one in
+ * each tensor's stored dtype; it is also the output dtype unless out_dtype is
+ * given. float64, which mergekit lacks, computes as float32 does.
+ */
+function computeDtype(cfg: MergeConfig, dtype: string | undefined): void {
+  const short = dtype === undefined ? undefined : DTYPE_ALIASES[dtype] ?? dtype;
+  cfg.params.compute_dtype = short === undefined ? "stored" : ({ bf16: "bfloat16", f16: "float16" } as Record<string, string>)[short] ?? "float32";
+  cfg.paramKeys.compute_dtype = "dtype";
 }
 
 function settingNeedsMergekit(cfg: MergeConfig, key: string, method: string | undefined): UsageError {
@@ -296,6 +308,11 @@ export function checkConfigMethod(cfg: MergeConfig, name: string, overridden: Se
         : "";
     if (name === cfg.method) throw configError(cfg, cfg.keys.method, (e as Error).message + hint);
     throw e;
+  }
+  // mergekit's dtype is the compute precision of mergekit's methods only; taskmerge's (given with --method) take it as the output dtype.
+  if (cfg.paramKeys.compute_dtype === "dtype" && !method.params.some((p) => p.name === "compute_dtype")) {
+    delete cfg.params.compute_dtype;
+    delete cfg.paramKeys.compute_dtype;
   }
   for (const [k, v] of Object.entries(cfg.params)) {
     if (overridden.has(k)) continue;

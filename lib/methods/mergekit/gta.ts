@@ -16,6 +16,8 @@
  * The one choice mergekit leaves open: entries tied at the k-th largest |τt|.
  * topk_ties "keep_all" (default) keeps all of them; "exact_k" keeps exactly k,
  * the tied ones in index order (mergekit keeps exactly k in torch.argsort's order).
+ * compute_dtype bfloat16/float16 (mergekit's dtype) runs mergekit's op sequence
+ * with torch's rounding instead (lowp.ts); float32 is the path below.
  */
 import { UsageError } from "../../errors";
 import { runOp } from "../../native";
@@ -29,6 +31,7 @@ import { selectThresholdsK } from "../../select/histogram";
 import { tieCuts } from "../../select/top_sets";
 import { mergeWith } from "../ties";
 import { modelValue, shownSetting } from "./model_params";
+import { computeDtypeParam, lowGtaMerge, lowPrecisionOf } from "./lowp";
 
 export interface GtaDefinition {
   name: "task_arithmetic" | "ties" | "dare_linear" | "dare_ties";
@@ -49,6 +52,7 @@ function paramsOf(d: GtaDefinition): ParamSpec[] {
     bool("normalize", d.normalize, "divide the mix by the sum of the (agreeing) weights"),
     bool("rescale", d.rescale, "rescale each sparsified τt to its L1 norm before the mix"),
     bool("int8_mask", false, "mergekit's memory option: accepted, no effect on the result"),
+    computeDtypeParam,
     ...(d.sparsify === "random"
       ? [{ name: "seed", type: "integer", default: 0, min: 0, max: Number.MAX_SAFE_INTEGER, description: "random seed of the DARE masks" } as ParamSpec]
       : []),
@@ -93,6 +97,12 @@ async function rescaleFactors(ctx: MergeContext, scan: KeyScan, trim: OpArgs, d:
   return d.map((x, t) => (x >= 1 || l1[t] < 1e-7 || kept[t] < 1e-7 ? 1 : l1[t] / kept[t]));
 }
 
+/** The report's per-tensor k and threshold of each model. */
+function tensorDetails(ctx: MergeContext, key: string, n: number, ks: number[], thresholds: number[]): void {
+  const per = (ctx.details.tensors ??= {}) as Record<string, unknown>;
+  per[key] = { n, k: Object.fromEntries(ctx.experts.map((e, t) => [e.name, ks[t]])), thresholds: Object.fromEntries(ctx.experts.map((e, t) => [e.name, thresholds[t]])) };
+}
+
 export function gtaMethod(def: GtaDefinition): MergeMethod {
   const label = `mergekit:${def.name}`;
   return {
@@ -116,6 +126,16 @@ export function gtaMethod(def: GtaDefinition): MergeMethod {
       const { w, d } = tensorParams(label, ctx.base, ctx.experts, key, !!def.sparsify);
       const scan = new KeyScan(ctx, key);
       const sparse = d.some((x) => x < 1);
+      const low = n > 0 ? lowPrecisionOf(ctx, key, false) : undefined;
+      if (low) {
+        const ks = def.sparsify === "magnitude" && sparse ? topK(label, ctx.experts, key, n, d) : undefined;
+        const thresholds = await lowGtaMerge(ctx, key, sink, {
+          p: low, consensus: def.consensus, sparsify: def.sparsify, weights: w, densities: d, ks, exactK: p.topk_ties === "exact_k",
+          rescale: p.rescale === "true", normalize: p.normalize === "true", lambda: p.lambda as number, seed: (p.seed as number) ?? 0,
+        });
+        if (ks && thresholds) tensorDetails(ctx, key, n, ks, thresholds);
+        return;
+      }
       let trim: OpArgs = {};
       if (def.sparsify === "magnitude" && sparse && n > 0) {
         const ks = topK(label, ctx.experts, key, n, d);
@@ -124,8 +144,7 @@ export function gtaMethod(def: GtaDefinition): MergeMethod {
         trim = p.topk_ties === "exact_k"
           ? { trim: "magnitude_cut", thresholds: bits, cuts: await tieCuts(ctx, scan, bits, sel.rank, d.map((x) => x >= 1), n) }
           : magnitudeArgs(bits);
-        const per = (ctx.details.tensors ??= {}) as Record<string, unknown>;
-        per[key] = { n, k: Object.fromEntries(ctx.experts.map((e, t) => [e.name, ks[t]])), thresholds: Object.fromEntries(ctx.experts.map((e, t) => [e.name, bitsToFloat(bits[t])])) };
+        tensorDetails(ctx, key, n, ks, bits.map(bitsToFloat));
       } else if (def.sparsify === "random" && sparse) {
         trim = { trim: "bernoulli", densities: d, seed: p.seed as number, key };
       }

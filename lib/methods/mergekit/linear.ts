@@ -11,6 +11,7 @@ import type { Checkpoint } from "../../checkpoint";
 import type { Expert, MergeMethod, Params } from "../../engine/context";
 import { mergeElementwise } from "../../engine/stream";
 import { modelValue, shownSetting } from "./model_params";
+import { computeDtypeParam, lowLinearMerge, lowPrecisionOf } from "./lowp";
 
 function weights(base: Checkpoint, experts: readonly Expert[], key: string, params: Params) {
   const w = experts.map((e) => modelValue("mergekit:linear", base, e, "weight", key, 1));
@@ -24,6 +25,7 @@ export const linear: MergeMethod = {
   params: [
     { name: "normalize", type: "string", default: "true", choices: ["true", "false"], description: "divide by the sum of the weights" },
     { name: "base_weight", type: "number", default: 0, description: "weight of the base itself when it is one of the models; 0: it only supplies the files" },
+    computeDtypeParam,
   ],
   validate(base, experts, params) {
     if (params.normalize !== "true") return;
@@ -37,6 +39,8 @@ export const linear: MergeMethod = {
   },
   mergeTensor(ctx, key, sink) {
     const { w, W } = weights(ctx.base, ctx.experts, key, ctx.params);
+    const low = ctx.base.get(key).numel > 0 ? lowPrecisionOf(ctx, key, true) : undefined;
+    if (low) return lowLinearMerge(ctx, key, sink, low, w, ctx.params.base_weight as number, ctx.params.normalize === "true");
     if (ctx.params.normalize === "true" || W === 1) {
       const div = ctx.params.normalize === "true" ? W : 1;
       return mergeElementwise(ctx, key, sink, "task_arithmetic", { coeffs: w.map((x) => x / div) });

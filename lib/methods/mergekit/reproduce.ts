@@ -15,7 +15,7 @@ interface Manifest {
 }
 
 export function mergekitConfig(m: Manifest): Record<string, unknown> {
-  const { base_weight, ...rest } = m.params;
+  const { base_weight, compute_dtype, ...rest } = m.params;
   const parameters = Object.fromEntries(Object.entries(rest).map(([k, v]) => [k, v === "true" ? true : v === "false" ? false : v]));
   const models = m.experts.map((e) => ({
     model: e.path,
@@ -28,6 +28,8 @@ export function mergekitConfig(m: Manifest): Record<string, unknown> {
     base_model: m.base,
     models,
     parameters,
+    // mergekit's dtype is the compute precision; without it mergekit computes in the stored dtypes.
+    ...(compute_dtype && compute_dtype !== "stored" ? { dtype: compute_dtype } : {}),
     ...(m.dtype ? { out_dtype: m.dtype.toLowerCase() } : {}),
   };
 }
