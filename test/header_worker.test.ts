@@ -184,6 +184,22 @@ describe("the header worker stops and leaves nothing running", () => {
     }
   });
 
+  test("a worker that dies without answering: a TaskmergeError naming the file", async () => {
+    const threads = require("worker_threads") as typeof import("worker_threads");
+    const real = threads.Worker;
+    // A thread that exits at once (as one killed for memory would), standing in for the real one.
+    const dying = jest.spyOn(threads, "Worker").mockImplementation(() => new real("process.exit(3)", { eval: true }));
+    try {
+      const { json, size } = bigHeader(2, 60_000);
+      await expect(readHeaderInWorker(json, size, "big.safetensors")).rejects.toThrow(
+        new TaskmergeError("could not read the header in a worker thread: the header worker exited (code 3) without an answer", "big.safetensors"),
+      );
+      expect(dying).toHaveBeenCalledTimes(1);
+    } finally {
+      dying.mockRestore();
+    }
+  });
+
   test("an aborted signal starts no worker", async () => {
     const ac = new AbortController();
     ac.abort();

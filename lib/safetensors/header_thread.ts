@@ -49,9 +49,12 @@ export async function readHeader(json: Buffer, fileSize: number, file: string, s
 /** The worker path on its own (readHeader picks it above the threshold; tests call it on any header). */
 export async function readHeaderInWorker(json: Buffer, fileSize: number, file: string, signal?: AbortSignal): Promise<ParsedHeader> {
   throwIfAborted(signal);
-  const answer = await runWorker({ bytes: ownBytes(json), fileSize, file }, signal);
+  const answer = await runWorker({ bytes: ownBytes(json), fileSize, file }, signal).catch((e: Error) => {
+    // The thread itself failed (could not start, ran out of memory): say which file it was reading.
+    throw e instanceof AbortError ? e : new TaskmergeError(`could not read the header in a worker thread: ${e.message}`, file);
+  });
   if (answer.ok) return { header: await unpackHeader(answer.packed), hash: answer.hash };
-  if ("bug" in answer) throw new Error(`the header worker failed: ${answer.bug}`);
+  if ("bug" in answer) throw new Error(`the header worker failed on ${file}: ${answer.bug}`);
   throw new TaskmergeError(answer.reason, answer.file, answer.key);
 }
 
