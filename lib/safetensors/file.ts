@@ -1,7 +1,7 @@
 /** A safetensors file opened for streaming reads of its tensors by key. */
 import { promises as fsp } from "fs";
-import { createHash } from "crypto";
-import { Header, headerLength, parseHeader, TensorInfo } from "./header";
+import { Header, headerLength, TensorInfo } from "./header";
+import { readHeader } from "./header_thread";
 import { TaskmergeError } from "../errors";
 import { openRegularFile } from "../input_file";
 import { TimeSlicer } from "../time_slice";
@@ -18,15 +18,15 @@ export class SafetensorsFile {
     private readonly byKey: Map<string, TensorInfo>,
   ) {}
 
-  static async open(path: string): Promise<SafetensorsFile> {
+  /** `signal` stops the header's reading (a large one's worker is terminated at once). */
+  static async open(path: string, opts: { signal?: AbortSignal } = {}): Promise<SafetensorsFile> {
     const fh = await openRegularFile(path);
     try {
       const st = await fh.stat();
       const prefix = await readExactly(fh, 0, Math.min(8, st.size), path);
       const n = headerLength(prefix, st.size, path);
       const json = await readExactly(fh, 8, n, path);
-      const header = await parseHeader(json, st.size, path);
-      const hash = createHash("sha256").update(json).digest("hex");
+      const { header, hash } = await readHeader(json, st.size, path, opts.signal);
       const slicer = new TimeSlicer();
       const byKey = new Map<string, TensorInfo>();
       for (const [i, t] of header.tensors.entries()) {

@@ -7,6 +7,7 @@
  * hostile: checked against the file size and for overflow before anything is
  * allocated from it.
  */
+import { createHash } from "crypto";
 import { DTYPE_SIZE, DType, isDType } from "./dtypes";
 import { HeaderJsonError, readHeaderJson, RawHeader } from "./header_json";
 import { quote, TaskmergeError } from "../errors";
@@ -45,7 +46,16 @@ export function headerLength(prefix: Buffer, fileSize: number, file: string): nu
   return Number(n);
 }
 
-/** Parses the header bytes (after the prefix) of a file of `fileSize` bytes; gives the event loop turns while it works. */
+/** sha256 of the raw header bytes (hex): identifies a file's layout cheaply. */
+export function hashHeader(json: Uint8Array): string {
+  return createHash("sha256").update(json).digest("hex");
+}
+
+/**
+ * Parses the header bytes (after the prefix) of a file of `fileSize` bytes;
+ * gives the event loop turns while it works. The one parser: header_thread.ts
+ * runs it here for small headers and in a worker for large ones.
+ */
 export async function parseHeader(json: Buffer, fileSize: number, file: string): Promise<Header> {
   const slicer = new TimeSlicer();
   let raw: RawHeader;
