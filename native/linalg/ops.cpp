@@ -96,17 +96,10 @@ static void solveOp(const OpArgs& a, OpResult& r) {
   put(r, "X", B);
 }
 
-static void infoOp(const OpArgs& a, OpResult& r) {
-  linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
-  // Numbers only in results: 1 when OpenBLAS/LAPACKE is in use.
-  r.nums["blas"] = std::strcmp(linalg::backendName(), "openblas") == 0 ? 1 : 0;
-}
-
 TM_REGISTER_OP("linalg_gemm", gemmOp);
 TM_REGISTER_OP("linalg_syrk", syrkOp);
 TM_REGISTER_OP("linalg_cholesky", choleskyOp);
 TM_REGISTER_OP("linalg_eigh", eighOp);
 TM_REGISTER_OP("linalg_solve", solveOp);
-TM_REGISTER_OP("linalg_backend", infoOp);
 
 }  // namespace taskmerge

@@ -1,4 +1,5 @@
-// LOT Merging ops (RegMean reuses the first two with its own Gram transform).
+// The closed-form merges' ops: LOT Merging and RegMean (RegMean uses the
+// first two with its own Gram transform, lib/methods/closed_form.ts).
 //  "gram_products_accumulate": A += G̃t, BT += Tt G̃tᵀ for one expert's linear weight.
 //  "gram_solve": T* = BT A⁺ (rows), writes θ0 + λ T* in the output dtype.
 //  "lot_norm": per normalisation scale, T*[d] = Σt st[d] τt[d] / Σt st[d].
@@ -8,32 +9,28 @@
 #include <string>
 #include <vector>
 
-#include "../core/elementwise.h"
+#include "../boundary/args.h"
+#include "../boundary/device_call.h"
+#include "../core/dtype.h"
 #include "../core/parallel.h"
 #include "../linalg/linalg.h"
 #include "../linalg/solve.h"
 
 namespace taskmerge {
 
+// A float64 accumulator used in place (8-byte aligned).
+static double* f64Buf(const OpArgs& a, const std::string& k, size_t n) { return boundary::typed<double>(a, k, n); }
+
 static Bytes sized(const OpArgs& a, const std::string& k, size_t n, DType t) {
-  Bytes b = a.buf(k);
-  if (b.size != n * dtypeSize(t))
-    throw Error(k + ": expected " + std::to_string(n * dtypeSize(t)) + " bytes, got " + std::to_string(b.size));
-  if (!isFloat(t)) throw Error(k + ": not a floating-point tensor");
-  return b;
+  return boundary::floats(a, k, n, tm_dtype(int(t)));
 }
 
-// The float64 accumulators are used in place: they must be 8-byte aligned.
-static double* f64Buf(const OpArgs& a, const std::string& k, size_t n) {
-  Bytes b = sized(a, k, n, DType::F64);
-  if (reinterpret_cast<uintptr_t>(b.data) % alignof(double)) throw Error(k + ": float64 buffer is not 8-byte aligned");
-  return reinterpret_cast<double*>(b.data);
-}
+static DType dtypeArg(const OpArgs& a, const std::string& k) { return DType(int(boundary::floatDtype(a, k))); }
 
 static void gramProductsAccumulateOp(const OpArgs& a, OpResult&) {
   linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
-  size_t out = size_t(a.num("out")), in = size_t(a.num("in"));
-  DType bt = parseDType(a.str("baseDtype")), et = parseDType(a.str("expertDtype")), gt = parseDType(a.str("gramDtype"));
+  const size_t out = boundary::count(a, "out"), in = boundary::count(a, "in");
+  const DType bt = dtypeArg(a, "baseDtype"), et = dtypeArg(a, "expertDtype"), gt = dtypeArg(a, "gramDtype");
   Bytes base = sized(a, "base", out * in, bt), expert = sized(a, "expert", out * in, et);
   Bytes gram = sized(a, "gram", in * in, gt);
   double* A = f64Buf(a, "A", in * in);
@@ -44,10 +41,10 @@ static void gramProductsAccumulateOp(const OpArgs& a, OpResult&) {
 
 static void gramSolveOp(const OpArgs& a, OpResult& r) {
   linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
-  size_t out = size_t(a.num("out")), in = size_t(a.num("in"));
+  const size_t out = boundary::count(a, "out"), in = boundary::count(a, "in");
   double* A = f64Buf(a, "A", in * in);
   double* X = f64Buf(a, "BT", out * in);  // solved in place
-  DType bt = parseDType(a.str("baseDtype")), ot = parseDType(a.str("resultDtype"));
+  const DType bt = dtypeArg(a, "baseDtype"), ot = dtypeArg(a, "resultDtype");
   Bytes base = sized(a, "base", out * in, bt), res = sized(a, "result", out * in, ot);
   auto info = linalg::solvePsdRows(in, A, out, X,
                                    linalg::parseSolver(a.str("solver", "auto")), a.num("ridge", 0.0),
@@ -69,36 +66,25 @@ static void gramSolveOp(const OpArgs& a, OpResult& r) {
 }
 
 static void lotNormOp(const OpArgs& a, OpResult&) {
-  linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
-  ElementwiseChunk c = parseChunk(a);
+  boundary::Chunk c(a, boundary::Out::Required);
+  const size_t T = c.T();
   const auto& scales = a.bufList("scales");
   const auto& types = a.strList("scaleDtypes");
-  size_t total = size_t(a.num("total"));
-  double lambda = a.num("lambda", 1.0);
-  if (scales.size() != c.experts.size() || types.size() != scales.size())
-    throw Error("lot_norm: one scale tensor per expert");
-  std::vector<std::vector<double>> s(scales.size(), std::vector<double>(c.n));
-  for (size_t t = 0; t < scales.size(); t++) {
-    DType dt = parseDType(types[t]);
-    if (!isFloat(dt) || scales[t].size != total * dtypeSize(dt) || c.offset + c.n > total)
-      throw Error("lot_norm: scale tensor of expert " + std::to_string(t) + " has the wrong size");
-    toF64(scales[t].data + c.offset * dtypeSize(dt), dt, c.n, s[t].data());  // checked finite and ≥ 0 (lib/stats/read.ts)
+  const size_t total = boundary::count(a, "total");
+  if (scales.size() != T || types.size() != T) throw ArgumentError("scales", -1, "one scale tensor per expert");
+  if (c.offset() + c.n() > total) throw ArgumentError("total", -1, "the chunk lies past the end of the scale tensors");
+  std::vector<tm_dtype> st;
+  for (size_t t = 0; t < T; t++) {
+    st.push_back(boundary::floatDtype(types[t], "scales", (long long)t));
+    if (scales[t].size != total * dtypeSize(DType(int(st[t]))))
+      throw ArgumentError("scales", (long long)t, "expected " + std::to_string(total) + " elements");
   }
-  forEachBlock(c, [&](Block& b) {
-    size_t base = b.index - c.offset;
-    for (size_t i = 0; i < b.n; i++) {
-      double num = 0, den = 0, mean = 0;
-      for (size_t t = 0; t < b.T; t++) {
-        double st = s[t][base + i];
-        num += st * b.tau[t][i];
-        den += st;
-        mean += b.tau[t][i];
-      }
-      // No input energy in any task: every value is optimal; take the mean.
-      double tstar = den > 0 ? num / den : mean / double(b.T);
-      b.out[i] = float(double(b.base[i]) + lambda * tstar);
-    }
-  });
+  boundary::DeviceCall d(a);
+  std::vector<const void*> sp;
+  for (size_t t = 0; t < T; t++) sp.push_back(d.in(scales[t].data, scales[t].size));
+  tm_chunk dc = d.chunk(c.get());
+  auto fn = d.entry(d.iface().lot_norm, "lot_norm");
+  d.check(fn(&d.backend(), &dc, sp.data(), st.data(), total, a.num("lambda", 1.0), d.work(TM_K_LOT_NORM, T, c.n()), d.err()), "lot_norm");
 }
 
 TM_REGISTER_OP("gram_products_accumulate", gramProductsAccumulateOp);
