@@ -122,8 +122,8 @@ export async function drift(opts: DriftOptions): Promise<DriftReport> {
           // The statistics were checked when read: what fails here concerns the weights of this key.
           throw new TaskmergeError(String((err as { message?: unknown })?.message ?? err), undefined, key);
         }
-        drift.push(r.drift as number);
-        baseDrift.push(r.baseDrift as number);
+        drift.push(r.drift);
+        baseDrift.push(r.baseDrift);
       }
       const sum = (a: number[]) => a.reduce((s, x) => s + x, 0);
       layers.push({ key, kind: ps.kind as "linear" | "norm", drift, baseDrift, total: sum(drift), baseTotal: sum(baseDrift) });

@@ -6,6 +6,7 @@
 #include <dlfcn.h>
 #include <sys/stat.h>
 
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -60,6 +61,8 @@ std::string loadOne(const std::string& path) {
     return "built for backend ABI version " + std::to_string(be->iface->abi_version) + ", this addon has " +
            std::to_string(TM_BACKEND_ABI_VERSION);
   }
+  if (be->iface->table_bytes < offsetof(tm_backend_iface, linalg) || !be->iface->name || !be->iface->device)
+    return "does not fill the name and device entries of its table";
   if (be->iface->table_bytes < sizeof(tm_backend_iface)) {
     // An older backend: the entries it does not know read as NULL (unsupported).
     auto* full = new tm_backend_iface{};

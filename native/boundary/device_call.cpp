@@ -67,7 +67,7 @@ void DeviceCall::unsupported(const char* name) const {
 void* DeviceCall::address(void* host, size_t bytes, bool copyIn, bool copyOut) {
   if (!host) return nullptr;
   tm_buffer* b = nullptr;
-  if (hostViews_) {
+  if (hostViews_ && be_->iface->buffer_host_view) {
     tm_error e{};
     tm_status s = be_->iface->buffer_host_view(be_, host, bytes, &b, &e);
     if (s == TM_OK) {
@@ -77,9 +77,10 @@ void* DeviceCall::address(void* host, size_t bytes, bool copyIn, bool copyOut) {
     if (s != TM_UNSUPPORTED) backend::raise(s, e, "buffer_host_view");
     hostViews_ = false;
   }
-  check(be_->iface->buffer_alloc(be_, bytes, &b, &err_), "buffer_alloc");
+  hostViews_ = false;
+  check(entry(be_->iface->buffer_alloc, "buffer_alloc")(be_, bytes, &b, &err_), "buffer_alloc");
   staged_.push_back({b, host, bytes, copyOut});
-  if (copyIn) check(be_->iface->copy_to_backend(be_, b, 0, host, bytes, &err_), "copy_to_backend");
+  if (copyIn) check(entry(be_->iface->copy_to_backend, "copy_to_backend")(be_, b, 0, host, bytes, &err_), "copy_to_backend");
   return be_->iface->buffer_data(be_, b);
 }
 
@@ -99,7 +100,7 @@ tm_chunk DeviceCall::chunk(const tm_chunk& h) {
 }
 
 tm_work DeviceCall::work(tm_kernel kernel, size_t T, size_t n) {
-  const size_t bytes = be_->iface->work_bytes(be_, kernel, T, n);
+  const size_t bytes = be_->iface->work_bytes ? be_->iface->work_bytes(be_, kernel, T, n) : 0;
   if (bytes == 0) return tm_work{nullptr, 0};
   tm_buffer* b = takeWork(*be_, bytes, &err_);
   work_.push_back(b);
@@ -110,7 +111,7 @@ void DeviceCall::finish() {
   for (auto& s : staged_)
     if (s.copyOut) {
       s.copyOut = false;
-      check(be_->iface->copy_to_host(be_, s.host, s.buf, 0, s.bytes, &err_), "copy_to_host");
+      check(entry(be_->iface->copy_to_host, "copy_to_host")(be_, s.host, s.buf, 0, s.bytes, &err_), "copy_to_host");
     }
 }
 

@@ -184,7 +184,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
     b.Set("available", Napi::Boolean::New(env, dev.available != 0));
     b.Set("description", Napi::String::New(env, std::string(dev.description, strnlen(dev.description, sizeof dev.description))));
     if (dev.memory_bytes) b.Set("memoryBytes", Napi::Number::New(env, double(dev.memory_bytes)));
-    b.Set("linalg", Napi::String::New(env, e.be->iface->linalg(e.be)));
+    b.Set("linalg", Napi::String::New(env, e.be->iface->linalg ? e.be->iface->linalg(e.be) : ""));
     backends.Set(i++, b);
   }
   o.Set("backends", backends);

@@ -85,7 +85,7 @@ async function tieCuts(ctx: MergeContext, scan: KeyScan, bits: number[], rank: n
   await scan.scan(async (c) => {
     if (cuts.every((x) => x >= 0)) return;
     const r = await runOp("magnitude_tie_cut", { ...chunkArgs(ctx, c), thresholds: bits, need: need.map((x, t) => (cuts[t] >= 0 ? 0 : x)) });
-    const at = r.at as number[], count = r.count as number[];
+    const at = r.at, count = r.count;
     for (let t = 0; t < cuts.length; t++) {
       if (cuts[t] >= 0) continue;
       if (at[t] > 0) cuts[t] = c.offset + at[t];
