@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "../boundary/dense.h"
 #include "../core/dtype.h"
 #include "../core/op.h"
 #include "../core/parallel.h"
@@ -23,7 +24,7 @@ static std::vector<double> loadF64(const OpArgs& a, const std::string& k, size_t
 }
 
 // tr(D G Dᵀ) = Σ_{r,i} D[r,i] (D Gᵀ)[r,i], G converted in row blocks.
-static double quadForm(const std::vector<double>& D, size_t out, size_t in, const uint8_t* gram, DType gt) {
+static double quadForm(const std::vector<double>& D, size_t out, size_t in, const uint8_t* gram, DType gt, linalg::DenseOps& la) {
   constexpr size_t RB = 256;
   std::vector<double> G(std::min(RB, in) * in), P(out * std::min(RB, in));
   double total = 0;
@@ -31,7 +32,7 @@ static double quadForm(const std::vector<double>& D, size_t out, size_t in, cons
   for (size_t i0 = 0; i0 < in; i0 += RB) {
     size_t rb = std::min(RB, in - i0);
     toF64(gram + i0 * in * gs, gt, rb * in, G.data());
-    linalg::gemm(false, true, out, rb, in, 1.0, D.data(), in, G.data(), in, 0.0, P.data(), rb);
+    la.gemm(false, true, out, rb, in, 1.0, D.data(), in, G.data(), in, 0.0, P.data(), rb);
     for (size_t r = 0; r < out; r++)
       for (size_t i = 0; i < rb; i++) total += D[r * in + i0 + i] * P[r * rb + i];
   }
@@ -49,8 +50,10 @@ static void driftLinearOp(const OpArgs& a, OpResult& res) {
     W[i] -= Wt[i];
     W0[i] -= Wt[i];
   }
-  res.nums["drift"] = quadForm(W, out, in, g.data, gt);
-  res.nums["baseDrift"] = quadForm(W0, out, in, g.data, gt);
+  boundary::DeviceCall d(a);
+  boundary::Dense la(d);
+  res.nums["drift"] = quadForm(W, out, in, g.data, gt, la);
+  res.nums["baseDrift"] = quadForm(W0, out, in, g.data, gt, la);
 }
 
 static void driftNormOp(const OpArgs& a, OpResult& res) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../boundary/args.h"
+#include "../boundary/dense.h"
 #include "../boundary/device_call.h"
 #include "../core/dtype.h"
 #include "../core/parallel.h"
@@ -36,7 +37,9 @@ static void gramProductsAccumulateOp(const OpArgs& a, OpResult&) {
   double* A = f64Buf(a, "A", in * in);
   double* BT = f64Buf(a, "BT", out * in);
   linalg::GramTransform tf{a.num("scale", 1.0), a.num("alpha", 1.0)};
-  linalg::accumulateGramProducts(out, in, base.data, bt, expert.data, et, gram.data, gt, tf, A, BT);
+  boundary::DeviceCall d(a);
+  boundary::Dense la(d);
+  linalg::accumulateGramProducts(out, in, base.data, bt, expert.data, et, gram.data, gt, tf, A, BT, la);
 }
 
 static void gramSolveOp(const OpArgs& a, OpResult& r) {
@@ -46,9 +49,10 @@ static void gramSolveOp(const OpArgs& a, OpResult& r) {
   double* X = f64Buf(a, "BT", out * in);  // solved in place
   const DType bt = dtypeArg(a, "baseDtype"), ot = dtypeArg(a, "resultDtype");
   Bytes base = sized(a, "base", out * in, bt), res = sized(a, "result", out * in, ot);
-  auto info = linalg::solvePsdRows(in, A, out, X,
-                                   linalg::parseSolver(a.str("solver", "auto")), a.num("ridge", 0.0),
-                                   a.num("rcond", 0.0));
+  boundary::DeviceCall d(a);
+  boundary::Dense la(d);
+  auto info = linalg::solvePsdRows(in, A, out, X, linalg::parseSolver(a.str("solver", "auto")), a.num("ridge", 0.0),
+                                   a.num("rcond", 0.0), la);
   double lambda = a.num("lambda", 1.0);
   size_t bs = dtypeSize(bt), os = dtypeSize(ot);
   // A non-finite result (an overflow) is caught where every method's output is checked (lib/engine/merge.ts).
