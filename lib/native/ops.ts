@@ -55,6 +55,14 @@ export interface TrimArgs {
 
 type Empty = Record<string, never>;
 
+/** Breadcrumbs: per expert the top sets dropped (the largest `top`) and kept from (the largest top + k), as bits + cut. */
+export interface TopSetArgs {
+  dropBits: number[];
+  dropCuts: number[];
+  keepBits: number[];
+  keepCuts: number[];
+}
+
 interface Linear {
   n: number;
   merged: Bytes;
@@ -77,6 +85,11 @@ export interface OpSignatures {
     result: Empty;
   };
   trim_l1: { args: ChunkArgs & TrimArgs; result: { l1: number[]; l1Kept: number[] } };
+  breadcrumbs_merge: {
+    args: ChunkArgs & TopSetArgs & { weights: number[]; scales: number[]; consensus: number; normalize: number; lambda: number; divisor?: number };
+    result: Empty;
+  };
+  breadcrumbs_l1: { args: ChunkArgs & TopSetArgs; result: { l1: number[]; l1Kept: number[] } };
   magnitude_tie_cut: { args: ChunkArgs & { thresholds: number[]; need: number[] }; result: { count: number[]; at: number[] } };
   lot_norm: { args: ChunkArgs & { scales: Bytes[]; scaleDtypes: DTypeName[]; total: number; lambda?: number }; result: Empty };
   tall_compress: {
@@ -156,7 +169,7 @@ export type OpArgsOf<K extends OpName> = OpSignatures[K]["args"];
 export type OpResultOf<K extends OpName> = OpSignatures[K]["result"];
 
 /** The ops that write a merged chunk to `out` (what mergeElementwise runs). */
-export type MergeOpName = "task_arithmetic" | "dare_linear" | "ties_merge" | "consensus" | "mergekit_gta" | "lot_norm";
+export type MergeOpName = "task_arithmetic" | "dare_linear" | "ties_merge" | "consensus" | "mergekit_gta" | "lot_norm" | "breadcrumbs_merge";
 /** A merge op's own arguments, without the chunk ones the stream adds. */
 export type MergeOpArgs<K extends MergeOpName> = Omit<OpArgsOf<K>, keyof ChunkArgs> & OnDevice;
 

@@ -142,6 +142,8 @@ const tm_backend_iface kIface = [] {
   f.cholesky = cholesky;
   f.cholesky_solve_rows = choleskySolveRows;
   f.eigh = eigh;
+  f.breadcrumbs_merge = breadcrumbsMerge;
+  f.breadcrumbs_l1 = breadcrumbsL1;
   return f;
 }();
 

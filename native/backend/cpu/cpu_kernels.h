@@ -20,6 +20,9 @@ tm_status trimL1(tm_backend*, const tm_chunk* c, const tm_trim* trim, double* l1
 tm_status magnitudeTieCut(tm_backend*, const tm_chunk* c, const uint32_t* thresholds, const double* need, double* count, double* at, tm_work work, tm_error* err);
 tm_status lotNorm(tm_backend*, const tm_chunk* c, const void* const* scales, const tm_dtype* scaleDtypes, size_t total, double lambda, tm_work work, tm_error* err);
 
+tm_status breadcrumbsMerge(tm_backend*, const tm_chunk* c, const tm_breadcrumbs_args* a, tm_work work, tm_error* err);
+tm_status breadcrumbsL1(tm_backend*, const tm_chunk* c, const tm_top_sets* sets, double* l1, double* l1Kept, tm_work work, tm_error* err);
+
 tm_status tallCompress(tm_backend*, const tm_chunk* c, const tm_trim* trim, const tm_tall_compress_args* a, tm_work work, tm_error* err);
 tm_status tallMask(tm_backend*, const tm_chunk* c, const void* tau, tm_dtype tauDtype, const double* lambdas, uint8_t* const* masks, tm_work work, tm_error* err);
 tm_status tallApply(tm_backend*, const tm_tall_apply_args* a, tm_work work, tm_error* err);
