@@ -55,6 +55,11 @@ export interface TrimArgs {
 
 type Empty = Record<string, never>;
 
+/** The low-precision dtype mergekit computes in. */
+interface LowCompute {
+  compute: "BF16" | "F16";
+}
+
 /** Breadcrumbs: per expert the top sets dropped (the largest `top`) and kept from (the largest top + k), as bits + cut. */
 export interface TopSetArgs {
   dropBits: number[];
@@ -90,6 +95,15 @@ export interface OpSignatures {
     result: Empty;
   };
   breadcrumbs_l1: { args: ChunkArgs & TopSetArgs; result: { l1: number[]; l1Kept: number[] } };
+  /** mergekit in bfloat16 / float16 (`compute`), as torch on the CPU (native/kernels/mergekit_lowp.cpp; host only). */
+  mergekit_lowp_hist: { args: ChunkArgs & LowCompute & { hist: Bytes }; result: Empty };
+  mergekit_lowp_tie_cut: { args: ChunkArgs & LowCompute & { thresholds: number[]; need: number[] }; result: { count: number[]; at: number[] } };
+  mergekit_lowp_l1: { args: ChunkArgs & LowCompute & TrimArgs; result: { l1: number[]; l1Kept: number[] } };
+  mergekit_lowp_gta: {
+    args: ChunkArgs & LowCompute & TrimArgs & { weights: number[]; scales: number[]; consensus: "none" | "sum"; normalize: number; divisor?: number; lambda: number };
+    result: Empty;
+  };
+  mergekit_lowp_linear: { args: ChunkArgs & LowCompute & { weights: number[]; baseWeight: number; normalize: number; divisor?: number }; result: Empty };
   magnitude_tie_cut: { args: ChunkArgs & { thresholds: number[]; need: number[] }; result: { count: number[]; at: number[] } };
   lot_norm: { args: ChunkArgs & { scales: Bytes[]; scaleDtypes: DTypeName[]; total: number; lambda?: number }; result: Empty };
   tall_compress: {
@@ -169,7 +183,9 @@ export type OpArgsOf<K extends OpName> = OpSignatures[K]["args"];
 export type OpResultOf<K extends OpName> = OpSignatures[K]["result"];
 
 /** The ops that write a merged chunk to `out` (what mergeElementwise runs). */
-export type MergeOpName = "task_arithmetic" | "dare_linear" | "ties_merge" | "consensus" | "mergekit_gta" | "lot_norm" | "breadcrumbs_merge";
+export type MergeOpName =
+  | "task_arithmetic" | "dare_linear" | "ties_merge" | "consensus" | "mergekit_gta" | "lot_norm" | "breadcrumbs_merge"
+  | "mergekit_lowp_gta" | "mergekit_lowp_linear";
 /** A merge op's own arguments, without the chunk ones the stream adds. */
 export type MergeOpArgs<K extends MergeOpName> = Omit<OpArgsOf<K>, keyof ChunkArgs> & OnDevice;
 

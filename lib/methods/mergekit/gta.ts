@@ -103,8 +103,8 @@ async function rescaleFactors(ctx: MergeContext, scan: KeyScan, trim: OpArgs, d:
   await scan.scan(async (c) => {
     const r = await runOp("trim_l1", { ...chunkArgs(ctx, c), ...trim });
     for (let t = 0; t < T; t++) {
-      l1[t] += (r.l1 as number[])[t];
-      kept[t] += (r.l1Kept as number[])[t];
+      l1[t] += r.l1[t];
+      kept[t] += r.l1Kept[t];
     }
   });
   return d.map((x, t) => (x >= 1 || l1[t] < 1e-7 || kept[t] < 1e-7 ? 1 : l1[t] / kept[t]));
