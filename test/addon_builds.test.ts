@@ -4,7 +4,7 @@
  * CI builds and names in TASKMERGE_GYP_ADDON. They must compute the same bits.
  */
 import * as path from "path";
-import { nativeInfo, runOp } from "../lib/native";
+import { nativeInfo, runRawOp as runOp } from "../lib/native";
 import { rng } from "./helpers/fixtures";
 
 const gypPath = process.env.TASKMERGE_GYP_ADDON;

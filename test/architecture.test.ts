@@ -3,7 +3,7 @@
  * a cycle of types is a cycle of ideas). Each folder of lib/ is one node (its
  * subfolders belong to it, e.g. methods/mergekit is methods); each top-level
  * file of lib/ is a node of its own ("lib/errors.ts"), since they sit at
- * different levels: errors.ts, env.ts, native.ts, units.ts, version.ts are leaves
+ * different levels: errors.ts, env.ts, native/, units.ts, version.ts are leaves
  * everyone may use, checkpoint.ts sits on safetensors, index.ts (the public
  * entry) on everything. docs/architecture.md gives the direction the imports
  * go: cli → api → job → tall → methods → select / progressive → engine →

@@ -99,7 +99,7 @@ export function engineOptions(opts: MergeOptions): EngineOptions {
   const method: { name: string } = typeof opts.method === "string" ? { name: opts.method } : opts.method;
   if (!method?.name) throw new UsageError("method is required");
   const { name, ...params } = method;
-  resolveDevice(opts.device);
+  const device = resolveDevice(opts.device);
   let maxShardSize: number | undefined;
   try {
     maxShardSize = opts.maxShardSize === undefined ? undefined : parseByteSize(opts.maxShardSize);
@@ -122,5 +122,6 @@ export function engineOptions(opts: MergeOptions): EngineOptions {
     onWarning: opts.onWarning,
     signal: opts.signal,
     collectStats: opts.collectStats,
+    device,
   };
 }

@@ -15,6 +15,9 @@ export interface InfoReport {
   addon: { path: string; origin: string; builtWith: string };
   linearAlgebra: string;
   threads: number;
+  /** The backends native ops can run on (`--device`), and what became of the optional ones. */
+  backends: { name: string; available: boolean; description: string; linalg: string; origin: string }[];
+  backendLoads: { name: string; path: string; status: string }[];
   /** Why the install did not build a better addon (from build/install.json). */
   installNotes: string[];
 }
@@ -29,6 +32,8 @@ export function infoReport(): InfoReport {
     addon: { path: location.path, origin: location.origin, builtWith: info.build ?? "unknown" },
     linearAlgebra: info.blas,
     threads: info.threads,
+    backends: info.backends.map(({ name, available, description, linalg, origin }) => ({ name, available, description, linalg, origin })),
+    backendLoads: info.backendLoads,
     installNotes: location.origin === "TASKMERGE_ADDON" ? [] : installRecord()?.failures ?? [],
   };
 }
@@ -53,7 +58,7 @@ export function addonLines(): string[] {
 export function registerInfo(program: Command): void {
   program
     .command("info")
-    .description("show the native addon in use (file, how it was built), its linear algebra and threads")
+    .description("show the native addon in use (file, how it was built), its linear algebra, threads and backends")
     .option("--json", "print the report as JSON")
     .addHelpText("after", "\nExamples:\n  taskmerge info\n  taskmerge info --json\n")
     .action((opts: { json?: boolean }) => {
@@ -73,6 +78,8 @@ export function registerInfo(program: Command): void {
         `                ${originText(r)}`,
         `linear algebra: ${r.linearAlgebra}`,
         `threads:        ${r.threads}`,
+        ...r.backends.map((b, i) => `${i ? "                " : "backends:       "}${b.name}: ${b.available ? "" : "no device: "}${b.description} (linear algebra: ${b.linalg || "none"})`),
+        ...r.backendLoads.filter((l) => l.status !== "loaded").map((l) => `                ${l.name}: ${l.path} ${l.status}`),
         ...r.installNotes.map((n, i) => `${i ? "                " : "install notes:  "}${n.split("\n")[0]}`),
       ];
       process.stdout.write(lines.join("\n") + "\n");

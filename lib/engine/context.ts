@@ -57,6 +57,8 @@ export interface StreamContext {
   progress: ProgressTracker;
   /** Elements per streamed chunk. */
   chunkElems: number;
+  /** The backend every native op of the job runs on (lib/device.ts resolved it); "cpu" when absent. */
+  device?: "cpu" | "cuda";
 }
 
 /** What the engine hands a method: the streamed inputs, the parameters, the output dtypes and the report. */

@@ -17,7 +17,7 @@ export function finiteSink(key: string, dtype: FloatDType, sink: TensorSink): Te
   let offset = 0;
   return async (data) => {
     const r = await runOp("check_finite", { data, dtype });
-    const bad = r.bad as number;
+    const bad = r.bad;
     if (bad >= 0)
       throw new TaskmergeError(
         `the merged tensor holds a non-finite value (NaN or Inf) at element ${offset + bad} in ${dtype}: the method's result overflows ` +

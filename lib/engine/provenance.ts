@@ -1,7 +1,9 @@
 /**
  * Native ops report a bad input as an InputError whose role ("base",
- * "expert", "stats"...), index and detail the addon attaches to the JS error
- * as properties. This turns them into TaskmergeErrors that name the input's
+ * "expert", "stats", "bundle"), argument name, index and detail the addon
+ * attaches to the JS error as properties (kind "input"; a bad op argument
+ * is kind "argument" with arg and index, a caller's bug, never attributed to
+ * a file). This turns them into TaskmergeErrors that name the input's
  * file, the key and the expert by its name, without parsing message text.
  */
 import type { Checkpoint } from "../checkpoint";
@@ -10,7 +12,11 @@ import { Provenance, TaskmergeError } from "../errors";
 
 export interface NativeInputError {
   message: string;
+  kind: "input";
+  /** "base" | "expert" | "stats" | "bundle": which input the caller resolves to a file. */
   role: string;
+  /** The argument as the message names it ("base", "expert", "tau"). */
+  arg: string;
   /** Position among the op's inputs of that role; absent when the role has one input. */
   index?: number;
   /** The message without its subject ("holds a non-finite value ... at element 5"). */
@@ -21,7 +27,7 @@ export interface NativeInputError {
 /** The structured fields of a native InputError (duck-typed: errors may come from another realm). */
 export function nativeInputError(e: unknown): NativeInputError | undefined {
   const x = e as Partial<NativeInputError> | null;
-  return x && typeof x === "object" && typeof x.role === "string" && typeof x.detail === "string" ? (x as NativeInputError) : undefined;
+  return x && typeof x === "object" && x.kind === "input" && typeof x.role === "string" && typeof x.detail === "string" ? (x as NativeInputError) : undefined;
 }
 
 /** How an error names one input: the subject of its message, the file and key, the provenance. */

@@ -3,7 +3,8 @@
  * the next chunk while the current one is processed and writing the previous
  * result while the next is computed.
  */
-import { runOp, OpArg } from "../native";
+import { runOp, ChunkArgs, MergeOpArgs, MergeOpName, OpArgsOf } from "../native";
+import { throwIfAborted } from "../errors";
 import { envNumber } from "../env";
 import type { MergeContext, StreamContext, TensorSink } from "./context";
 import type { FloatDType } from "../safetensors/dtypes";
@@ -105,7 +106,7 @@ export async function forEachChunk(ctx: StreamContext, key: string, fn: (c: Chun
 }
 
 /** The elementwise op arguments every chunk carries: inputs, dtypes, output buffer. */
-export function chunkArgs(ctx: StreamContext, c: Chunk, out?: Buffer, outDtype?: FloatDType): Record<string, OpArg | undefined> {
+export function chunkArgs(ctx: StreamContext, c: Chunk, out?: Buffer, outDtype?: FloatDType): ChunkArgs {
   return {
     n: c.n,
     offset: c.offset,
@@ -115,6 +116,7 @@ export function chunkArgs(ctx: StreamContext, c: Chunk, out?: Buffer, outDtype?:
     expertDtypes: ctx.experts.map((e) => e.checkpoint.get(c.key).dtype),
     out,
     outDtype: out ? outDtype : undefined,
+    device: ctx.device,
   };
 }
 
@@ -128,19 +130,19 @@ export function outBytes(ctx: MergeContext, key: string, n: number): number {
  * output to `sink`; `args` are the method's own op arguments. `chunks` yields
  * the chunks (default: streamed from disk); they are recycled after the op.
  */
-export async function mergeElementwise(
+export async function mergeElementwise<K extends MergeOpName>(
   ctx: MergeContext,
   key: string,
   sink: TensorSink,
-  op: string,
-  args: Record<string, OpArg | undefined>,
+  op: K,
+  args: MergeOpArgs<K>,
   chunks: (fn: (c: Chunk) => Promise<void>) => Promise<void> = (fn) => forEachChunk(ctx, key, fn),
 ): Promise<void> {
   await withWriteBehind((writes) =>
     chunks(async (c) => {
       const out = chunkPool.acquire(outBytes(ctx, key, c.n));
       try {
-        await runOp(op, { ...args, ...chunkArgs(ctx, c, out, ctx.outDtype(c.key)) });
+        await runOp(op, { ...args, ...chunkArgs(ctx, c, out, ctx.outDtype(c.key)) } as OpArgsOf<K>);
       } catch (e) {
         chunkPool.release(out);
         throw e;

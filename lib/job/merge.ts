@@ -42,6 +42,8 @@ export interface EngineOptions {
   signal?: AbortSignal;
   /** Statistics collector of a progressive merge (lot, regmean with progressive: true). */
   collectStats?: CollectStats;
+  /** The backend the native ops run on (resolved: lib/device.ts). */
+  device?: "cpu" | "cuda";
 }
 
 export interface MergeReport {
@@ -88,7 +90,7 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
     const progress = new ProgressTracker(o.onProgress);
     const ctx: MergeContext = {
       base, experts, params, floatKeys: keys.filter(isFloat), outDtype, signal: o.signal, progress,
-      chunkElems: o.chunkElems ?? defaultChunkElems(), details: {},
+      chunkElems: o.chunkElems ?? defaultChunkElems(), details: {}, device: o.device,
     };
     const manifest = {
       taskmerge: VERSION,

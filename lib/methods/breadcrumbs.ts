@@ -24,7 +24,7 @@ import { UsageError } from "../errors";
 import type { Checkpoint } from "../checkpoint";
 import { defineMethod, Expert, MergeContext, MergeMethod, ParamSpec, Params, TensorSink } from "../engine/context";
 import { isFloatDType } from "../safetensors/dtypes";
-import { runOp } from "../native";
+import { runOp, TopSetArgs } from "../native";
 import { chunkArgs } from "../engine/stream";
 import { KeyScan } from "../select/scan";
 import { topSets } from "../select/top_sets";
@@ -66,7 +66,7 @@ function checkRanges(label: string, experts: readonly Expert[], key: string, p: 
 }
 
 /** mergekit's L1 rescale factors ‖τt‖₁/‖τ̂t‖₁ (1 where a task keeps all, or a norm is below 1e-7). */
-async function rescaleFactors(ctx: MergeContext, scan: KeyScan, sets: Record<string, number[]>, whole: boolean[]): Promise<number[]> {
+async function rescaleFactors(ctx: MergeContext, scan: KeyScan, sets: TopSetArgs, whole: boolean[]): Promise<number[]> {
   const T = whole.length;
   const l1 = new Array(T).fill(0), kept = new Array(T).fill(0);
   await scan.scan(async (c) => {

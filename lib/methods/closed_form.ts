@@ -74,5 +74,5 @@ export async function solveLinear(ctx: MergeContext, key: string, sink: TensorSi
     throw new TaskmergeError(`solving from the statistics ${from} failed: ${String((err as { message?: unknown })?.message ?? err)}`, undefined, key);
   });
   await sink(result);
-  return { eigh: r.eigh === 1, rank: r.rank as number };
+  return { eigh: r.eigh === 1, rank: r.rank };
 }

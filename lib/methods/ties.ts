@@ -9,6 +9,7 @@
 import { UsageError } from "../errors";
 import { defineMethod, MergeContext, TensorSink } from "../engine/context";
 import { mergeElementwise } from "../engine/stream";
+import type { MergeOpArgs, MergeOpName } from "../native";
 import { KeyScan } from "../select/scan";
 import { magnitudeArgs, OpArgs } from "../select/sign";
 import { describeTrim, globalTiesTrim, tensorTiesTrim, TiesTrim } from "../select/trim";
@@ -16,7 +17,7 @@ import { describeTrim, globalTiesTrim, tensorTiesTrim, TiesTrim } from "../selec
 const globalTrims = new WeakMap<MergeContext, TiesTrim>();
 
 /** Streams the merged tensor of `scan.key` through a native elementwise op to `sink`, writing while computing. */
-export function mergeWith(ctx: MergeContext, scan: KeyScan, sink: TensorSink, op: string, args: OpArgs): Promise<void> {
+export function mergeWith<K extends MergeOpName>(ctx: MergeContext, scan: KeyScan, sink: TensorSink, op: K, args: MergeOpArgs<K>): Promise<void> {
   return mergeElementwise(ctx, scan.key, sink, op, args, (fn) => scan.final(fn));
 }
 

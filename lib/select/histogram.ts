@@ -50,7 +50,7 @@ export async function selectThresholdsK(
   const high = new Float64Array(T * HIGH_BINS);
   await scan((c) => runOp("magnitude_hist", { ...chunkArgs(ctx, c), level: 0, hist: high }).then(() => undefined));
   const p0 = await runOp("magnitude_pick", { hist: high, bins: HIGH_BINS, ks });
-  const bins0 = p0.bin as number[];
+  const bins0 = p0.bin;
   const low = new Float64Array(T * LOW_BINS);
   const cap = candidateCap(T);
   const signDiff = withSigns && cap >= 0 ? new Float64Array(T * LOW_BINS) : undefined;
@@ -64,17 +64,17 @@ export async function selectThresholdsK(
     });
     if (!signDiff || overflow) return;
     if (r.overflow) overflow = true;
-    signBase += r.signBase as number;
-    const m = r.multi as Buffer;
-    if (!m.length) return;
+    signBase += r.signBase ?? 0;
+    const m = r.multi;
+    if (!m?.length) return;
     // Own, aligned copy: the addon's buffer may sit at any offset.
     multi.push(Buffer.from(m));
     multiCount += m.length / (4 * T);
   });
-  const p1 = await runOp("magnitude_pick", { hist: low, bins: LOW_BINS, ks: p0.rank as number[] });
-  const bins1 = p1.bin as number[];
+  const p1 = await runOp("magnitude_pick", { hist: low, bins: LOW_BINS, ks: p0.rank });
+  const bins1 = p1.bin;
   const bits = bins0.map((b, t) => b * LOW_BINS + bins1[t]);
-  const rank = p1.rank as number[];
+  const rank = p1.rank;
   if (!signDiff || overflow) return { bits, rank };
   // Entries with one task inside its threshold's bin: kept where the low bits reach the threshold's.
   let signSum = signBase;

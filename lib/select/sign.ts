@@ -3,13 +3,13 @@
  * sign(Σt τt over the tasks whose |τt| reaches their threshold); over the
  * scope, the sign of the sum of those (+1 when it is 0).
  */
-import { runOp, OpArg } from "../native";
+import { runOp, TrimArgs } from "../native";
 import { chunkArgs } from "../engine/stream";
 import type { StreamContext } from "../engine/context";
 import type { Scan } from "./scan";
 
-/** Arguments of a native op, as the selection passes and the merge ops take them. */
-export type OpArgs = Record<string, OpArg | undefined>;
+/** The trim arguments the selection passes give the merge ops. */
+export type OpArgs = TrimArgs;
 
 export function bitsToFloat(bits: number): number {
   const u = new Uint32Array([bits]);
@@ -35,7 +35,7 @@ export async function majoritySign(ctx: StreamContext, scan: Scan, trim: (key: s
   let signSum = 0;
   await scan(async (c) => {
     const r = await runOp("ties_signs", { ...chunkArgs(ctx, c), ...trim(c.key) });
-    signSum += r.signSum as number;
+    signSum += r.signSum;
   });
   return { majority: signSum < 0 ? -1 : 1, signSum };
 }

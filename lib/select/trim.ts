@@ -6,7 +6,7 @@
  * pass (window.ts), or, when the window misses, the two histogram passes
  * (histogram.ts); small keys in memory.
  */
-import { runOp } from "../native";
+import { runOp, OpResultOf } from "../native";
 import { chunkArgs } from "../engine/stream";
 import type { StreamContext } from "../engine/context";
 import { globalScan, KeyScan, Scan } from "./scan";
@@ -83,10 +83,10 @@ export async function tensorTiesTrim(ctx: StreamContext, scan: KeyScan, density:
   const n = scan.numel;
   if (n > 0 && n <= SMALL_KEY && n <= ctx.chunkElems && candidateCap(ctx.experts.length) >= 0) {
     const k = Math.max(1, Math.floor(n * density));
-    let r: Record<string, unknown> = {};
+    let r: OpResultOf<"magnitude_small"> = { thresholds: [], signSum: 0 };
     await scan.scan(async (c) => void (r = await runOp("magnitude_small", { ...chunkArgs(ctx, c), k })));
-    const signSum = r.signSum as number;
-    return { thresholdBits: r.thresholds as number[], majority: fromSum(signSum), signSum, n, k, signPass: "fused", select: "memory" };
+    const signSum = r.signSum;
+    return { thresholdBits: r.thresholds, majority: fromSum(signSum), signSum, n, k, signPass: "fused", select: "memory" };
   }
   // A key larger than a chunk is streamed again by every pass: one window pass
   // (after a small sample) instead of two histogram passes.

@@ -130,11 +130,11 @@ export async function windowThresholds(
   if (m === 0) return { miss: "empty scope", details: {} };
   const bits = await sampleBits(ctx, blocks, m);
   const bounds = await runOp("ties_window_bounds", { bits, m, blockLens: blocks.map((b) => b.n), p: k / n, z: windowZ() });
-  const lo = bounds.lo as number[];
-  const hi = bounds.hi as number[];
-  const table = bounds.table as number[];
+  const lo = bounds.lo;
+  const hi = bounds.hi;
+  const table = bounds.table;
   // Room for every in-window entry: the sample's share of the scope with a wide margin.
-  const expected = Math.max(...(bounds.inWindow as number[])) * (n / m);
+  const expected = Math.max(...bounds.inWindow) * (n / m);
   const capacity = Math.ceil(1.5 * expected + 8 * Math.sqrt(expected) + 4096);
   const details: Record<string, unknown> = {
     sample: m, sampleBlocks: blocks.length, windowCapacity: capacity, tabledValues: table.filter((v) => v >= 0).length,
@@ -154,12 +154,12 @@ export async function windowThresholds(
   let multiCount = 0;
   await scan(async (c) => {
     const r = await runOp("ties_window", { ...chunkArgs(ctx, c), lo, hi, table, tableCounts, tableDiffs, capacity, cand, candDiff, used, multiCap: overflow ? 0 : multiCap - multiCount });
-    (r.above as number[]).forEach((a, t) => (above[t] += a));
-    (r.atHi as number[]).forEach((a, t) => (atHi[t] += a));
-    signBase += r.signBase as number;
+    r.above.forEach((a, t) => (above[t] += a));
+    r.atHi.forEach((a, t) => (atHi[t] += a));
+    signBase += r.signBase;
     if (r.full) full = true;
     if (overflow || r.overflow) return void (overflow = true);
-    const buf = r.multi as Buffer;
+    const buf = r.multi;
     if (!buf.length) return;
     // Own, aligned copy: the addon's buffer may sit at any offset.
     const f = new Float32Array(buf.length / 4);
@@ -169,15 +169,15 @@ export async function windowThresholds(
   });
   if (full) return { miss: `more entries inside the window than the ${capacity} expected`, details };
   const pick = await runOp("ties_window_pick", { cand, candDiff, used, capacity, table, tableCounts, tableDiffs, above, atHi, hi, k });
-  const missed = (pick.ok as number[]).findIndex((ok) => !ok);
+  const missed = pick.ok.findIndex((ok) => !ok);
   if (missed >= 0) {
     const side = above[missed] - atHi[missed] >= k ? "above" : "below";
     return { miss: `the k-th largest |τ| of expert '${ctx.experts[missed].name}' lies ${side} its window`, details: { ...details, lo, hi, above } };
   }
-  const thr = pick.thresholds as number[];
+  const thr = pick.thresholds;
   details.undecided = multiCount;
   if (overflow) return { bits: thr, k, details: { ...details, undecided: "overflow" } };
-  let signSum = signBase + (pick.diffSum as number);
+  let signSum = signBase + pick.diffSum;
   for (const f of multi) {
     const u = new Uint32Array(f.buffer);
     for (let e = 0; e < f.length; e += T) signSum += entrySign(f.subarray(e, e + T), u.subarray(e, e + T), thr);

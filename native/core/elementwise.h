@@ -1,33 +1,21 @@
-// Shared machinery for methods that combine tensors element by element.
-// A chunk of one tensor arrives as raw bytes (base + T experts, any float
-// dtype); each worker converts a block to float32, hands θ0 and the task
-// vectors τt = θt − θ0 to the method's block function, and converts the
-// merged block to the output dtype.
+// Shared machinery of the CPU backend's block kernels, which combine tensors
+// element by element. A chunk of one tensor arrives as a tm_chunk (base + T
+// experts, any float dtype; native/backend/backend.h); each worker converts a
+// block to float32, hands θ0 and the task vectors τt = θt − θ0 to the
+// method's block function, and converts the merged block to the output dtype.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
+#include "../backend/backend.h"
 #include "dtype.h"
 #include "op.h"
+#include "scratch.h"
 
 namespace taskmerge {
 
-struct ElementwiseChunk {
-  const uint8_t* base = nullptr;
-  DType baseType = DType::F32;
-  std::vector<const uint8_t*> experts;
-  std::vector<DType> expertTypes;
-  size_t n = 0;       // elements in this chunk
-  size_t offset = 0;  // index of the chunk's first element within its tensor
-  uint8_t* out = nullptr;
-  DType outType = DType::F32;
-};
-
-// Reads base/baseDtype, experts/expertDtypes, out/outDtype and offset from the
-// op arguments, checking every buffer holds exactly n elements. `out` is
-// optional for ops that only gather statistics.
-ElementwiseChunk parseChunk(const OpArgs& a);
+inline DType dtypeOf(tm_dtype t) { return static_cast<DType>(int(t)); }
 
 // The block a method sees: n elements starting at tensor index `index`.
 struct Block {
@@ -36,10 +24,19 @@ struct Block {
   size_t T;
   size_t n;
   size_t index;
-  float* out;  // merged θ for the block (written by the method)
+  float* out;        // merged θ for the block (written by the method)
+  Scratch* scratch;  // the worker's scratch, rewound after each block
 };
 
 constexpr size_t kBlockElems = 4096;
+
+// Bytes of scratch forEachBlock itself takes per worker for T experts.
+constexpr size_t blockScratchBytes(size_t T) {
+  return scratchBytes<float>((T + 2) * kBlockElems) + 2 * scratchBytes<const float*>(T);
+}
+
+// Workers a chunk of n elements can use (each needs one slab of work memory).
+size_t blockWorkers(size_t n);
 
 // Whether x[0..n) holds no NaN or ±Inf (vectorised; checkFinite names the culprit).
 bool allFinite(const float* x, size_t n);
@@ -48,8 +45,10 @@ bool allFinite(const float* x, size_t n);
 bool subtractFinite(float* x, const float* base, size_t n);
 
 // Runs fn(Block&) over the chunk in parallel blocks and stores the results.
+// work holds blockWorkers(c.n) slabs of slabBytes each (blockScratchBytes(T)
+// of them for this loop, the rest for fn).
 template <class F>
-void forEachBlock(const ElementwiseChunk& c, F&& fn);
+void forEachBlock(const tm_chunk& c, const tm_work& work, size_t slabBytes, F&& fn);
 
 }  // namespace taskmerge
 

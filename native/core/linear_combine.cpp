@@ -1,15 +1,10 @@
 #include "linear_combine.h"
 
-#include <vector>
-
 #include "simd.h"
 
 namespace taskmerge {
 
-TM_SIMD void linearCombine(const float* base, const float* const* v, const double* coeffs, size_t T, size_t n, float* out) {
-  thread_local std::vector<double> accBuf;
-  accBuf.resize(n);
-  double* acc = accBuf.data();  // a plain pointer: no thread-local lookup per element
+TM_SIMD void linearCombine(const float* base, const float* const* v, const double* coeffs, size_t T, size_t n, float* out, double* acc) {
   for (size_t i = 0; i < n; i++) acc[i] = 0;
   for (size_t t = 0; t < T; t++) {
     const float* x = v[t];

@@ -22,6 +22,13 @@ const typename M::mapped_type& lookup(const M& m, const std::string& k, const ch
 }
 }  // namespace
 
+std::string inputRole(const std::string& arg) {
+  if (arg == "base" || arg == "expert" || arg == "stats") return arg;
+  if (arg == "gram" || arg == "scale") return "stats";
+  if (arg == "tau" || arg == "mask") return "bundle";
+  return "";
+}
+
 void registerOp(const char* name, OpFn fn) {
   std::lock_guard<std::mutex> lock(tableMutex());
   table()[name] = fn;

@@ -23,17 +23,32 @@ struct Error : std::runtime_error {
 };
 
 // An error about one input of an op, with where it lies so that the caller can
-// name the file and key without parsing the message: the input's role ("base",
-// "expert", "stats", ...), its index among the inputs of that role (−1: the
-// role has one input), and the element when known (−1 otherwise).
+// name the file and key without parsing the message: the input's role (base,
+// expert, stats, bundle: what the caller resolves to a file), the argument as
+// the message names it ("base", "expert", "tau", ...), its index among the
+// inputs of that role (−1: the role has one input), and the element when
+// known (−1 otherwise).
+std::string inputRole(const std::string& arg);  // "base" | "expert" | "stats" | "bundle" | ""
+
 struct InputError : Error {
-  InputError(const std::string& role, long long index, const std::string& detail, long long element = -1)
-      : Error(role + (index >= 0 ? " " + std::to_string(index) : std::string()) + " " + detail), role(role),
-        index(index), detail(detail), element(element) {}
+  InputError(const std::string& arg, long long index, const std::string& detail, long long element = -1,
+             const std::string& role = std::string())
+      : Error(arg + (index >= 0 ? " " + std::to_string(index) : std::string()) + " " + detail),
+        role(role.empty() ? inputRole(arg) : role), arg(arg), index(index), detail(detail), element(element) {}
   std::string role;
+  std::string arg;
   long long index;
   std::string detail;
   long long element;
+};
+
+// An op argument of the wrong size, type, alignment or range: a caller's
+// mistake, not a bad file. Names the argument (and its position in a list).
+struct ArgumentError : Error {
+  ArgumentError(const std::string& arg, long long index, const std::string& detail)
+      : Error(arg + (index >= 0 ? " " + std::to_string(index) : std::string()) + ": " + detail), arg(arg), index(index) {}
+  std::string arg;
+  long long index;
 };
 
 class OpArgs {

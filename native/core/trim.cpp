@@ -15,16 +15,14 @@ TM_SIMD void trimMagnitude(const float* tau, size_t n, uint32_t th, float* dst) 
   }
 }
 
-TM_SIMD void tiesAggregate(const float* const* v, size_t T, size_t n, int maj, bool mean, double* agg) {
+TM_SIMD void tiesAggregate(const float* const* v, size_t T, size_t n, int maj, bool mean, double* agg, double* work) {
   // Branch-free, as signs are data-random: with sg = ±1, the entries agreeing
   // with sg are those with p = x·sg > 0, and their sum is sg · Σ max(p, 0)
   // (negation is exact and rounding symmetric, so this equals summing the
   // selected x in task order); + 0.0 turns the −0 of an empty sum into +0.
   // Loops run task-major over contiguous entries so they vectorise; each
   // entry's sums still run over t in order, so the bits do not change.
-  thread_local std::vector<double> scratch;
-  scratch.resize(3 * n);
-  double* sg = scratch.data();  // plain pointers: no thread-local lookup per element
+  double* sg = work;
   double* acc = sg + n;
   double* cnt = acc + n;
   for (size_t i = 0; i < n; i++) sg[i] = 0;

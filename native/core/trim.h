@@ -1,7 +1,7 @@
 // Task-vector trimming and TIES sign election, shared by the ties, dare,
 // consensus and tall kernels so every method elects signs the same way.
 //
-// Trim modes (op arguments):
+// Trim modes (op arguments, parsed by native/boundary/args.cpp into a tm_trim):
 //   trim: "none"                          τ̂ = τ
 //   trim: "magnitude", thresholds: [..]   τ̂ = τ where |τ| ≥ threshold_t (float32 bits of
 //                                          |τ| given per task), else 0    (TIES)
@@ -35,85 +35,39 @@ inline uint32_t absBits(float x) {
 // dst[i] = τ[i] where |τ[i]| ≥ the threshold (float32 bits of |τ|), else +0.
 void trimMagnitude(const float* tau, size_t n, uint32_t threshold, float* dst);
 
+// The trim of a tm_trim (native/backend/backend.h), ready for blocks: the
+// per-task RNG streams built once per call.
 struct Trim {
-  enum class Mode { None, Magnitude, Dare, Bernoulli, MagnitudeCut };
-  Mode mode = Mode::None;
-  std::vector<uint32_t> thr;  // Magnitude, MagnitudeCut: per task
-  double density = 1;         // Dare
-  std::vector<CounterRng> rng;
-  std::vector<double> densities;  // Bernoulli: per task
-  std::vector<double> cuts;       // MagnitudeCut: per task
+  tm_trim_mode mode = TM_TRIM_NONE;
+  const uint32_t* thr = nullptr;        // Magnitude, MagnitudeCut: per task
+  double density = 1;                   // Dare
+  std::vector<CounterRng> rng;          // Dare, Bernoulli: per task
+  const double* densities = nullptr;    // Bernoulli: per task
+  const double* cuts = nullptr;         // MagnitudeCut: per task
 
-  static std::vector<uint32_t> parseThresholds(const OpArgs& a, size_t T) {
-    std::vector<uint32_t> out;
-    const auto& th = a.numList("thresholds");
-    if (th.size() != T) throw Error("trim: one threshold per expert");
-    for (double v : th) {
-      if (!(v >= 0 && v <= double(0x7f800000u))) throw Error("trim: threshold bits out of range");
-      out.push_back(uint32_t(v));
-    }
-    return out;
+  Trim() = default;
+  Trim(const tm_trim* t, size_t T) {
+    if (!t) return;
+    mode = t->mode;
+    thr = t->thresholds;
+    density = t->density;
+    densities = t->densities;
+    cuts = t->cuts;
+    if (mode == TM_TRIM_DARE || mode == TM_TRIM_BERNOULLI)
+      for (size_t i = 0; i < T; i++) rng.emplace_back(t->seed, t->key_hash, uint64_t(i));
   }
 
-  static std::vector<CounterRng> parseRng(const OpArgs& a, size_t T) {
-    double seed = a.num("seed");
-    if (!(seed >= 0 && seed <= 9007199254740992.0) || seed != std::floor(seed))
-      throw Error("dare: seed must be a non-negative integer");
-    uint64_t kh = fnv1a64(a.str("key"));
-    std::vector<CounterRng> out;
-    for (size_t t = 0; t < T; t++) out.emplace_back(uint64_t(seed), kh, uint64_t(t));
-    return out;
+  // Scratch bytes block() takes per worker for T experts.
+  static constexpr size_t scratchBytesFor(size_t T) {
+    return scratchBytes<float>(T * kBlockElems) + scratchBytes<const float*>(T) + scratchBytes<uint8_t>(kBlockElems);
   }
 
-  static Trim parse(const OpArgs& a, size_t T) {
-    Trim tr;
-    std::string m = a.str("trim", "none");
-    if (m == "none") return tr;
-    if (m == "magnitude") {
-      tr.mode = Mode::Magnitude;
-      const auto& th = a.numList("thresholds");
-      if (th.size() != T) throw Error("trim: one threshold per expert");
-      for (double v : th) {
-        if (!(v >= 0 && v <= double(0x7f800000u))) throw Error("trim: threshold bits out of range");
-        tr.thr.push_back(uint32_t(v));
-      }
-      return tr;
-    }
-    if (m == "dare") {
-      tr.mode = Mode::Dare;
-      tr.density = a.num("density");
-      if (!(tr.density > 0 && tr.density <= 1)) throw Error("dare: density must be in (0, 1]");
-      double seed = a.num("seed");
-      if (!(seed >= 0 && seed <= 9007199254740992.0) || seed != std::floor(seed))
-        throw Error("dare: seed must be a non-negative integer");
-      uint64_t kh = fnv1a64(a.str("key"));
-      for (size_t t = 0; t < T; t++) tr.rng.emplace_back(uint64_t(seed), kh, uint64_t(t));
-      return tr;
-    }
-    if (m == "bernoulli") {
-      tr.mode = Mode::Bernoulli;
-      tr.densities = a.numList("densities");
-      if (tr.densities.size() != T) throw Error("trim: one density per expert");
-      for (double d : tr.densities)
-        if (!(d >= 0)) throw Error("bernoulli: densities must be ≥ 0");
-      tr.rng = parseRng(a, T);
-      return tr;
-    }
-    if (m == "magnitude_cut") {
-      tr.mode = Mode::MagnitudeCut;
-      tr.thr = parseThresholds(a, T);
-      tr.cuts = a.numList("cuts");
-      if (tr.cuts.size() != T) throw Error("trim: one cut per expert");
-      return tr;
-    }
-    throw Error("unknown trim mode '" + m + "'");
-  }
-
-  // dst[0..n) = τ̂ of task t for the elements at tensor indices index..index+n.
-  void apply(size_t t, const float* tau, size_t n, size_t index, float* dst) const {
-    if (mode == Mode::Magnitude) {
+  // dst[0..n) = τ̂ of task t for the elements at tensor indices index..index+n
+  // (`keep`: n bytes of scratch for DARE's flags).
+  void apply(size_t t, const float* tau, size_t n, size_t index, float* dst, uint8_t* keep) const {
+    if (mode == TM_TRIM_MAGNITUDE) {
       trimMagnitude(tau, n, thr[t], dst);
-    } else if (mode == Mode::Bernoulli) {
+    } else if (mode == TM_TRIM_BERNOULLI) {
       const CounterRng& r = rng[t];
       if (densities[t] >= 1) {
         std::memcpy(dst, tau, n * sizeof(float));
@@ -121,21 +75,19 @@ struct Trim {
       }
       const uint64_t bound = uniformBelowBound(densities[t]);
       for (size_t i = 0; i < n; i++) dst[i] = r.bits53(index + i) < bound ? tau[i] : 0.0f;
-    } else if (mode == Mode::MagnitudeCut) {
+    } else if (mode == TM_TRIM_MAGNITUDE_CUT) {
       const uint32_t th = thr[t];
       const double cut = cuts[t];
       for (size_t i = 0; i < n; i++) {
         const uint32_t u = absBits(tau[i]);
         dst[i] = (u > th || (u == th && double(index + i) < cut)) ? tau[i] : 0.0f;
       }
-    } else if (mode == Mode::Dare) {
+    } else if (mode == TM_TRIM_DARE) {
       // Two branch-free loops: the keep flags (scalar 64-bit hashing), then a
       // select the compiler can vectorise; a 50% random branch would mispredict.
       const CounterRng& r = rng[t];
       const uint64_t bound = uniformBelowBound(density);
-      thread_local std::vector<uint8_t> keep;
-      keep.resize(n);
-      uint8_t* k = keep.data();  // a plain pointer: no thread-local lookup per element
+      uint8_t* k = keep;
       for (size_t i = 0; i < n; i++) k[i] = r.bits53(index + i) < bound;
       const double d = density;
       for (size_t i = 0; i < n; i++) {
@@ -150,19 +102,18 @@ struct Trim {
     }
   }
 
-  // The trimmed task vectors of a block, in per-thread scratch (or τ itself when untrimmed).
+  // The trimmed task vectors of a block, in the block's scratch (or τ itself when untrimmed).
   const float* const* block(const Block& b) const {
-    if (mode == Mode::None) return b.tau;
-    thread_local std::vector<float> scratch;
-    thread_local std::vector<const float*> ptrs;
-    scratch.resize(b.T * kBlockElems);
-    ptrs.resize(b.T);
+    if (mode == TM_TRIM_NONE) return b.tau;
+    float* scratch = b.scratch->take<float>(b.T * kBlockElems);
+    const float** ptrs = b.scratch->take<const float*>(b.T);
+    uint8_t* keep = b.scratch->take<uint8_t>(kBlockElems);
     for (size_t t = 0; t < b.T; t++) {
-      float* d = scratch.data() + t * kBlockElems;
-      apply(t, b.tau[t], b.n, b.index, d);
+      float* d = scratch + t * kBlockElems;
+      apply(t, b.tau[t], b.n, b.index, d, keep);
       ptrs[t] = d;
     }
-    return ptrs.data();
+    return ptrs;
   }
 };
 
@@ -174,10 +125,10 @@ inline int electedSign(const float* const* v, size_t T, size_t i) {
   return (s > 0) - (s < 0);
 }
 
-// The TIES aggregate of a block: agg[i] = the sum (or mean over their count,
+// The TIES aggregate of a block (work: 3n doubles of scratch): agg[i] = the sum (or mean over their count,
 // at least 1) of the v[t][i] whose sign equals s_i, the elected sign
 // sign(Σt v[t][i]) (maj where it is 0). Sums run over t in order, in double.
-void tiesAggregate(const float* const* v, size_t T, size_t n, int maj, bool mean, double* agg);
+void tiesAggregate(const float* const* v, size_t T, size_t n, int maj, bool mean, double* agg, double* work);
 
 // out[i] = float(θ0[i] + λ·agg[i]) in double: the final step of the TIES merges.
 void addScaled(const float* base, const double* agg, double lambda, size_t n, float* out);
@@ -198,8 +149,5 @@ inline float selectBits(bool c, float a, float b) {
 inline bool tallBit(float tau, float mtl, double lambda) {
   return std::fabs(double(tau)) > lambda * std::fabs(double(mtl) - double(tau));
 }
-
-// Majority sign argument of the ties-family ops: ±1 (0 is taken as +1).
-inline int majorityArg(const OpArgs& a) { return a.num("majority", 1) < 0 ? -1 : 1; }
 
 }  // namespace taskmerge

@@ -18,108 +18,48 @@
 //     consensus 0: mixed = Σ dt, divided, when normalize, by `divisor`.
 // Op "breadcrumbs_l1": chunk arguments + the four set lists → l1 = Σ|τt| and
 //   l1Kept = Σ|τ̂t| per expert (double), for the L1 rescale.
-#include <cmath>
-#include <cstring>
-#include <mutex>
-#include <vector>
-
-#include "../core/elementwise.h"
-#include "../core/op.h"
+// Both run on the backend (breadcrumbs_merge, breadcrumbs_l1 of backend.h).
+#include "../boundary/args.h"
+#include "../boundary/device_call.h"
 
 namespace taskmerge {
 
 namespace {
 
-struct TopSet {
-  uint32_t bits;
-  double cut;
-  bool has(uint32_t u, size_t index) const { return u > bits || (u == bits && double(index) < cut); }
-};
-
-// Per expert: the set of ranks dropped (the largest) and the larger set kept from.
-struct Window {
-  std::vector<TopSet> drop, keep;
-
-  static std::vector<TopSet> sets(const OpArgs& a, const char* bitsKey, const char* cutsKey, size_t T) {
-    const auto& bits = a.numList(bitsKey);
-    const auto& cuts = a.numList(cutsKey);
-    if (bits.size() != T || cuts.size() != T) throw Error(std::string("breadcrumbs: one ") + bitsKey + " and " + cutsKey + " per expert");
-    std::vector<TopSet> out;
-    for (size_t t = 0; t < T; t++) {
-      if (!(bits[t] >= 0 && bits[t] <= double(0x7f800000u))) throw Error("breadcrumbs: threshold bits out of range");
-      out.push_back({uint32_t(bits[t]), cuts[t]});
-    }
-    return out;
-  }
-
-  static Window parse(const OpArgs& a, size_t T) {
-    return {sets(a, "dropBits", "dropCuts", T), sets(a, "keepBits", "keepCuts", T)};
-  }
-
-  bool kept(size_t t, float tau, size_t index) const {
-    uint32_t u;
-    std::memcpy(&u, &tau, 4);
-    u &= 0x7fffffffu;
-    return keep[t].has(u, index) && !drop[t].has(u, index);
-  }
+// The drop and keep top sets of every expert, owned for the call.
+struct TopSets {
+  std::vector<uint32_t> dropBits, keepBits;
+  std::vector<double> dropCuts, keepCuts;
+  TopSets(const OpArgs& a, size_t T)
+      : dropBits(boundary::bitsPerExpert(a, "dropBits", T)), keepBits(boundary::bitsPerExpert(a, "keepBits", T)),
+        dropCuts(boundary::perExpert(a, "dropCuts", T)), keepCuts(boundary::perExpert(a, "keepCuts", T)) {}
+  tm_top_sets get() const { return {dropBits.data(), dropCuts.data(), keepBits.data(), keepCuts.data()}; }
 };
 
 void mergeOp(const OpArgs& a, OpResult&) {
-  ElementwiseChunk c = parseChunk(a);
-  if (!c.out) throw Error("breadcrumbs_merge: missing out buffer");
-  const size_t T = c.experts.size();
-  const Window win = Window::parse(a, T);
-  const auto& w = a.numList("weights");
-  const auto& s = a.numList("scales");
-  if (w.size() != T || s.size() != T) throw Error("breadcrumbs_merge: one weight and one scale per expert");
-  const bool consensus = a.num("consensus") != 0, normalize = a.num("normalize") != 0;
-  const double lambda = a.num("lambda"), divisor = a.num("divisor", 1);
-  forEachBlock(c, [&](Block& b) {
-    std::vector<double> d(T);
-    for (size_t i = 0; i < b.n; i++) {
-      double total = 0;
-      for (size_t t = 0; t < T; t++) {
-        const float tau = b.tau[t][i];
-        total += (d[t] = win.kept(t, tau, b.index + i) ? w[t] * (s[t] * double(tau)) : 0.0);
-      }
-      double mixed = total, div = divisor;
-      if (consensus) {
-        const int m = total >= 0 ? 1 : -1;
-        mixed = 0;
-        div = 0;
-        for (size_t t = 0; t < T; t++)
-          if (((d[t] > 0) - (d[t] < 0)) == m) {
-            mixed += d[t];
-            div += w[t];
-          }
-        if (div == 0) div = 1;
-      }
-      if (normalize) mixed /= div;
-      b.out[i] = float(double(b.base[i]) + lambda * mixed);
-    }
-  });
+  boundary::Chunk c(a, boundary::Out::Required);
+  const size_t T = c.T();
+  const TopSets sets(a, T);
+  const auto& w = boundary::perExpert(a, "weights", T);
+  const auto& s = boundary::perExpert(a, "scales", T);
+  const tm_breadcrumbs_args args{sets.get(), w.data(), s.data(), a.num("consensus") != 0, a.num("normalize") != 0,
+                                 a.num("lambda"), a.num("divisor", 1)};
+  boundary::DeviceCall d(a);
+  tm_chunk dc = d.chunk(c.get());
+  auto fn = d.entry(d.iface().breadcrumbs_merge, "breadcrumbs_merge");
+  d.check(fn(&d.backend(), &dc, &args, d.work(TM_K_BREADCRUMBS, T, c.n()), d.err()), "breadcrumbs_merge");
 }
 
 void l1Op(const OpArgs& a, OpResult& r) {
-  ElementwiseChunk c = parseChunk(a);
-  const size_t T = c.experts.size();
-  const Window win = Window::parse(a, T);
+  boundary::Chunk c(a, boundary::Out::None);
+  const size_t T = c.T();
+  const TopSets sets(a, T);
+  const tm_top_sets ts = sets.get();
   std::vector<double> l1(T, 0), kept(T, 0);
-  std::mutex mu;
-  forEachBlock(c, [&](Block& b) {
-    std::vector<double> a1(T, 0), k1(T, 0);
-    for (size_t t = 0; t < T; t++)
-      for (size_t i = 0; i < b.n; i++) {
-        const double x = std::fabs(double(b.tau[t][i]));
-        a1[t] += x;
-        if (win.kept(t, b.tau[t][i], b.index + i)) k1[t] += x;
-      }
-    std::lock_guard<std::mutex> lock(mu);
-    for (size_t t = 0; t < T; t++) {
-      l1[t] += a1[t];
-      kept[t] += k1[t];
-    }
-  });
+  boundary::DeviceCall d(a);
+  tm_chunk dc = d.chunk(c.get());
+  auto fn = d.entry(d.iface().breadcrumbs_l1, "breadcrumbs_l1");
+  d.check(fn(&d.backend(), &dc, &ts, l1.data(), kept.data(), d.work(TM_K_BREADCRUMBS, T, c.n()), d.err()), "breadcrumbs_l1");
   r.numLists["l1"] = l1;
   r.numLists["l1Kept"] = kept;
 }

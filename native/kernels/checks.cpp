@@ -2,10 +2,12 @@
 //  "check_finite": index of the first NaN/±Inf in `data` (dtype `dtype`), or −1.
 //                  The engine runs it on every output chunk in the output dtype,
 //                  so an overflow of any method (or of the final narrowing) is caught.
+//                  Runs on the backend of the op's `device`.
 //  "gram_check":   throws when an input Gram is not plausibly Σ x xᵀ: a non-finite
 //                  entry, a negative diagonal, |G_ij − G_ji| > tol·√(G_ii G_jj), or
 //                  |G_ij| > (1 + tol)·√(G_ii G_jj) (Cauchy–Schwarz). These are
 //                  necessary, not sufficient, conditions for positive semidefiniteness.
+//                  On the host: it reads the file's Gram as the statistics reader does.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -14,60 +16,24 @@
 #include <string>
 #include <vector>
 
+#include "../boundary/args.h"
+#include "../boundary/device_call.h"
 #include "../core/dtype.h"
 #include "../core/op.h"
 #include "../core/parallel.h"
 
 namespace taskmerge {
 
-// Index of the first element of x[0..n) whose exponent bits are all ones (NaN or ±Inf), or n.
-// U is the element's bit type; the scan ORs a flag per block so that clean data costs one pass.
-template <class U>
-static size_t firstNonFinite(const uint8_t* x, size_t n, U mask) {
-  constexpr size_t B = 4096;
-  for (size_t i0 = 0; i0 < n; i0 += B) {
-    const size_t i1 = std::min(n, i0 + B);
-    U bad = 0;
-    for (size_t i = i0; i < i1; i++) {
-      U u;
-      std::memcpy(&u, x + i * sizeof(U), sizeof(U));
-      bad |= U((u & mask) == mask);
-    }
-    if (!bad) continue;
-    for (size_t i = i0; i < i1; i++) {
-      U u;
-      std::memcpy(&u, x + i * sizeof(U), sizeof(U));
-      if ((u & mask) == mask) return i;
-    }
-  }
-  return n;
-}
-
-static size_t firstNonFinite(const uint8_t* x, size_t n, DType t) {
-  switch (t) {
-    case DType::F64: return firstNonFinite<uint64_t>(x, n, 0x7ff0000000000000ull);
-    case DType::F32: return firstNonFinite<uint32_t>(x, n, 0x7f800000u);
-    case DType::F16: return firstNonFinite<uint16_t>(x, n, 0x7c00u);
-    case DType::BF16: return firstNonFinite<uint16_t>(x, n, 0x7f80u);
-    default: return n;
-  }
-}
-
 static void checkFiniteOp(const OpArgs& a, OpResult& r) {
-  DType t = parseDType(a.str("dtype"));
-  if (!isFloat(t)) throw Error("check_finite: not a floating-point dtype");
+  const tm_dtype t = boundary::floatDtype(a, "dtype");
   Bytes b = a.buf("data");
-  const size_t es = dtypeSize(t), n = b.size / es;
-  if (b.size % es) throw Error("check_finite: data is not a whole number of elements");
-  std::atomic<size_t> first{n};
-  parallelFor(n, 1 << 18, [&](size_t i0, size_t i1) {
-    size_t i = i0 + firstNonFinite(b.data + i0 * es, i1 - i0, t);
-    if (i == i1) return;
-    size_t cur = first.load();
-    while (i < cur && !first.compare_exchange_weak(cur, i)) {
-    }
-  });
-  r.nums["bad"] = first == n ? -1.0 : double(first.load());
+  const size_t es = dtypeSize(DType(int(t)));
+  if (b.size % es) throw ArgumentError("data", -1, "not a whole number of elements");
+  boundary::DeviceCall d(a);
+  int64_t bad = -1;
+  auto fn = d.entry(d.iface().check_finite, "check_finite");
+  d.check(fn(&d.backend(), d.in(b.data, b.size), t, b.size / es, &bad, d.err()), "check_finite");
+  r.nums["bad"] = double(bad);
 }
 
 static std::string num(double v) {
@@ -77,12 +43,11 @@ static std::string num(double v) {
 }
 
 static void gramCheckOp(const OpArgs& a, OpResult&) {
-  const size_t n = size_t(a.num("n"));
+  const size_t n = boundary::count(a, "n", 1 << 26);
   const double tol = a.num("tol");
-  DType t = parseDType(a.str("gramDtype"));
-  Bytes g = a.buf("gram");
+  const DType t = DType(int(boundary::floatDtype(a, "gramDtype")));
+  Bytes g = boundary::sized(a, "gram", n * n * dtypeSize(t));
   const size_t es = dtypeSize(t);
-  if (!isFloat(t) || g.size != n * n * es) throw Error("gram_check: expected a float [n, n] Gram");
   auto at = [&](size_t i, size_t j) {
     double v;
     toF64(g.data + (i * n + j) * es, t, 1, &v);

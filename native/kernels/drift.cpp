@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "../boundary/args.h"
+#include "../boundary/dense.h"
 #include "../core/dtype.h"
 #include "../core/op.h"
 #include "../core/parallel.h"
@@ -14,16 +16,16 @@
 namespace taskmerge {
 
 static std::vector<double> loadF64(const OpArgs& a, const std::string& k, size_t n) {
-  DType t = parseDType(a.str(k + "Dtype"));
-  Bytes b = a.buf(k);
-  if (!isFloat(t) || b.size != n * dtypeSize(t)) throw Error(k + ": expected " + std::to_string(n) + " float values");
+  const tm_dtype dt = boundary::floatDtype(a, k + "Dtype");
+  const DType t = DType(int(dt));
+  Bytes b = boundary::floats(a, k, n, dt);
   std::vector<double> v(n);
   toF64(b.data, t, n, v.data());
   return v;
 }
 
 // tr(D G Dᵀ) = Σ_{r,i} D[r,i] (D Gᵀ)[r,i], G converted in row blocks.
-static double quadForm(const std::vector<double>& D, size_t out, size_t in, const uint8_t* gram, DType gt) {
+static double quadForm(const std::vector<double>& D, size_t out, size_t in, const uint8_t* gram, DType gt, linalg::DenseOps& la) {
   constexpr size_t RB = 256;
   std::vector<double> G(std::min(RB, in) * in), P(out * std::min(RB, in));
   double total = 0;
@@ -31,7 +33,7 @@ static double quadForm(const std::vector<double>& D, size_t out, size_t in, cons
   for (size_t i0 = 0; i0 < in; i0 += RB) {
     size_t rb = std::min(RB, in - i0);
     toF64(gram + i0 * in * gs, gt, rb * in, G.data());
-    linalg::gemm(false, true, out, rb, in, 1.0, D.data(), in, G.data(), in, 0.0, P.data(), rb);
+    la.gemm(false, true, out, rb, in, 1.0, D.data(), in, G.data(), in, 0.0, P.data(), rb);
     for (size_t r = 0; r < out; r++)
       for (size_t i = 0; i < rb; i++) total += D[r * in + i0 + i] * P[r * rb + i];
   }
@@ -40,22 +42,24 @@ static double quadForm(const std::vector<double>& D, size_t out, size_t in, cons
 
 static void driftLinearOp(const OpArgs& a, OpResult& res) {
   linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
-  size_t out = size_t(a.num("out")), in = size_t(a.num("in"));
+  const size_t out = boundary::count(a, "out"), in = boundary::count(a, "in");
   auto W = loadF64(a, "merged", out * in), Wt = loadF64(a, "expert", out * in), W0 = loadF64(a, "base", out * in);
-  DType gt = parseDType(a.str("gramDtype"));
-  Bytes g = a.buf("gram");
-  if (!isFloat(gt) || g.size != in * in * dtypeSize(gt)) throw Error("gram: expected [in,in] float values");
+  const tm_dtype gtd = boundary::floatDtype(a, "gramDtype");
+  const DType gt = DType(int(gtd));
+  Bytes g = boundary::floats(a, "gram", in * in, gtd);
   for (size_t i = 0; i < W.size(); i++) {
     W[i] -= Wt[i];
     W0[i] -= Wt[i];
   }
-  res.nums["drift"] = quadForm(W, out, in, g.data, gt);
-  res.nums["baseDrift"] = quadForm(W0, out, in, g.data, gt);
+  boundary::DeviceCall d(a);
+  boundary::Dense la(d);
+  res.nums["drift"] = quadForm(W, out, in, g.data, gt, la);
+  res.nums["baseDrift"] = quadForm(W0, out, in, g.data, gt, la);
 }
 
 static void driftNormOp(const OpArgs& a, OpResult& res) {
   linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
-  size_t n = size_t(a.num("n"));
+  const size_t n = boundary::count(a, "n");
   auto w = loadF64(a, "merged", n), wt = loadF64(a, "expert", n), w0 = loadF64(a, "base", n), s = loadF64(a, "scale", n);
   double d = 0, d0 = 0;
   for (size_t i = 0; i < n; i++) {

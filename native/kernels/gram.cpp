@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "../boundary/args.h"
+#include "../boundary/dense.h"
 #include "../core/dtype.h"
 #include "../core/op.h"
 #include "../core/parallel.h"
@@ -21,25 +23,20 @@ struct Rows {
 
 static Rows parseRows(const OpArgs& a) {
   Rows r;
-  r.type = parseDType(a.str("rowsDtype"));
-  if (r.type != DType::F32 && r.type != DType::F64) throw Error("rows must be float32 or float64");
-  r.width = size_t(a.num("width"));
+  r.type = DType(int(boundary::floatDtype(a, "rowsDtype")));
+  if (r.type != DType::F32 && r.type != DType::F64) throw ArgumentError("rowsDtype", -1, "rows must be float32 or float64");
+  r.width = boundary::count(a, "width");
   Bytes b = a.buf("rows");
   size_t es = dtypeSize(r.type);
   if (r.width == 0 || b.size % (r.width * es) != 0)
-    throw Error("rows: " + std::to_string(b.size / es) + " values is not a whole number of rows of width " +
-                std::to_string(r.width));
+    throw ArgumentError("rows", -1, std::to_string(b.size / es) + " values is not a whole number of rows of width " +
+                                        std::to_string(r.width));
   r.data = b.data;
   r.count = b.size / (r.width * es);
   return r;
 }
 
-static double* f64(const OpArgs& a, const std::string& k, size_t n) {
-  Bytes b = a.buf(k);
-  if (b.size != n * 8) throw Error(k + ": expected " + std::to_string(n) + " float64 values");
-  if (reinterpret_cast<uintptr_t>(b.data) % alignof(double)) throw Error(k + ": float64 buffer is not 8-byte aligned");
-  return reinterpret_cast<double*>(b.data);
-}
+static double* f64(const OpArgs& a, const std::string& k, size_t n) { return boundary::typed<double>(a, k, n); }
 
 // Converts rows [r0, r0+n) to float64, rejecting NaN/Inf.
 static void rowsToF64(const Rows& r, size_t r0, size_t n, double* dst) {
@@ -52,6 +49,8 @@ static void rowsToF64(const Rows& r, size_t r0, size_t n, double* dst) {
 static void gramAccumulateOp(const OpArgs& a, OpResult&) {
   linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
   Rows r = parseRows(a);
+  boundary::DeviceCall d(a);
+  boundary::Dense la(d);
   double* gram = f64(a, "gram", r.width * r.width);
   double* sum = f64(a, "sum", r.width);
   constexpr size_t CH = 1024;  // rows converted per SYRK call
@@ -61,7 +60,7 @@ static void gramAccumulateOp(const OpArgs& a, OpResult&) {
   for (size_t r0 = 0; r0 < r.count; r0 += CH) {
     size_t n = std::min(CH, r.count - r0);
     rowsToF64(r, r0, n, x.data());
-    linalg::syrkRows(r.width, n, 1.0, x.data(), r.width, 1.0, gram, r.width);
+    la.syrkRows(r.width, n, 1.0, x.data(), r.width, 1.0, gram, r.width);
     for (size_t i = 0; i < n; i++)
       for (size_t j = 0; j < r.width; j++) sum[j] += x[i * r.width + j];
   }

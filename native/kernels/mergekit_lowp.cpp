@@ -4,6 +4,9 @@
 // and rounds its result to P once; a sum over the models (sum(dim=0))
 // accumulates in float32, in model order, and rounds once.
 //
+// These ops run on the host (the CPU code below), whatever the op's `device`:
+// they are not entries of the backend interface yet.
+//
 // All ops take the chunk arguments and compute ("BF16" | "F16"); τt is
 // P(P(θt) − P(θ0)). Thresholds are float32 bits of P values, so core/trim.h's
 // modes apply to τt unchanged.
@@ -28,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "../boundary/args.h"
 #include "../core/dtype.h"
 #include "../core/elementwise.h"
 #include "../core/trim.h"
@@ -41,7 +45,7 @@ Low parseLow(const OpArgs& a) {
   const std::string& s = a.str("compute");
   if (s == "BF16") return Low::BF16;
   if (s == "F16") return Low::F16;
-  throw Error("mergekit_lowp: compute must be BF16 or F16");
+  throw ArgumentError("compute", -1, "must be BF16 or F16");
 }
 
 // x rounded to P (to nearest, ties to even), as torch's casts round.
@@ -65,8 +69,9 @@ struct LowBlock {
 // Runs fn(LowBlock&) over the chunk in parallel blocks, as forEachBlock does
 // for float32 task vectors.
 template <class F>
-void forEachLowBlock(const ElementwiseChunk& c, Low p, bool withTau, F&& fn) {
-  const size_t T = c.experts.size();
+void forEachLowBlock(const tm_chunk& c, Low p, bool withTau, F&& fn) {
+  const size_t T = c.T;
+  const DType baseType = dtypeOf(c.base_dtype), outType = dtypeOf(c.out_dtype);
   const size_t blocks = (c.n + kBlockElems - 1) / kBlockElems;
   parallelFor(blocks, 1, [&](size_t b0, size_t b1) {
     std::vector<float> scratch((2 * T + 2) * kBlockElems);
@@ -79,12 +84,13 @@ void forEachLowBlock(const ElementwiseChunk& c, Low p, bool withTau, F&& fn) {
     }
     for (size_t b = b0; b < b1; b++) {
       const size_t start = b * kBlockElems, len = std::min(kBlockElems, c.n - start);
-      toF32(c.base + start * dtypeSize(c.baseType), c.baseType, len, base);
+      toF32(static_cast<const uint8_t*>(c.base) + start * dtypeSize(baseType), baseType, len, base);
       checkFinite(base, len, c.offset + start, "base", size_t(-1));
       for (size_t i = 0; i < len; i++) base[i] = roundLow(base[i], p);
       for (size_t t = 0; t < T; t++) {
         float* x = const_cast<float*>(xs[t]);
-        toF32(c.experts[t] + start * dtypeSize(c.expertTypes[t]), c.expertTypes[t], len, x);
+        const DType et = dtypeOf(c.expert_dtypes[t]);
+        toF32(static_cast<const uint8_t*>(c.experts[t]) + start * dtypeSize(et), et, len, x);
         checkFinite(x, len, c.offset + start, "expert", t);
         for (size_t i = 0; i < len; i++) x[i] = roundLow(x[i], p);
         if (!withTau) continue;
@@ -93,18 +99,17 @@ void forEachLowBlock(const ElementwiseChunk& c, Low p, bool withTau, F&& fn) {
       }
       LowBlock blk{base, xs.data(), taus.data(), T, len, c.offset + start, out};
       fn(blk);
-      if (c.out) fromF32(out, len, c.outType, c.out + start * dtypeSize(c.outType));
+      if (c.out) fromF32(out, len, outType, static_cast<uint8_t*>(c.out) + start * dtypeSize(outType));
     }
   });
 }
 
 void lowHistOp(const OpArgs& a, OpResult&) {
-  ElementwiseChunk c = parseChunk(a);
+  boundary::Chunk chunk(a, boundary::Out::None);
+  const tm_chunk& c = chunk.get();
   const Low p = parseLow(a);
-  const size_t T = c.experts.size(), bins = size_t(1) << 15;
-  Bytes h = a.buf("hist");
-  if (h.size != T * bins * sizeof(double)) throw Error("mergekit_lowp_hist: hist must hold T × 32768 float64 counts");
-  double* hist = reinterpret_cast<double*>(h.data);
+  const size_t T = c.T, bins = size_t(1) << 15;
+  double* hist = boundary::typed<double>(a, "hist", T * bins);
   std::mutex mu;
   forEachLowBlock(c, p, true, [&](LowBlock& b) {
     // Sorted per block, then added as runs under the lock: no T × 32768 scratch per block.
@@ -124,12 +129,12 @@ void lowHistOp(const OpArgs& a, OpResult&) {
 }
 
 void lowTieCutOp(const OpArgs& a, OpResult& r) {
-  ElementwiseChunk c = parseChunk(a);
+  boundary::Chunk chunk(a, boundary::Out::None);
+  const tm_chunk& c = chunk.get();
   const Low p = parseLow(a);
-  const size_t T = c.experts.size();
-  const std::vector<uint32_t> thr = Trim::parseThresholds(a, T);
-  const auto& need = a.numList("need");
-  if (need.size() != T) throw Error("mergekit_lowp_tie_cut: one need per expert");
+  const size_t T = c.T;
+  const std::vector<uint32_t> thr = boundary::bitsPerExpert(a, "thresholds", T);
+  const auto& need = boundary::perExpert(a, "need", T);
   const size_t blocks = (c.n + kBlockElems - 1) / kBlockElems;
   std::vector<std::vector<std::vector<uint32_t>>> hits(blocks, std::vector<std::vector<uint32_t>>(T));
   forEachLowBlock(c, p, true, [&](LowBlock& b) {
@@ -150,17 +155,20 @@ void lowTieCutOp(const OpArgs& a, OpResult& r) {
 }
 
 void lowL1Op(const OpArgs& a, OpResult& r) {
-  ElementwiseChunk c = parseChunk(a);
+  boundary::Chunk chunk(a, boundary::Out::None);
+  const tm_chunk& c = chunk.get();
   const Low p = parseLow(a);
-  const size_t T = c.experts.size();
-  Trim trim = Trim::parse(a, T);
+  const size_t T = c.T;
+  const boundary::Trim trimArgs(a, T);
+  const Trim trim(trimArgs.get(), T);
   std::vector<double> l1(T, 0), kept(T, 0);
   std::mutex mu;
   forEachLowBlock(c, p, true, [&](LowBlock& b) {
     std::vector<float> v(b.n);
+    std::vector<uint8_t> keep(b.n);
     std::vector<double> a1(T, 0), k1(T, 0);
     for (size_t t = 0; t < T; t++) {
-      trim.apply(t, b.tau[t], b.n, b.index, v.data());
+      trim.apply(t, b.tau[t], b.n, b.index, v.data(), keep.data());
       for (size_t i = 0; i < b.n; i++) {
         a1[t] += std::fabs(double(b.tau[t][i]));
         k1[t] += std::fabs(double(v[i]));
@@ -177,24 +185,25 @@ void lowL1Op(const OpArgs& a, OpResult& r) {
 }
 
 void lowGtaOp(const OpArgs& a, OpResult&) {
-  ElementwiseChunk c = parseChunk(a);
-  if (!c.out) throw Error("mergekit_lowp_gta: missing out buffer");
+  boundary::Chunk chunk(a, boundary::Out::Required);
+  const tm_chunk& c = chunk.get();
   const Low p = parseLow(a);
-  const size_t T = c.experts.size();
-  Trim trim = Trim::parse(a, T);
-  const auto& wl = a.numList("weights");
-  const auto& sl = a.numList("scales");
-  if (wl.size() != T || sl.size() != T) throw Error("mergekit_lowp_gta: one weight and one scale per expert");
+  const size_t T = c.T;
+  const boundary::Trim trimArgs(a, T);
+  const Trim trim(trimArgs.get(), T);
+  const auto& wl = boundary::perExpert(a, "weights", T);
+  const auto& sl = boundary::perExpert(a, "scales", T);
   const std::vector<float> w(wl.begin(), wl.end()), s(sl.begin(), sl.end());
   const std::string consensus = a.str("consensus");
-  if (consensus != "none" && consensus != "sum") throw Error("mergekit_lowp_gta: consensus must be 'none' or 'sum'");
+  if (consensus != "none" && consensus != "sum") throw ArgumentError("consensus", -1, "must be 'none' or 'sum'");
   const bool sum = consensus == "sum", normalize = a.num("normalize") != 0;
   const float divisor = float(a.num("divisor", 1)), lambda = float(a.num("lambda"));
   forEachLowBlock(c, p, true, [&](LowBlock& b) {
     std::vector<float> d(T * b.n);
+    std::vector<uint8_t> keep(b.n);
     for (size_t t = 0; t < T; t++) {
       float* dt = d.data() + t * b.n;
-      trim.apply(t, b.tau[t], b.n, b.index, dt);
+      trim.apply(t, b.tau[t], b.n, b.index, dt, keep.data());
       if (s[t] != 1)
         for (size_t i = 0; i < b.n; i++) dt[i] = roundLow(dt[i] * s[t], p);
       for (size_t i = 0; i < b.n; i++) dt[i] = roundLow(dt[i] * w[t], p);
@@ -225,12 +234,11 @@ void lowGtaOp(const OpArgs& a, OpResult&) {
 }
 
 void lowLinearOp(const OpArgs& a, OpResult&) {
-  ElementwiseChunk c = parseChunk(a);
-  if (!c.out) throw Error("mergekit_lowp_linear: missing out buffer");
+  boundary::Chunk chunk(a, boundary::Out::Required);
+  const tm_chunk& c = chunk.get();
   const Low p = parseLow(a);
-  const size_t T = c.experts.size();
-  const auto& wl = a.numList("weights");
-  if (wl.size() != T) throw Error("mergekit_lowp_linear: one weight per expert");
+  const size_t T = c.T;
+  const auto& wl = boundary::perExpert(a, "weights", T);
   const std::vector<float> w(wl.begin(), wl.end());
   const float wb = float(a.num("baseWeight")), divisor = float(a.num("divisor", 1));
   const bool normalize = a.num("normalize") != 0;

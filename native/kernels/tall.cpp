@@ -15,145 +15,86 @@
 // Op "tall_mask": chunk arguments + tau (stored τMTL, tauDtype) + lambdas +
 //   masks (T buffers, written): the masks of tall_compress from a stored τMTL
 //   (used once λt has been chosen from a grid).
-#include "../core/tall_mask.h"
-#include "../core/trim.h"
+#include "../boundary/args.h"
+#include "../boundary/device_call.h"
 
 namespace taskmerge {
 
-// Per-thread block scratch: plain pointers, no thread-local lookup per element.
-struct MaskScratch {
-  std::vector<double> agg = std::vector<double>(kBlockElems);
-  std::vector<uint8_t*> dst;
-};
-
-static MaskScratch& maskScratch() {
-  thread_local MaskScratch s;
-  return s;
+// The T packed mask buffers of ceil(n/8) bytes, as backend addresses written by the call.
+static std::vector<uint8_t*> maskArgs(const OpArgs& a, size_t T, size_t n, boundary::DeviceCall& d) {
+  const auto& mb = a.bufList("masks");
+  if (mb.size() != T) throw ArgumentError("masks", -1, "one mask buffer per expert");
+  std::vector<uint8_t*> masks;
+  for (size_t t = 0; t < T; t++) {
+    if (mb[t].size != (n + 7) / 8)
+      throw ArgumentError("masks", (long long)t, "expected " + std::to_string((n + 7) / 8) + " bytes (ceil(n/8)), got " + std::to_string(mb[t].size));
+    masks.push_back(static_cast<uint8_t*>(d.out(mb[t].data, mb[t].size)));
+  }
+  return masks;
 }
 
-// The block's slice of every task's packed mask (blocks start at multiples of 8 entries).
-static uint8_t* const* maskSlices(MaskScratch& s, const std::vector<uint8_t*>& masks, size_t localIndex) {
-  s.dst.resize(masks.size());
-  for (size_t t = 0; t < masks.size(); t++) s.dst[t] = masks[t] + localIndex / 8;
-  return s.dst.data();
+static void checkAligned8(const boundary::Chunk& c) {
+  if (c.offset() % 8) throw ArgumentError("offset", -1, "must be a multiple of 8 (mask bytes align across chunks)");
 }
 
 static void tallCompressOp(const OpArgs& a, OpResult&) {
-  ElementwiseChunk c = parseChunk(a);
-  const size_t T = c.experts.size();
-  if (c.offset % 8) throw Error("tall_compress: chunk offset must be a multiple of 8");
+  boundary::Chunk c(a, boundary::Out::None);
+  const size_t T = c.T();
+  checkAligned8(c);
   const std::string kind = a.str("kind");
-  if (kind != "sum" && kind != "ties") throw Error("tall_compress: kind must be 'sum' or 'ties'");
-  const bool ties = kind == "ties";
-  Trim trim = Trim::parse(a, T);
-  const int maj = majorityArg(a);
-  const DType tauType = parseDType(a.str("tauDtype"));
-  if (!isFloat(tauType)) throw Error("tall_compress: tauDtype must be a float dtype");
-  Bytes tauOut = a.buf("tau");
-  if (tauOut.size != c.n * dtypeSize(tauType)) throw Error("tall_compress: tau buffer size does not match n");
-  const size_t maskBytes = (c.n + 7) / 8;
+  if (kind != "sum" && kind != "ties") throw ArgumentError("kind", -1, "must be 'sum' or 'ties'");
+  boundary::Trim trim(a, T);
+  const tm_dtype tauType = boundary::floatDtype(a, "tauDtype");
+  Bytes tau = boundary::floats(a, "tau", c.n(), tauType);
   std::vector<double> lambdas;
+  if (a.has("masks")) lambdas = boundary::perExpert(a, "lambdas", T);
+  boundary::DeviceCall d(a);
   std::vector<uint8_t*> masks;
-  if (a.has("masks")) {
-    lambdas = a.numList("lambdas");
-    const auto& mb = a.bufList("masks");
-    if (lambdas.size() != T || mb.size() != T) throw Error("tall_compress: one lambda and one mask buffer per expert");
-    for (auto& m : mb) {
-      if (m.size != maskBytes) throw Error("tall_compress: mask buffer must hold ceil(n/8) bytes");
-      masks.push_back(m.data);
-    }
-  }
-  forEachBlock(c, [&](Block& b) {
-    MaskScratch& s = maskScratch();
-    double* agg = s.agg.data();
-    float* mtl = b.out;  // scratch: nothing is written from it (the op has no out)
-    if (ties)
-      tiesAggregate(trim.block(b), b.T, b.n, maj, false, agg);
-    else
-      tallSumTasks(b.tau, b.T, b.n, agg);
-    tallToFloat(agg, b.n, mtl);
-    const size_t local = b.index - c.offset;
-    uint8_t* dst = tauOut.data + local * dtypeSize(tauType);
-    fromF32(mtl, b.n, tauType, dst);
-    toF32(dst, tauType, b.n, mtl);  // masks use τMTL as stored
-    if (!masks.empty()) tallMasks(b.tau, b.T, mtl, b.n, lambdas.data(), maskSlices(s, masks, local));
-  });
-}
-
-static void checkLen(const Bytes& b, size_t want, const char* what) {
-  if (b.size != want)
-    throw Error(std::string("tall_apply: ") + what + " holds " + std::to_string(b.size) + " bytes, expected " +
-                std::to_string(want));
+  if (a.has("masks")) masks = maskArgs(a, T, c.n(), d);
+  tm_chunk dc = d.chunk(c.get());
+  const tm_tall_compress_args args{kind == "ties", boundary::majority(a), d.out(tau.data, tau.size), tauType,
+                                   lambdas.data(), masks.empty() ? nullptr : masks.data()};
+  auto fn = d.entry(d.iface().tall_compress, "tall_compress");
+  d.check(fn(&d.backend(), &dc, trim.get(), &args, d.work(TM_K_TALL_COMPRESS, T, c.n()), d.err()), "tall_compress");
 }
 
 static void tallApplyOp(const OpArgs& a, OpResult&) {
-  const size_t n = size_t(a.num("n")), offset = size_t(a.num("offset", 0));
-  const DType bt = parseDType(a.str("baseDtype")), tt = parseDType(a.str("tauDtype")), ot = parseDType(a.str("outDtype"));
-  Bytes base = a.buf("base"), tau = a.buf("tau"), out = a.buf("out");
-  checkLen(base, n * dtypeSize(bt), "base");
-  checkLen(tau, n * dtypeSize(tt), "tau");
-  checkLen(out, n * dtypeSize(ot), "out");
+  const size_t n = boundary::count(a, "n"), offset = boundary::count(a, "offset", size_t(0), 9007199254740992.0);
+  const tm_dtype bt = boundary::floatDtype(a, "baseDtype"), tt = boundary::floatDtype(a, "tauDtype"), ot = boundary::floatDtype(a, "outDtype");
+  Bytes base = boundary::floats(a, "base", n, bt), tau = boundary::floats(a, "tau", n, tt), out = boundary::floats(a, "out", n, ot);
   const bool fromMask = a.has("mask");
   Bytes mask{}, expert{};
-  DType et = DType::F32;
+  tm_dtype et = TM_F32;
   double lambda = 0;
   if (fromMask) {
-    if (offset % 8) throw Error("tall_apply: chunk offset must be a multiple of 8");
-    mask = a.buf("mask");
-    checkLen(mask, (n + 7) / 8, "mask");
+    if (offset % 8) throw ArgumentError("offset", -1, "must be a multiple of 8 (mask bytes align across chunks)");
+    mask = boundary::sized(a, "mask", (n + 7) / 8);
   } else {
-    expert = a.buf("expert");
-    et = parseDType(a.str("expertDtype"));
-    checkLen(expert, n * dtypeSize(et), "expert");
+    et = boundary::floatDtype(a, "expertDtype");
+    expert = boundary::floats(a, "expert", n, et);
     lambda = a.num("lambda");
   }
-  const size_t blocks = (n + kBlockElems - 1) / kBlockElems;
-  parallelFor(blocks, 1, [&](size_t b0, size_t b1) {
-    std::vector<float> th0(kBlockElems), mtl(kBlockElems), x(kBlockElems), o(kBlockElems);
-    for (size_t b = b0; b < b1; b++) {
-      const size_t start = b * kBlockElems, len = std::min(kBlockElems, n - start);
-      toF32(base.data + start * dtypeSize(bt), bt, len, th0.data());
-      checkFinite(th0.data(), len, offset + start, "base", size_t(-1));
-      toF32(tau.data + start * dtypeSize(tt), tt, len, mtl.data());
-      checkFinite(mtl.data(), len, offset + start, "tau", size_t(-1));
-      if (fromMask) {
-        const uint8_t* m = mask.data + start / 8;
-        for (size_t i = 0; i < len; i++) o[i] = selectBits((m[i >> 3] >> (7 - (i & 7))) & 1, th0[i] + mtl[i], th0[i]);
-      } else {
-        toF32(expert.data + start * dtypeSize(et), et, len, x.data());
-        checkFinite(x.data(), len, offset + start, "expert", 0);
-        for (size_t i = 0; i < len; i++) {
-          float ti = x[i] - th0[i];
-          o[i] = selectBits(tallBit(ti, mtl[i], lambda), th0[i] + mtl[i], th0[i]);
-        }
-      }
-      fromF32(o.data(), len, ot, out.data + start * dtypeSize(ot));
-    }
-  });
+  boundary::DeviceCall d(a);
+  const tm_tall_apply_args args{d.in(base.data, base.size), bt, d.in(tau.data, tau.size), tt,
+                                static_cast<const uint8_t*>(d.in(mask.data, mask.size)), d.in(expert.data, expert.size), et,
+                                lambda, n, offset, d.out(out.data, out.size), ot};
+  auto fn = d.entry(d.iface().tall_apply, "tall_apply");
+  d.check(fn(&d.backend(), &args, d.work(TM_K_TALL_APPLY, 1, n), d.err()), "tall_apply");
 }
 
 static void tallMaskOp(const OpArgs& a, OpResult&) {
-  ElementwiseChunk c = parseChunk(a);
-  const size_t T = c.experts.size();
-  if (c.offset % 8) throw Error("tall_mask: chunk offset must be a multiple of 8");
-  const DType tauType = parseDType(a.str("tauDtype"));
-  Bytes tau = a.buf("tau");
-  if (!isFloat(tauType) || tau.size != c.n * dtypeSize(tauType)) throw Error("tall_mask: tau buffer does not hold n floats");
-  const auto& lambdas = a.numList("lambdas");
-  const auto& mb = a.bufList("masks");
-  if (lambdas.size() != T || mb.size() != T) throw Error("tall_mask: one lambda and one mask buffer per expert");
-  std::vector<uint8_t*> masks;
-  for (auto& m : mb) {
-    if (m.size != (c.n + 7) / 8) throw Error("tall_mask: mask buffer must hold ceil(n/8) bytes");
-    masks.push_back(m.data);
-  }
-  forEachBlock(c, [&](Block& b) {
-    const size_t local = b.index - c.offset;
-    float* mtl = b.out;  // scratch (the op has no out)
-    toF32(tau.data + local * dtypeSize(tauType), tauType, b.n, mtl);
-    checkFinite(mtl, b.n, b.index, "tau", size_t(-1));
-    tallMasks(b.tau, b.T, mtl, b.n, lambdas.data(), maskSlices(maskScratch(), masks, local));
-  });
+  boundary::Chunk c(a, boundary::Out::None);
+  const size_t T = c.T();
+  checkAligned8(c);
+  const tm_dtype tauType = boundary::floatDtype(a, "tauDtype");
+  Bytes tau = boundary::floats(a, "tau", c.n(), tauType);
+  const auto& lambdas = boundary::perExpert(a, "lambdas", T);
+  boundary::DeviceCall d(a);
+  std::vector<uint8_t*> masks = maskArgs(a, T, c.n(), d);
+  tm_chunk dc = d.chunk(c.get());
+  auto fn = d.entry(d.iface().tall_mask, "tall_mask");
+  d.check(fn(&d.backend(), &dc, d.in(tau.data, tau.size), tauType, lambdas.data(), masks.data(), d.work(TM_K_TALL_MASK, T, c.n()), d.err()),
+          "tall_mask");
 }
 
 TM_REGISTER_OP("tall_compress", tallCompressOp);

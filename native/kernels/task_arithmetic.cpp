@@ -1,17 +1,34 @@
 // Op "task_arithmetic": θ0 + Σt ct τt per element. `average` is the same
 // kernel with ct = 1/T; task arithmetic uses ct = λ·wt.
-#include "../core/elementwise.h"
-#include "../core/linear_combine.h"
+// Op "dare_linear": θ0 + Σt ct τ̃t with τ̃ the DARE-trimmed task vectors
+// (random drop with probability 1 − density, survivors rescaled by 1/density;
+// see core/trim.h). Accumulates like task_arithmetic, so density 1 gives the
+// same bits as task arithmetic with the same coefficients.
+// Both run the backend's linear_combine.
+#include <optional>
+
+#include "../boundary/args.h"
+#include "../boundary/device_call.h"
 
 namespace taskmerge {
 
-static void taskArithmeticOp(const OpArgs& a, OpResult&) {
-  ElementwiseChunk c = parseChunk(a);
-  const auto& coeffs = a.numList("coeffs");
-  if (coeffs.size() != c.experts.size()) throw Error("task_arithmetic: one coefficient per expert");
-  forEachBlock(c, [&](Block& b) { linearCombine(b.base, b.tau, coeffs.data(), b.T, b.n, b.out); });
+static void linearCombineOp(const OpArgs& a, bool dare) {
+  boundary::Chunk c(a, dare ? boundary::Out::Required : boundary::Out::Optional);
+  tm_trim none{};
+  std::optional<boundary::Trim> trim;
+  if (dare) trim.emplace(a, c.T());
+  const auto& coeffs = boundary::perExpert(a, "coeffs", c.T());
+  boundary::DeviceCall d(a);
+  tm_chunk dc = d.chunk(c.get());
+  auto fn = d.entry(d.iface().linear_combine, "linear_combine");
+  d.check(fn(&d.backend(), &dc, trim ? trim->get() : &none, coeffs.data(), d.work(TM_K_LINEAR_COMBINE, c.T(), c.n()), d.err()),
+          "linear_combine");
 }
 
+static void taskArithmeticOp(const OpArgs& a, OpResult&) { linearCombineOp(a, false); }
+static void dareLinearOp(const OpArgs& a, OpResult&) { linearCombineOp(a, true); }
+
 TM_REGISTER_OP("task_arithmetic", taskArithmeticOp);
+TM_REGISTER_OP("dare_linear", dareLinearOp);
 
 }  // namespace taskmerge

@@ -5,46 +5,32 @@
 // Op "ties_merge": chunk arguments + trim + majority (±1) + merge ("mean" | "sum")
 //   + lambda → out = θ0 + λ · disjoint aggregate of the τ̂t whose sign equals
 //   the elected sign (entries electing 0 take the majority sign).
-#include <atomic>
-
-#include "../core/trim.h"
+#include "../boundary/args.h"
+#include "../boundary/device_call.h"
 
 namespace taskmerge {
 
 static void tiesSignsOp(const OpArgs& a, OpResult& r) {
-  ElementwiseChunk c = parseChunk(a);
-  Trim trim = Trim::parse(a, c.experts.size());
-  std::atomic<int64_t> total{0};
-  forEachBlock(c, [&](Block& b) {
-    const float* const* v = trim.block(b);
-    int64_t s = 0;
-    for (size_t i = 0; i < b.n; i++) s += electedSign(v, b.T, i);
-    total += s;
-  });
-  r.nums["signSum"] = double(total.load());
-}
-
-static bool mergeIsMean(const OpArgs& a) {
-  std::string m = a.str("merge", "mean");
-  if (m != "mean" && m != "sum") throw Error("ties: merge must be 'mean' or 'sum'");
-  return m == "mean";
+  boundary::Chunk c(a, boundary::Out::None);
+  boundary::Trim trim(a, c.T());
+  boundary::DeviceCall d(a);
+  tm_chunk dc = d.chunk(c.get());
+  int64_t sum = 0;
+  auto fn = d.entry(d.iface().ties_signs, "ties_signs");
+  d.check(fn(&d.backend(), &dc, trim.get(), &sum, d.work(TM_K_TIES_SIGNS, c.T(), c.n()), d.err()), "ties_signs");
+  r.nums["signSum"] = double(sum);
 }
 
 static void tiesMergeOp(const OpArgs& a, OpResult&) {
-  ElementwiseChunk c = parseChunk(a);
-  if (!c.out) throw Error("ties_merge: missing out buffer");
-  Trim trim = Trim::parse(a, c.experts.size());
-  const int maj = majorityArg(a);
-  const bool mean = mergeIsMean(a);
-  const double lambda = a.num("lambda");
-  forEachBlock(c, [&](Block& b) {
-    const float* const* v = trim.block(b);
-    thread_local std::vector<double> aggBuf;
-    aggBuf.resize(b.n);
-    double* agg = aggBuf.data();  // a plain pointer: no thread-local lookup per element
-    tiesAggregate(v, b.T, b.n, maj, mean, agg);
-    addScaled(b.base, agg, lambda, b.n, b.out);
-  });
+  boundary::Chunk c(a, boundary::Out::Required);
+  boundary::Trim trim(a, c.T());
+  const std::string m = a.str("merge", "mean");
+  if (m != "mean" && m != "sum") throw ArgumentError("merge", -1, "must be 'mean' or 'sum'");
+  const tm_ties_merge_args args{boundary::majority(a), m == "mean", a.num("lambda")};
+  boundary::DeviceCall d(a);
+  tm_chunk dc = d.chunk(c.get());
+  auto fn = d.entry(d.iface().ties_merge, "ties_merge");
+  d.check(fn(&d.backend(), &dc, trim.get(), &args, d.work(TM_K_TIES_MERGE, c.T(), c.n()), d.err()), "ties_merge");
 }
 
 TM_REGISTER_OP("ties_signs", tiesSignsOp);

@@ -42,9 +42,11 @@
 #include <functional>
 #include <mutex>
 
+#include <cstring>
+
+#include "../boundary/args.h"
+#include "../boundary/device_call.h"
 #include "../core/parallel.h"
-#include "../core/simd.h"
-#include "../core/trim.h"
 
 namespace taskmerge {
 
@@ -52,55 +54,28 @@ namespace taskmerge {
 // counted per value instead of one list entry each.
 constexpr size_t kTable = 16;
 
-static std::vector<uint32_t> bitsList(const OpArgs& a, const char* name, size_t T) {
-  const auto& v = a.numList(name);
-  if (v.size() != T) throw Error(std::string("ties_window: one ") + name + " per expert");
-  std::vector<uint32_t> out;
-  for (double x : v) {
-    if (!(x >= 0 && x <= double(0x7f800000u)) || x != std::floor(x)) throw Error(std::string("ties_window: ") + name + " bits out of range");
-    out.push_back(uint32_t(x));
-  }
-  return out;
-}
-
-template <class V>
-static V* typed(const OpArgs& a, const char* name, size_t count) {
-  Bytes b = a.buf(name);
-  if (b.size != count * sizeof(V)) throw Error(std::string("ties_window: ") + name + " has the wrong size");
-  if (reinterpret_cast<uintptr_t>(b.data) % alignof(V)) throw Error(std::string("ties_window: ") + name + " is misaligned");
-  return reinterpret_cast<V*>(b.data);
-}
-
-static size_t capacityArg(const OpArgs& a) {
-  const double c = a.num("capacity");
-  if (!(c >= 0 && c <= 9007199254740992.0) || c != std::floor(c)) throw Error("ties_window: capacity out of range");
-  return size_t(c);
-}
-
 static void tiesSampleOp(const OpArgs& a, OpResult&) {
-  ElementwiseChunk c = parseChunk(a);
-  const size_t T = c.experts.size(), m = size_t(a.num("m")), at = size_t(a.num("at"));
-  Bytes bits = a.buf("bits");
-  if (bits.size != T * m * 4 || at + c.n > m) throw Error("ties_sample: bits must hold T × m uint32 and the chunk must fit at `at`");
-  uint32_t* out = reinterpret_cast<uint32_t*>(bits.data);
-  forEachBlock(c, [&](Block& b) {
-    for (size_t t = 0; t < b.T; t++) {
-      uint32_t* dst = out + t * m + at + (b.index - c.offset);
-      for (size_t i = 0; i < b.n; i++) dst[i] = absBits(b.tau[t][i]);
-    }
-  });
+  boundary::Chunk c(a, boundary::Out::None);
+  const size_t T = c.T(), m = boundary::count(a, "m"), at = boundary::count(a, "at");
+  if (at + c.n() > m) throw ArgumentError("at", -1, "the chunk must fit in the sample of m entries at `at`");
+  uint32_t* bits = boundary::typed<uint32_t>(a, "bits", T * m);
+  boundary::DeviceCall d(a);
+  tm_chunk dc = d.chunk(c.get());
+  auto fn = d.entry(d.iface().ties_sample, "ties_sample");
+  d.check(fn(&d.backend(), &dc, d.inout(bits, T * m), m, at, d.work(TM_K_TIES_SAMPLE, T, c.n()), d.err()), "ties_sample");
 }
 
 static void tiesWindowBoundsOp(const OpArgs& a, OpResult& r) {
-  const size_t m = size_t(a.num("m"));
+  const size_t m = boundary::count(a, "m");
   const double p = a.num("p"), z = a.num("z");
   const auto& lens = a.numList("blockLens");
   Bytes bits = a.buf("bits");
-  if (m == 0 || bits.size % (m * 4)) throw Error("ties_window_bounds: bits must hold T × m uint32");
-  if (!(p > 0 && p <= 1) || !(z >= 0)) throw Error("ties_window_bounds: p must be in (0, 1] and z ≥ 0");
+  if (m == 0 || bits.size % (m * 4)) throw ArgumentError("bits", -1, "must hold T × m uint32");
+  if (reinterpret_cast<uintptr_t>(bits.data) % alignof(uint32_t)) throw ArgumentError("bits", -1, "buffer is not 4-byte aligned");
+  if (!(p > 0 && p <= 1) || !(z >= 0)) throw ArgumentError("p", -1, "p must be in (0, 1] and z ≥ 0");
   double total = 0;
   for (double l : lens) total += l;
-  if (total != double(m) || lens.size() < 1) throw Error("ties_window_bounds: block lengths must add up to m");
+  if (total != double(m) || lens.size() < 1) throw ArgumentError("blockLens", -1, "block lengths must add up to m");
   const size_t T = bits.size / (m * 4);
   const uint32_t* all = reinterpret_cast<const uint32_t*>(bits.data);
   auto& lo = r.numLists["lo"];
@@ -162,191 +137,62 @@ static void tiesWindowBoundsOp(const OpArgs& a, OpResult& r) {
   }
 }
 
-// Per block: which side of its window each |τt| lies on, and the sums the
-// elected signs need (task order, dropped entries as ±0, as electedSign).
-TM_SIMD static void classifyWindow(const float* const* tau, size_t T, size_t n, const uint32_t* lo, const uint32_t* hi,
-                                   double* sum, double* keep, int32_t* nin, int32_t* last, uint64_t* above, uint64_t* atHi) {
-  for (size_t i = 0; i < n; i++) sum[i] = keep[i] = 0, nin[i] = last[i] = 0;
-  for (size_t t = 0; t < T; t++) {
-    const float* x = tau[t];
-    const uint32_t l = lo[t], h = hi[t];
-    const int32_t tt = int32_t(t);
-    int32_t count = 0, equal = 0;
-    for (size_t i = 0; i < n; i++) {
-      uint32_t u;
-      std::memcpy(&u, x + i, 4);
-      u &= 0x7fffffffu;
-      const int32_t a = u >= h, in = (u >= l) & (u < h);
-      equal += u == h;
-      sum[i] += double(x[i]) * double(a);
-      keep[i] += double(x[i]) * double(a | in);
-      nin[i] += in;
-      last[i] = in ? tt : last[i];
-      count += a;
-    }
-    above[t] += uint64_t(count);
-    atHi[t] += uint64_t(equal);
-  }
-}
-
-// Σ of the elected signs of the entries with no task inside its window.
-TM_SIMD static int64_t decidedSigns(const double* sum, const int32_t* nin, size_t n) {
-  int64_t s = 0;
-  for (size_t i = 0; i < n; i++) {
-    const double v = sum[i];
-    const int64_t sg = int64_t(v > 0) - int64_t(v < 0);
-    s += nin[i] == 0 ? sg : 0;
-  }
-  return s;
-}
-
-static inline int signOf(double v) { return (v > 0) - (v < 0); }
-
-// One worker's scratch for a block of the window pass.
-struct WindowScratch {
-  std::vector<double> sum = std::vector<double>(kBlockElems), keep = std::vector<double>(kBlockElems);
-  std::vector<int32_t> nin = std::vector<int32_t>(kBlockElems), last = std::vector<int32_t>(kBlockElems);
-  std::vector<uint64_t> ab, eq;
-  std::vector<std::vector<uint32_t>> bits;  // undecided |τ| bits per task (not tabled)
-  std::vector<std::vector<int8_t>> diff;    // their s_keep − s_drop
-  std::vector<uint32_t> tc;                 // tabled values: counts
-  std::vector<int32_t> td;                  // and sign differences
-  std::vector<float> multi;                 // entries with several undecided tasks
-
-  void reset(size_t T) {
-    ab.assign(T, 0);
-    eq.assign(T, 0);
-    bits.resize(T);
-    diff.resize(T);
-    for (size_t t = 0; t < T; t++) bits[t].clear(), diff[t].clear();
-    tc.assign(T * kTable, 0);
-    td.assign(T * kTable, 0);
-    multi.clear();
-  }
-};
-
 static void tiesWindowOp(const OpArgs& a, OpResult& r) {
-  ElementwiseChunk c = parseChunk(a);
-  const size_t T = c.experts.size();
-  const std::vector<uint32_t> lo = bitsList(a, "lo", T), hi = bitsList(a, "hi", T);
+  boundary::Chunk c(a, boundary::Out::None);
+  const size_t T = c.T();
+  const std::vector<uint32_t> lo = boundary::bitsPerExpert(a, "lo", T), hi = boundary::bitsPerExpert(a, "hi", T);
   for (size_t t = 0; t < T; t++)
-    if (hi[t] < lo[t]) throw Error("ties_window: hi below lo");
-  const size_t C = capacityArg(a);
-  uint32_t* cand = typed<uint32_t>(a, "cand", T * C);
-  int8_t* candDiff = typed<int8_t>(a, "candDiff", T * C);
-  uint64_t* used = typed<uint64_t>(a, "used", T);
+    if (hi[t] < lo[t]) throw ArgumentError("hi", (long long)t, "below lo");
+  const size_t C = boundary::count(a, "capacity");
+  uint32_t* cand = boundary::typed<uint32_t>(a, "cand", T * C);
+  int8_t* candDiff = boundary::typed<int8_t>(a, "candDiff", T * C);
+  uint64_t* used = boundary::typed<uint64_t>(a, "used", T);
   const auto& tableArg = a.numList("table");
-  if (tableArg.size() != T * kTable) throw Error("ties_window: table must hold T × 16 values (−1 for none)");
+  if (tableArg.size() != T * kTable) throw ArgumentError("table", -1, "must hold T × 16 values (−1 for none)");
   std::vector<uint32_t> table(T * kTable, 0xffffffffu);  // no |τ| has these bits
   for (size_t j = 0; j < T * kTable; j++)
     if (tableArg[j] >= 0) table[j] = uint32_t(tableArg[j]);
-  uint64_t* tableCounts = typed<uint64_t>(a, "tableCounts", T * kTable);
-  int64_t* tableDiffs = typed<int64_t>(a, "tableDiffs", T * kTable);
-  const size_t cap = size_t(std::max(0.0, a.num("multiCap")));
-  std::vector<std::atomic<uint64_t>> above(T), atHi(T);
-  std::atomic<int64_t> signBase{0};
-  std::atomic<bool> full{false};
-  std::mutex mu;
-  std::vector<float> multi;
-  bool overflow = false;
-  forEachBlock(c, [&](Block& b) {
-    // Per-thread block scratch, reused: no allocation per block.
-    thread_local WindowScratch sc;
-    sc.reset(T);
-    double* sum = sc.sum.data();
-    double* keep = sc.keep.data();
-    int32_t* nin = sc.nin.data();
-    int32_t* last = sc.last.data();
-    std::vector<uint64_t>&ab = sc.ab, &eq = sc.eq;
-    classifyWindow(b.tau, b.T, b.n, lo.data(), hi.data(), sum, keep, nin, last, ab.data(), eq.data());
-    int64_t base = decidedSigns(sum, nin, b.n);
-    // The undecided entries (a few percent): bits and sign differences per task.
-    auto& bits = sc.bits;
-    auto& diff = sc.diff;
-    auto& tc = sc.tc;
-    auto& td = sc.td;
-    auto& lmulti = sc.multi;
-    // A tabled value is counted in place; any other goes to the list.
-    auto record = [&](size_t t, uint32_t x, int d) {
-      const uint32_t* row = table.data() + t * kTable;
-      for (size_t j = 0; j < kTable; j++)
-        if (row[j] == x) {
-          tc[t * kTable + j]++;
-          td[t * kTable + j] += d;
-          return;
-        }
-      bits[t].push_back(x);
-      diff[t].push_back(int8_t(d));
-    };
-    for (size_t i = 0; i < b.n; i++) {
-      if (nin[i] == 0) continue;
-      if (nin[i] == 1) {
-        const size_t u = size_t(last[i]);
-        const int sDrop = signOf(sum[i]), sKeep = signOf(keep[i]);
-        base += sDrop;
-        record(u, absBits(b.tau[u][i]), sKeep - sDrop);
-        continue;
-      }
-      for (size_t t = 0; t < b.T; t++) {
-        const uint32_t x = absBits(b.tau[t][i]);
-        if (x >= lo[t] && x < hi[t]) record(t, x, 0);
-        lmulti.push_back(b.tau[t][i]);
-      }
-    }
-    for (size_t j = 0; j < T * kTable; j++) {
-      if (tc[j]) __atomic_fetch_add(&tableCounts[j], uint64_t(tc[j]), __ATOMIC_RELAXED);
-      if (td[j]) __atomic_fetch_add(&tableDiffs[j], int64_t(td[j]), __ATOMIC_RELAXED);
-    }
-    for (size_t t = 0; t < T; t++) {
-      above[t] += ab[t];
-      atHi[t] += eq[t];
-      const size_t len = bits[t].size();
-      if (!len) continue;
-      const uint64_t at = __atomic_fetch_add(&used[t], uint64_t(len), __ATOMIC_RELAXED);
-      if (at + len > C) {
-        full = true;
-        continue;
-      }
-      std::memcpy(cand + t * C + at, bits[t].data(), len * 4);
-      std::memcpy(candDiff + t * C + at, diff[t].data(), len);
-    }
-    signBase += base;
-    if (lmulti.empty()) return;
-    std::lock_guard<std::mutex> lock(mu);
-    if (overflow || (multi.size() + lmulti.size()) / T > cap) overflow = true;
-    else multi.insert(multi.end(), lmulti.begin(), lmulti.end());
-  });
+  uint64_t* tableCounts = boundary::typed<uint64_t>(a, "tableCounts", T * kTable);
+  int64_t* tableDiffs = boundary::typed<int64_t>(a, "tableDiffs", T * kTable);
+  const size_t cap = std::min(size_t(std::max(0.0, a.num("multiCap"))), c.n());
+  std::vector<float> multi(cap * T);
+  std::vector<uint64_t> above(T, 0), atHi(T, 0);
+  boundary::DeviceCall d(a);
+  tm_chunk dc = d.chunk(c.get());
+  const tm_window_args args{lo.data(), hi.data(), table.data(), C, d.inout(cand, T * C), d.inout(candDiff, T * C), d.inout(used, T),
+                            d.inout(tableCounts, T * kTable), d.inout(tableDiffs, T * kTable), cap, multi.data()};
+  tm_window_result res{above.data(), atHi.data(), 0, 0, 0, 0};
+  auto fn = d.entry(d.iface().ties_window, "ties_window");
+  d.check(fn(&d.backend(), &dc, &args, &res, d.work(TM_K_TIES_WINDOW, T, c.n()), d.err()), "ties_window");
   auto& ab = r.numLists["above"];
   auto& eqs = r.numLists["atHi"];
-  for (size_t t = 0; t < T; t++) ab.push_back(double(above[t].load())), eqs.push_back(double(atHi[t].load()));
-  r.nums["signBase"] = double(signBase.load());
-  r.nums["overflow"] = overflow ? 1 : 0;
-  r.nums["full"] = full ? 1 : 0;
+  for (size_t t = 0; t < T; t++) ab.push_back(double(above[t])), eqs.push_back(double(atHi[t]));
+  r.nums["signBase"] = double(res.sign_base);
+  r.nums["overflow"] = res.overflow ? 1 : 0;
+  r.nums["full"] = res.full ? 1 : 0;
   auto& out = r.bufs["multi"];
-  if (!overflow) {
-    out.resize(multi.size() * sizeof(float));
-    if (!multi.empty()) std::memcpy(out.data(), multi.data(), out.size());
-  }
+  out.resize(res.multi_count * T * sizeof(float));
+  if (!out.empty()) std::memcpy(out.data(), multi.data(), out.size());
 }
 
 static void tiesWindowPickOp(const OpArgs& a, OpResult& r) {
   const auto& above = a.numList("above");
   const auto& atHi = a.numList("atHi");
   const size_t T = above.size();
-  const std::vector<uint32_t> hi = bitsList(a, "hi", T);
-  if (atHi.size() != T) throw Error("ties_window_pick: one atHi per expert");
-  const size_t C = capacityArg(a);
+  const std::vector<uint32_t> hi = boundary::bitsPerExpert(a, "hi", T);
+  boundary::perExpert(a, "atHi", T);
+  const size_t C = boundary::count(a, "capacity");
   const double k = a.num("k");
-  if (!(k >= 1)) throw Error("ties_window_pick: k must be at least 1");
-  const uint32_t* cand = typed<uint32_t>(a, "cand", T * C);
-  const int8_t* candDiff = typed<int8_t>(a, "candDiff", T * C);
-  const uint64_t* used = typed<uint64_t>(a, "used", T);
+  if (!(k >= 1)) throw ArgumentError("k", -1, "must be at least 1");
+  const uint32_t* cand = boundary::typed<uint32_t>(a, "cand", T * C);
+  const int8_t* candDiff = boundary::typed<int8_t>(a, "candDiff", T * C);
+  const uint64_t* used = boundary::typed<uint64_t>(a, "used", T);
   const auto& table = a.numList("table");
-  if (table.size() != T * kTable) throw Error("ties_window_pick: table must hold T × 16 values");
-  const uint64_t* tableCounts = typed<uint64_t>(a, "tableCounts", T * kTable);
-  const int64_t* tableDiffs = typed<int64_t>(a, "tableDiffs", T * kTable);
+  if (table.size() != T * kTable) throw ArgumentError("table", -1, "must hold T × 16 values");
+  const uint64_t* tableCounts = boundary::typed<uint64_t>(a, "tableCounts", T * kTable);
+  const int64_t* tableDiffs = boundary::typed<int64_t>(a, "tableDiffs", T * kTable);
   for (size_t t = 0; t < T; t++)
-    if (used[t] > C) throw Error("ties_window_pick: a candidate list overflowed");
+    if (used[t] > C) throw ArgumentError("used", (long long)t, "a candidate list overflowed");
   std::vector<double> thr(T, 0), ok(T, 0), dsum(T, 0);
   parallelFor(T, 1, [&](size_t t0, size_t t1) {
     for (size_t t = t0; t < t1; t++) {

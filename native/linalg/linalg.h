@@ -51,5 +51,20 @@ void choleskySolveRows(size_t n, const double* L, size_t lda, size_t nrhs, doubl
 // A_original = Σj w[j] vj vjᵀ, vj = row j. Throws taskmerge::Error on failure.
 void eigh(size_t n, double* A, size_t lda, double* w);
 
+// The same five operations as an object, so that code built on them (solve.h,
+// the drift and Gram ops) runs on whichever backend its op picked: the ops
+// pass native/boundary/dense.h's implementation (the op's backend);
+// HostDense calls the functions above directly.
+class DenseOps {
+ public:
+  virtual ~DenseOps() = default;
+  virtual void gemm(bool transA, bool transB, size_t m, size_t n, size_t k, double alpha, const double* A, size_t lda,
+                    const double* B, size_t ldb, double beta, double* C, size_t ldc) = 0;
+  virtual void syrkRows(size_t n, size_t k, double alpha, const double* X, size_t ldx, double beta, double* C, size_t ldc) = 0;
+  virtual bool cholesky(size_t n, double* A, size_t lda) = 0;
+  virtual void choleskySolveRows(size_t n, const double* L, size_t lda, size_t nrhs, double* B, size_t ldb) = 0;
+  virtual void eigh(size_t n, double* A, size_t lda, double* w) = 0;
+};
+
 }  // namespace linalg
 }  // namespace taskmerge

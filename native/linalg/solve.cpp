@@ -27,7 +27,7 @@ Solver parseSolver(const std::string& name) {
 
 void accumulateGramProducts(size_t out, size_t in, const uint8_t* base, DType baseType, const uint8_t* expert,
                             DType expertType, const uint8_t* gram, DType gramType, GramTransform tf, double* A,
-                            double* BT) {
+                            double* BT, DenseOps& la) {
   // T = expert − base in float64, row by row.
   std::vector<double> T(out * in);
   size_t bs = dtypeSize(baseType), es = dtypeSize(expertType), gs = dtypeSize(gramType);
@@ -63,11 +63,11 @@ void accumulateGramProducts(size_t out, size_t in, const uint8_t* base, DType ba
       }
     });
     // BT[:, i0:i0+rb] += T · G[i0:i0+rb, :]ᵀ  (= (G Tᵀ)ᵀ for those columns)
-    gemm(false, true, out, rb, in, 1.0, T.data(), in, G.data(), in, 1.0, BT + i0, in);
+    la.gemm(false, true, out, rb, in, 1.0, T.data(), in, G.data(), in, 1.0, BT + i0, in);
   }
 }
 
-SolveInfo solvePsdRows(size_t n, double* A, size_t nrhs, double* B, Solver s, double ridge, double rcond) {
+SolveInfo solvePsdRows(size_t n, double* A, size_t nrhs, double* B, Solver s, double ridge, double rcond, DenseOps& la) {
   SolveInfo info;
   if (n == 0) return info;
   // Inputs were checked finite: a non-finite sum here is an overflow of float64.
@@ -82,8 +82,8 @@ SolveInfo solvePsdRows(size_t n, double* A, size_t nrhs, double* B, Solver s, do
     mean /= double(n);
     double shift = mean > 0 ? ridge * mean : 0.0;
     for (size_t i = 0; i < n; i++) A[i * n + i] += shift;
-    if (cholesky(n, A, n)) {
-      choleskySolveRows(n, A, n, nrhs, B, n);
+    if (la.cholesky(n, A, n)) {
+      la.choleskySolveRows(n, A, n, nrhs, B, n);
       info.rank = n;
       return info;
     }
@@ -100,7 +100,7 @@ SolveInfo solvePsdRows(size_t n, double* A, size_t nrhs, double* B, Solver s, do
     }
   }
   std::vector<double> w(n);
-  eigh(n, A, n, w.data());  // rows of A: eigenvectors
+  la.eigh(n, A, n, w.data());  // rows of A: eigenvectors
   double wmax = 0;
   for (double x : w) wmax = std::max(wmax, std::fabs(x));
   if (!(rcond > 0)) rcond = double(n) * std::numeric_limits<double>::epsilon();
@@ -113,12 +113,12 @@ SolveInfo solvePsdRows(size_t n, double* A, size_t nrhs, double* B, Solver s, do
     }
   // X = B A⁺ = ((B Eᵀ) diag(1/w)) E, E's rows the eigenvectors.
   std::vector<double> tmp(nrhs * n);
-  gemm(false, true, nrhs, n, n, 1.0, B, n, A, n, 0.0, tmp.data(), n);
+  la.gemm(false, true, nrhs, n, n, 1.0, B, n, A, n, 0.0, tmp.data(), n);
   parallelFor(nrhs, 64, [&](size_t r0, size_t r1) {
     for (size_t r = r0; r < r1; r++)
       for (size_t j = 0; j < n; j++) tmp[r * n + j] *= inv[j];
   });
-  gemm(false, false, nrhs, n, n, 1.0, tmp.data(), n, A, n, 0.0, B, n);
+  la.gemm(false, false, nrhs, n, n, 1.0, tmp.data(), n, A, n, 0.0, B, n);
   info.usedEigh = true;
   return info;
 }

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "../core/dtype.h"
+#include "linalg.h"
 
 namespace taskmerge {
 namespace linalg {
@@ -28,7 +29,7 @@ struct GramTransform {
 // "expert") when a weight holds NaN or ±Inf.
 void accumulateGramProducts(size_t out, size_t in, const uint8_t* base, DType baseType, const uint8_t* expert,
                             DType expertType, const uint8_t* gram, DType gramType, GramTransform tf, double* A,
-                            double* BT);
+                            double* BT, DenseOps& la);
 
 struct SolveInfo {
   bool usedEigh = false;  // the eigen-decomposition pseudo-inverse was used
@@ -40,7 +41,8 @@ struct SolveInfo {
 //  cholesky: factor A + ridge·mean(diag A)·I; failure is an error.
 //  auto:     the same, falling back to eigh when the factorisation fails.
 //  eigh:     X = B A⁺, eigenvalues ≤ rcond·max|λ| (and negative ones) dropped.
-SolveInfo solvePsdRows(size_t n, double* A, size_t nrhs, double* B, Solver s, double ridge, double rcond);
+// The linear algebra runs on `la` (the op's backend).
+SolveInfo solvePsdRows(size_t n, double* A, size_t nrhs, double* B, Solver s, double ridge, double rcond, DenseOps& la);
 
 }  // namespace linalg
 }  // namespace taskmerge

@@ -3,9 +3,11 @@
 // with its scalars and buffers. No kernel code lives here.
 #include <napi.h>
 
+#include <cstring>
 #include <memory>
 #include <optional>
 
+#include "../backend/registry.h"
 #include "../core/op.h"
 #include "../core/parallel.h"
 #include "../linalg/linalg.h"
@@ -86,6 +88,9 @@ class OpWorker : public Napi::AsyncWorker {
     } catch (const taskmerge::InputError& e) {
       input_ = e;
       SetError(e.what());
+    } catch (const taskmerge::ArgumentError& e) {
+      argument_ = e;
+      SetError(e.what());
     } catch (const std::exception& e) {
       SetError(e.what());
     }
@@ -109,15 +114,23 @@ class OpWorker : public Napi::AsyncWorker {
     deferred_.Resolve(out);
   }
 
-  // An InputError's provenance travels as properties of the JS error (role, index, detail, element).
+  // Where the error lies travels as properties of the JS error: an InputError's
+  // role (base | expert | stats | bundle), arg, index, detail and element; an
+  // ArgumentError's arg and index with kind "argument".
   void OnError(const Napi::Error& e) override {
     Napi::Object err = e.Value();
+    Napi::Env env = Env();
     if (input_) {
-      Napi::Env env = Env();
+      err.Set("kind", Napi::String::New(env, "input"));
       err.Set("role", Napi::String::New(env, input_->role));
+      err.Set("arg", Napi::String::New(env, input_->arg));
       if (input_->index >= 0) err.Set("index", Napi::Number::New(env, double(input_->index)));
       err.Set("detail", Napi::String::New(env, input_->detail));
       if (input_->element >= 0) err.Set("element", Napi::Number::New(env, double(input_->element)));
+    } else if (argument_) {
+      err.Set("kind", Napi::String::New(env, "argument"));
+      err.Set("arg", Napi::String::New(env, argument_->arg));
+      if (argument_->index >= 0) err.Set("index", Napi::Number::New(env, double(argument_->index)));
     }
     deferred_.Reject(err);
   }
@@ -129,6 +142,7 @@ class OpWorker : public Napi::AsyncWorker {
   taskmerge::OpArgs args_;
   taskmerge::OpResult result_;
   std::optional<taskmerge::InputError> input_;
+  std::optional<taskmerge::ArgumentError> argument_;
 };
 
 Napi::Value Run(const Napi::CallbackInfo& info) {
@@ -158,6 +172,32 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("threads", Napi::Number::New(env, double(taskmerge::threadCount())));
   o.Set("blas", Napi::String::New(env, taskmerge::linalg::backendName()));
+  // The backends ops can run on (`device`), and what the loader did with the optional ones.
+  Napi::Array backends = Napi::Array::New(env);
+  uint32_t i = 0;
+  for (const auto& e : taskmerge::backend::list()) {
+    tm_device_info dev{};
+    e.be->iface->device(e.be, &dev);
+    Napi::Object b = Napi::Object::New(env);
+    b.Set("name", Napi::String::New(env, e.be->iface->name(e.be)));
+    b.Set("origin", Napi::String::New(env, e.origin));
+    b.Set("available", Napi::Boolean::New(env, dev.available != 0));
+    b.Set("description", Napi::String::New(env, std::string(dev.description, strnlen(dev.description, sizeof dev.description))));
+    if (dev.memory_bytes) b.Set("memoryBytes", Napi::Number::New(env, double(dev.memory_bytes)));
+    b.Set("linalg", Napi::String::New(env, e.be->iface->linalg ? e.be->iface->linalg(e.be) : ""));
+    backends.Set(i++, b);
+  }
+  o.Set("backends", backends);
+  Napi::Array loads = Napi::Array::New(env);
+  i = 0;
+  for (const auto& n : taskmerge::backend::loadNotes()) {
+    Napi::Object l = Napi::Object::New(env);
+    l.Set("name", Napi::String::New(env, n.name));
+    l.Set("path", Napi::String::New(env, n.path));
+    l.Set("status", Napi::String::New(env, n.status));
+    loads.Set(i++, l);
+  }
+  o.Set("backendLoads", loads);
   o.Set("build", Napi::String::New(env, kBuildTool));
   Napi::Array ops = Napi::Array::New(env);
   auto names = taskmerge::opNames();

@@ -1,4 +1,4 @@
-// Ops exposing the linear algebra layer directly, for tests and benchmarks:
+// Ops exposing the backend's linear algebra directly, for tests and benchmarks:
 //  "linalg_gemm", "linalg_syrk", "linalg_cholesky", "linalg_eigh", "linalg_solve".
 // Inputs are float64 buffers; results come back as new float64 buffers, and
 // "seconds" is the time spent in the linear algebra call itself.
@@ -8,18 +8,15 @@
 #include <string>
 #include <vector>
 
+#include "../boundary/args.h"
+#include "../boundary/dense.h"
 #include "../core/op.h"
-#include "linalg.h"
-#include "solve.h"
+#include "../linalg/linalg.h"
+#include "../linalg/solve.h"
 
 namespace taskmerge {
 
-static const double* in64(const OpArgs& a, const std::string& k, size_t n) {
-  Bytes b = a.buf(k);
-  if (b.size != n * 8) throw Error(k + ": expected " + std::to_string(n) + " float64 values");
-  if (reinterpret_cast<uintptr_t>(b.data) % alignof(double)) throw Error(k + ": float64 buffer is not 8-byte aligned");
-  return reinterpret_cast<const double*>(b.data);
-}
+static const double* in64(const OpArgs& a, const std::string& k, size_t n) { return boundary::typed<double>(a, k, n); }
 
 static std::vector<double> copy64(const OpArgs& a, const std::string& k, size_t n) {
   const double* p = in64(a, k, n);
@@ -41,65 +38,69 @@ static double timed(F&& f) {
 
 static void gemmOp(const OpArgs& a, OpResult& r) {
   linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
+  boundary::DeviceCall d(a);
+  boundary::Dense la(d);
   size_t m = size_t(a.num("m")), n = size_t(a.num("n")), k = size_t(a.num("k"));
   bool tA = a.num("transA", 0) != 0, tB = a.num("transB", 0) != 0;
   const double* A = in64(a, "A", m * k);
   const double* B = in64(a, "B", k * n);
   std::vector<double> C = a.has("C") ? copy64(a, "C", m * n) : std::vector<double>(m * n);
   double alpha = a.num("alpha", 1.0), beta = a.num("beta", 0.0);
-  r.nums["seconds"] = timed([&] { linalg::gemm(tA, tB, m, n, k, alpha, A, tA ? m : k, B, tB ? k : n, beta, C.data(), n); });
+  r.nums["seconds"] = timed([&] { la.gemm(tA, tB, m, n, k, alpha, A, tA ? m : k, B, tB ? k : n, beta, C.data(), n); });
   put(r, "C", C);
 }
 
 static void syrkOp(const OpArgs& a, OpResult& r) {
   linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
+  boundary::DeviceCall d(a);
+  boundary::Dense la(d);
   size_t n = size_t(a.num("n")), k = size_t(a.num("k"));
   const double* X = in64(a, "X", k * n);
   std::vector<double> C = a.has("C") ? copy64(a, "C", n * n) : std::vector<double>(n * n);
   double beta = a.num("beta", 0.0);
-  r.nums["seconds"] = timed([&] { linalg::syrkRows(n, k, a.num("alpha", 1.0), X, n, beta, C.data(), n); });
+  r.nums["seconds"] = timed([&] { la.syrkRows(n, k, a.num("alpha", 1.0), X, n, beta, C.data(), n); });
   put(r, "C", C);
 }
 
 static void choleskyOp(const OpArgs& a, OpResult& r) {
   linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
+  boundary::DeviceCall d(a);
+  boundary::Dense la(d);
   size_t n = size_t(a.num("n"));
   auto A = copy64(a, "A", n * n);
   bool ok = false;
-  r.nums["seconds"] = timed([&] { ok = linalg::cholesky(n, A.data(), n); });
+  r.nums["seconds"] = timed([&] { ok = la.cholesky(n, A.data(), n); });
   r.nums["ok"] = ok ? 1 : 0;
   put(r, "L", A);
 }
 
 static void eighOp(const OpArgs& a, OpResult& r) {
   linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
+  boundary::DeviceCall d(a);
+  boundary::Dense la(d);
   size_t n = size_t(a.num("n"));
   auto A = copy64(a, "A", n * n);
   std::vector<double> w(n);
-  r.nums["seconds"] = timed([&] { linalg::eigh(n, A.data(), n, w.data()); });
+  r.nums["seconds"] = timed([&] { la.eigh(n, A.data(), n, w.data()); });
   put(r, "w", w);
   put(r, "V", A);
 }
 
 static void solveOp(const OpArgs& a, OpResult& r) {
   linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
+  boundary::DeviceCall d(a);
+  boundary::Dense la(d);
   size_t n = size_t(a.num("n")), nrhs = size_t(a.num("nrhs"));
   auto A = copy64(a, "A", n * n);
   auto B = copy64(a, "B", nrhs * n);
   linalg::SolveInfo info;
   r.nums["seconds"] = timed([&] {
     info = linalg::solvePsdRows(n, A.data(), nrhs, B.data(), linalg::parseSolver(a.str("solver", "auto")),
-                                a.num("ridge", 0.0), a.num("rcond", 0.0));
+                                a.num("ridge", 0.0), a.num("rcond", 0.0), la);
   });
   r.nums["eigh"] = info.usedEigh ? 1 : 0;
   r.nums["rank"] = double(info.rank);
   put(r, "X", B);
-}
-
-static void infoOp(const OpArgs& a, OpResult& r) {
-  linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
-  // Numbers only in results: 1 when OpenBLAS/LAPACKE is in use.
-  r.nums["blas"] = std::strcmp(linalg::backendName(), "openblas") == 0 ? 1 : 0;
 }
 
 TM_REGISTER_OP("linalg_gemm", gemmOp);
@@ -107,6 +108,5 @@ TM_REGISTER_OP("linalg_syrk", syrkOp);
 TM_REGISTER_OP("linalg_cholesky", choleskyOp);
 TM_REGISTER_OP("linalg_eigh", eighOp);
 TM_REGISTER_OP("linalg_solve", solveOp);
-TM_REGISTER_OP("linalg_backend", infoOp);
 
 }  // namespace taskmerge

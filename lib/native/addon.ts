@@ -1,6 +1,7 @@
 /**
- * Loads the native addon and exposes its one entry point: run(op, args),
- * which runs a named C++ op on a worker thread and resolves with its results.
+ * Loads the native addon: its entry points run(op, args), which runs a named
+ * C++ op on a worker thread and resolves with its results, and info(). Only
+ * lib/native/ calls them; the rest of lib/ calls the typed ops of ops.ts.
  *
  * Which addon: TASKMERGE_ADDON when set, else node-gyp-build's rule — the
  * local build in build/Release (made at install by cmake-js or node-gyp),
@@ -8,15 +9,39 @@
  */
 import * as fs from "fs";
 import * as path from "path";
-import { envValue } from "./env";
+import { envValue } from "../env";
 
 export type OpArg = number | boolean | string | Uint8Array | ArrayBufferView | number[] | string[] | ArrayBufferView[];
 export type OpResult = Record<string, number | number[] | Buffer>;
 
+/** A backend ops can run on (the `device` argument), as the addon's registry reports it. */
+export interface BackendInfo {
+  /** "cpu", "cuda". */
+  name: string;
+  /** "built in", or the shared library it was loaded from. */
+  origin: string;
+  /** Whether it has a usable device; `description` says which, or why not. */
+  available: boolean;
+  description: string;
+  memoryBytes?: number;
+  /** Its dense linear algebra ("openblas", "builtin", ...). */
+  linalg: string;
+}
+
+/** What the addon's loader did with an optional backend library. */
+export interface BackendLoad {
+  name: string;
+  path: string;
+  /** "absent", "loaded", or why it did not load. */
+  status: string;
+}
+
 export interface NativeInfo {
   threads: number;
-  /** "openblas" or "builtin". */
+  /** The CPU backend's linear algebra: "openblas" or "builtin". */
   blas: string;
+  backends: BackendInfo[];
+  backendLoads: BackendLoad[];
   /** The build tool that made the binary: "cmake-js" or "node-gyp". */
   build: string;
   ops: string[];
@@ -33,7 +58,7 @@ interface Addon {
   info(): NativeInfo;
 }
 
-const root = path.join(__dirname, "..");
+const root = path.join(__dirname, "..", "..");
 const nodeGypBuild: { path(dir: string): string } = require("node-gyp-build");
 
 let loaded: { addon: Addon; location: AddonLocation } | undefined;
@@ -71,8 +96,12 @@ function load(): { addon: Addon; location: AddonLocation } {
   return loaded;
 }
 
-/** Always a promise: argument errors the addon throws synchronously become rejections. */
-export async function runOp(op: string, args: Record<string, OpArg | undefined>): Promise<OpResult> {
+/**
+ * Runs a native op by name with an untyped argument bag: the typed ops of
+ * ops.ts are built on it (tests and benchmarks use it directly). Always a
+ * promise: argument errors the addon throws synchronously become rejections.
+ */
+export async function runRawOp(op: string, args: Record<string, OpArg | undefined>): Promise<OpResult> {
   // The addon reads TASKMERGE_THREADS and TASKMERGE_LINALG itself and would ignore a bad value.
   envValue("TASKMERGE_THREADS");
   envValue("TASKMERGE_LINALG");

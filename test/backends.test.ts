@@ -1,0 +1,111 @@
+/**
+ * The backend registry and device resolution: the CPU backend is always
+ * there; an optional backend library (taskmerge_cuda.so, here a fake built
+ * from test/fixtures/backends/fake_backend.c, picked with
+ * TASKMERGE_CUDA_LIBRARY) is listed when it loads, noted when it does not,
+ * and `device` resolves from what the registry reports.
+ */
+import { spawnSync } from "child_process";
+import * as fs from "fs";
+import * as path from "path";
+import { nativeInfo } from "../lib/native";
+import { resolveDevice } from "../lib/device";
+import { UsageError } from "../lib/errors";
+import { tmpDir } from "./helpers/fixtures";
+
+const ROOT = path.join(__dirname, "..");
+const cc = ["cc", "gcc", "clang"].find((c) => spawnSync(c, ["--version"]).status === 0);
+
+/** Runs `script` in a fresh node (the loader runs once per process) with the built dist/ and TASKMERGE_CUDA_LIBRARY=lib. */
+function probe(lib: string, script: string): { out: unknown; stderr: string } {
+  const r = spawnSync(process.execPath, ["-e", script], {
+    cwd: ROOT, env: { ...process.env, TASKMERGE_CUDA_LIBRARY: lib }, encoding: "utf8",
+  });
+  if (r.status !== 0) throw new Error(`probe failed: ${r.stderr}`);
+  return { out: JSON.parse(r.stdout), stderr: r.stderr };
+}
+
+/** What the registry says and what each device resolves to, as \`rep\`. */
+const GATHER = `
+const { nativeInfo, runOp } = require("./dist/native");
+const { resolveDevice } = require("./dist/device");
+const tryDev = (d) => { try { return resolveDevice(d); } catch (e) { return "error: " + e.message; } };
+const i = nativeInfo();
+const rep = { backends: i.backends, loads: i.backendLoads, cpu: tryDev("cpu"), auto: tryDev("auto"), cuda: tryDev("cuda") };`;
+const REPORT = `${GATHER}\nconsole.log(JSON.stringify(rep));`;
+
+function buildFake(mode: number): string {
+  const dir = tmpDir("tm-fake-backend-");
+  const out = path.join(dir, `fake_${mode}.so`);
+  const r = spawnSync(cc!, ["-shared", "-fPIC", "-std=c99", `-DFAKE_MODE=${mode}`, "-I", path.join(ROOT, "native", "backend"),
+    path.join(ROOT, "test", "fixtures", "backends", "fake_backend.c"), "-o", out], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(r.stderr);
+  return out;
+}
+
+describe("backend registry", () => {
+  test("lists the CPU backend with its device and linear algebra", () => {
+    const info = nativeInfo();
+    expect(info.backends[0]).toMatchObject({ name: "cpu", origin: "built in", available: true, linalg: info.blas });
+    expect(info.backends[0].description).toMatch(/threads/);
+  });
+
+  test("looks for taskmerge_cuda.so beside the addon; its absence is no error", () => {
+    const load = nativeInfo().backendLoads.find((l) => l.name === "cuda")!;
+    if (process.env.TASKMERGE_CUDA_LIBRARY) return; // pointed elsewhere on purpose
+    expect(path.basename(load.path)).toBe("taskmerge_cuda.so");
+    if (!fs.existsSync(load.path)) expect(load.status).toBe("absent");
+  });
+
+  test("a library that does not load is noted in info(), and cuda is then a usage error", () => {
+    const bad = path.join(tmpDir("tm-bad-backend-"), "taskmerge_cuda.so");
+    fs.writeFileSync(bad, "not a shared object");
+    const { out } = probe(bad, REPORT) as { out: { backends: { name: string }[]; loads: { status: string }[]; auto: string; cuda: string } };
+    expect(out.backends.map((b) => b.name)).toEqual(["cpu"]);
+    expect(out.loads[0].status).toMatch(/^does not load: /);
+    expect(out.auto).toBe("cpu");
+    expect(out.cuda).toMatch(/^error: device 'cuda' requested but its CUDA backend .* does not load/);
+  });
+
+  (cc ? test : test.skip)("a separately built backend is registered; 'no device' is a valid answer", () => {
+    const { out } = probe(buildFake(0), REPORT) as { out: { backends: Record<string, unknown>[]; loads: { status: string }[]; auto: string; cuda: string } };
+    expect(out.loads[0].status).toBe("loaded");
+    expect(out.backends[1]).toMatchObject({ name: "cuda", available: false, description: "fake: no device found", linalg: "none" });
+    expect(out.auto).toBe("cpu");
+    expect(out.cuda).toMatch(/reports no device: fake: no device found/);
+  });
+
+  (cc ? test : test.skip)("auto picks a backend that reports a device; an entry it lacks is a clear error", () => {
+    const script = `${GATHER}
+runOp("check_finite", { data: Buffer.alloc(8), dtype: "F32", device: "cuda" }).then(
+  () => console.log(JSON.stringify({ ...rep, op: "ok" })), (e) => console.log(JSON.stringify({ ...rep, op: e.message })));`;
+    const { out } = probe(buildFake(1), script) as { out: { auto: string; cuda: string; op: string } };
+    expect(out.auto).toBe("cuda");
+    expect(out.cuda).toBe("cuda");
+    expect(out.op).toBe("check_finite: not supported by the 'cuda' backend");
+  });
+
+  (cc ? test : test.skip)("a backend built for another ABI version is refused and noted", () => {
+    const { out } = probe(buildFake(2), REPORT) as { out: { backends: unknown[]; loads: { status: string }[] } };
+    expect(out.backends).toHaveLength(1);
+    expect(out.loads[0].status).toMatch(/another backend ABI version/);
+  });
+});
+
+describe("device resolution", () => {
+  const hasCuda = () => nativeInfo().backends.some((b) => b.name === "cuda" && b.available);
+
+  test("cpu is always cpu; auto is cpu without a usable CUDA backend", () => {
+    expect(resolveDevice("cpu")).toBe("cpu");
+    expect(resolveDevice(undefined)).toBe(hasCuda() ? "cuda" : "cpu");
+    expect(resolveDevice("auto")).toBe(hasCuda() ? "cuda" : "cpu");
+  });
+
+  test("cuda without a CUDA backend and an unknown device are usage errors", () => {
+    if (!hasCuda()) {
+      expect(() => resolveDevice("cuda")).toThrow(UsageError);
+      expect(() => resolveDevice("cuda")).toThrow(/device 'cuda' requested but no CUDA backend is installed/);
+    }
+    expect(() => resolveDevice("tpu" as "cpu")).toThrow(/unknown device 'tpu'/);
+  });
+});
