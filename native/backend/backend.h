@@ -1,0 +1,441 @@
+/*
+ * The backend interface: everything taskmerge asks of a compute device, as a
+ * C-ABI table of function pointers (in the spirit of ggml's ggml-backend-impl.h),
+ * so that a backend compiled on its own (a dlopen'ed CUDA library, built with
+ * another compiler) can implement it. Nothing of the C++ standard library
+ * crosses it: plain structs, fixed-width integers, pointers and sizes.
+ *
+ * Who does what:
+ *  - The ops (native/kernels/) parse and check their arguments once (native/
+ *    boundary/), pick a backend per call from the op's `device` argument, and
+ *    call the entries below. Nothing above this header knows which device runs.
+ *  - A backend owns device memory (tm_buffer) and runs the kernels on pointers
+ *    into it. "Backend addresses" below are pointers a backend's kernels accept:
+ *    host pointers for the CPU backend, device pointers (buffer_data of a
+ *    tm_buffer, plus an offset) for a GPU one. Arguments documented as "host"
+ *    are always host memory, whatever the backend (small per-task arrays,
+ *    scalar results).
+ *  - What stays on the host, over data copied back: the sample statistics of
+ *    the TIES window (ties_window_bounds, ties_window_pick read small sorted
+ *    lists), the Gram plausibility check and file-format work.
+ *  - Every result must be bit-identical to the CPU backend's (the merged
+ *    files are compared byte for byte): same float32/float64 operations in the
+ *    same order per element, sums over tasks t in order, round-to-nearest-even
+ *    narrowing. A backend that cannot honour an entry returns TM_UNSUPPORTED.
+ *
+ * A separately built backend exports
+ *     extern "C" int tm_backend_init(int abi_version, const tm_host_services* host, tm_backend** out);
+ * returning TM_OK and a backend whose iface->abi_version equals the host's
+ * TM_BACKEND_ABI_VERSION, or an error status (TM_ABI_MISMATCH when it was built
+ * for another version). The host loads `taskmerge_cuda.so` from the addon's own
+ * directory when that file exists (native/backend/loader.cpp).
+ *
+ * Compatibility: the version changes only when an existing entry or struct
+ * changes. New entries are appended to the end of tm_backend_iface and to the
+ * end of argument structs; iface->table_bytes tells the host how much of the
+ * table a backend filled, so an older backend's missing tail reads as NULL
+ * (the host then reports that op as unsupported on that backend).
+ */
+#ifndef TASKMERGE_BACKEND_H
+#define TASKMERGE_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TM_BACKEND_ABI_VERSION 1
+
+/* ---- status, errors ---------------------------------------------------- */
+
+typedef enum tm_status {
+  TM_OK = 0,
+  TM_INPUT = 1,         /* bad input data or arguments: see tm_error.role/index/element */
+  TM_UNSUPPORTED = 2,   /* this backend does not implement the entry or these dtypes */
+  TM_NO_DEVICE = 3,     /* no usable device (driver missing, no GPU) */
+  TM_OUT_OF_MEMORY = 4,
+  TM_DEVICE_ERROR = 5,  /* a device call failed (tm_error.message says which) */
+  TM_ABI_MISMATCH = 6,  /* tm_backend_init: built for another TM_BACKEND_ABI_VERSION */
+  TM_NOT_PD = 7         /* cholesky: the matrix is not (numerically) positive definite */
+} tm_status;
+
+/* Which input an error is about; the host turns this into the file and key. */
+typedef enum tm_role {
+  TM_ROLE_NONE = 0,  /* not about one input (an argument, a device failure) */
+  TM_ROLE_BASE = 1,
+  TM_ROLE_EXPERT = 2,
+  TM_ROLE_STATS = 3,
+  TM_ROLE_BUNDLE = 4 /* a TALL bundle's stored τMTL ("tau") or masks */
+} tm_role;
+
+/*
+ * Filled by an entry that returns a status other than TM_OK (the caller
+ * zero-initialises it). For an input error: role, index (position among the
+ * inputs of that role, −1 when the role has one input), element (tensor index
+ * of the offending element, −1 when unknown), arg (the input's name as the
+ * message names it: "base", "expert", "tau", ...) and message (the detail
+ * without its subject: "holds a non-finite value (NaN or Inf) at element 5").
+ * Otherwise message is the whole message and role TM_ROLE_NONE.
+ */
+typedef struct tm_error {
+  tm_role role;
+  int64_t index;
+  int64_t element;
+  char arg[32];
+  char message[480];
+} tm_error;
+
+/* ---- data types -------------------------------------------------------- */
+
+/* Float dtypes of safetensors files (the values match taskmerge::DType). */
+typedef enum tm_dtype { TM_F64 = 0, TM_F32 = 1, TM_F16 = 2, TM_BF16 = 3 } tm_dtype;
+
+/* Device memory owned by a backend; opaque to the host. */
+typedef struct tm_buffer tm_buffer;
+
+/*
+ * Work memory for one kernel call: at least work_bytes(kernel, T, n) bytes at
+ * a backend address, 64-byte aligned, owned by the caller (who may reuse it
+ * across calls of one job). Replaces per-thread hidden scratch: a backend
+ * keeps no state between calls beyond what its buffers hold.
+ */
+typedef struct tm_work {
+  void* data;
+  size_t bytes;
+} tm_work;
+
+/*
+ * One chunk of one tensor: the base θ0 and T experts θt, n elements each
+ * starting at tensor index `offset` (the counter-based RNG and error messages
+ * use tensor indices). Block kernels convert each to float32, check it is
+ * finite (an error names the input and the element), form τt = θt − θ0 in
+ * float32 and write the merged float32 block to `out` in out_dtype
+ * (round to nearest even). Pointers are backend addresses; `experts` and
+ * `expert_dtypes` are host arrays of T entries.
+ */
+typedef struct tm_chunk {
+  const void* base;
+  tm_dtype base_dtype;
+  size_t T;
+  const void* const* experts;
+  const tm_dtype* expert_dtypes;
+  size_t n;
+  uint64_t offset;
+  void* out; /* NULL for kernels that only gather statistics */
+  tm_dtype out_dtype;
+} tm_chunk;
+
+/*
+ * How task vectors are trimmed before a kernel combines them (τ̂):
+ *  NONE           τ̂ = τ
+ *  MAGNITUDE      τ̂ = τ where bits(|τ|) ≥ thresholds[t], else +0        (TIES)
+ *  DARE           keep where u(seed, key, t, i) < density, τ̂ = float(double(τ)/density), else +0
+ *  BERNOULLI      τ̂ = τ where u < densities[t] (densities[t] ≥ 1 keeps all), else +0
+ *  MAGNITUDE_CUT  τ̂ = τ where bits(|τ|) > thresholds[t], or = it at a tensor index < cuts[t]
+ * u is the counter-based uniform of native/core/counter_rng.h:
+ *   stream = sm(sm(sm(seed) ^ key_hash) ^ t), u(i) = (sm(stream + i·γ) >> 11)·2⁻⁵³,
+ *   compared as bits53 < ceil(p·2⁵³); key_hash = fnv1a64(tensor key).
+ * Arrays are host arrays of T entries (NULL where the mode does not use them).
+ */
+typedef enum tm_trim_mode {
+  TM_TRIM_NONE = 0,
+  TM_TRIM_MAGNITUDE = 1,
+  TM_TRIM_DARE = 2,
+  TM_TRIM_BERNOULLI = 3,
+  TM_TRIM_MAGNITUDE_CUT = 4
+} tm_trim_mode;
+
+typedef struct tm_trim {
+  tm_trim_mode mode;
+  const uint32_t* thresholds;
+  const double* cuts;
+  double density;
+  const double* densities;
+  uint64_t seed;
+  uint64_t key_hash;
+} tm_trim;
+
+/* The kernels that take work memory (for work_bytes). */
+typedef enum tm_kernel {
+  TM_K_LINEAR_COMBINE = 0,
+  TM_K_TIES_MERGE,
+  TM_K_TIES_SIGNS,
+  TM_K_CONSENSUS,
+  TM_K_TALL_COMPRESS,
+  TM_K_TALL_MASK,
+  TM_K_TALL_APPLY,
+  TM_K_MERGEKIT_GTA,
+  TM_K_TRIM_L1,
+  TM_K_MAGNITUDE_TIE_CUT,
+  TM_K_LOT_NORM,
+  TM_K_MAGNITUDE_HIST,
+  TM_K_MAGNITUDE_SMALL,
+  TM_K_TIES_SAMPLE,
+  TM_K_TIES_WINDOW,
+  TM_K_EIGH,
+  TM_K_CHOLESKY
+} tm_kernel;
+
+/* ---- argument structs of the block kernels ----------------------------- */
+
+/* ties_merge: out = float(θ0 + λ·agg), agg = Σ (or mean, mean != 0) of the τ̂t whose
+ * sign equals the elected sign sign(Σt τ̂t) (majority ±1 where that is 0). */
+typedef struct tm_ties_merge_args {
+  int majority;
+  int mean;
+  double lambda;
+} tm_ties_merge_args;
+
+/* consensus: τMTL = Σt τt (ties == 0) or the TIES disjoint sum of τ̂t (ties != 0,
+ * majority); TALL masks |τt| > tall_lambda·|float(τMTL) − τt| in double; entries
+ * at least k masks hold get exactly task_arithmetic's (ct = λ) or ties_merge
+ * "sum"'s value, the others θ0. */
+typedef struct tm_consensus_args {
+  int ties;
+  int majority;
+  double tall_lambda;
+  double lambda;
+  double k;
+} tm_consensus_args;
+
+/* tall_compress: writes τMTL (as consensus) in tau_dtype to `tau` (backend, n
+ * elements) and, when masks != NULL, the packed TALL masks of the stored
+ * (rounded) τMTL with per-task lambdas (host, T) into masks[t] (backend,
+ * ceil(n/8) bytes, first element in the most significant bit). chunk.offset
+ * must be a multiple of 8. */
+typedef struct tm_tall_compress_args {
+  int ties;
+  int majority;
+  void* tau;
+  tm_dtype tau_dtype;
+  const double* lambdas;
+  uint8_t* const* masks;
+} tm_tall_compress_args;
+
+/* tall_apply: out = θ0 + m ⊙ τMTL with m the packed mask (mask != NULL, offset a
+ * multiple of 8) or computed on the fly from expert and lambda (mask == NULL).
+ * Non-finite base / tau / expert are input errors (roles base, bundle "tau", expert 0). */
+typedef struct tm_tall_apply_args {
+  const void* base;
+  tm_dtype base_dtype;
+  const void* tau;
+  tm_dtype tau_dtype;
+  const uint8_t* mask;
+  const void* expert;
+  tm_dtype expert_dtype;
+  double lambda;
+  size_t n;
+  uint64_t offset;
+  void* out;
+  tm_dtype out_dtype;
+} tm_tall_apply_args;
+
+/* mergekit_gta: dt = wt·(st·τ̂t) in double; consensus_sum: m = (Σ dt ≥ 0 ? +1 : −1),
+ * mixed = Σ_{sign dt = m} dt, divided when normalize by Σ_{sign dt = m} wt (1 if 0);
+ * else mixed = Σ dt, divided when normalize by divisor.
+ * out = float(base_scale·θ0 + λ·mixed). weights, scales: host, T. */
+typedef struct tm_gta_args {
+  const double* weights;
+  const double* scales;
+  int consensus_sum;
+  int normalize;
+  double lambda;
+  double divisor;
+  double base_scale;
+} tm_gta_args;
+
+/* ---- argument structs of TIES / top-k selection ------------------------ */
+
+/*
+ * magnitude_hist: adds the chunk's counts of the float32 bits of |τt| to hist
+ * (backend, T × bins float64): level 0 the high 16 bits (bins 32768), level 1
+ * the low 16 bits of entries whose high bits equal prefix[t] (bins 65536;
+ * prefix: host, T, −1 skips task t). With sign_diff (backend, T × 65536 float64,
+ * level 1 only) also gathers the majority-sign reduction (see
+ * native/kernels/magnitude_select.cpp): sign_base, and up to multi_cap entries
+ * with several undecided tasks into multi (host, multi_cap × T float32),
+ * multi_count of them, overflow = 1 when more did not fit.
+ */
+typedef struct tm_hist_args {
+  int level;
+  const int64_t* prefix;
+  double* hist;
+  double* sign_diff;
+  size_t multi_cap;
+  float* multi;
+} tm_hist_args;
+
+typedef struct tm_hist_result {
+  int64_t sign_base;
+  size_t multi_count;
+  int overflow;
+} tm_hist_result;
+
+/*
+ * ties_window (native/kernels/ties_window.cpp has the algorithm): per task a
+ * window [lo, hi) of float32 bits; counts entries at or above hi (above, atHi:
+ * host, T, added to), collects undecided bits into cand (backend, T × capacity
+ * uint32) with their sign differences cand_diff (backend, T × capacity int8)
+ * at cursors used (backend, T uint64, advanced), counts tabled values
+ * (table: host, T × 16, 0xffffffff = none) in table_counts / table_diffs
+ * (backend, T × 16 uint64 / int64), and returns entries with several
+ * undecided tasks in multi (host, multi_cap × T float32).
+ */
+typedef struct tm_window_args {
+  const uint32_t* lo;
+  const uint32_t* hi;
+  const uint32_t* table;
+  size_t capacity;
+  uint32_t* cand;
+  int8_t* cand_diff;
+  uint64_t* used;
+  uint64_t* table_counts;
+  int64_t* table_diffs;
+  size_t multi_cap;
+  float* multi;
+} tm_window_args;
+
+typedef struct tm_window_result {
+  uint64_t* above; /* host, T */
+  uint64_t* at_hi; /* host, T */
+  int64_t sign_base;
+  size_t multi_count;
+  int overflow; /* multi did not fit */
+  int full;     /* a candidate list overflowed */
+} tm_window_result;
+
+/* ---- the host's services to a backend ---------------------------------- */
+
+typedef struct tm_host_services {
+  uint32_t abi_version;
+  /* The host's thread pool: fn(ctx, begin, end) over disjoint ranges covering [0, n). */
+  void (*parallel_for)(size_t n, size_t grain, void (*fn)(void* ctx, size_t begin, size_t end), void* ctx);
+  size_t (*thread_count)(void);
+} tm_host_services;
+
+/* ---- the backend ------------------------------------------------------- */
+
+typedef struct tm_backend tm_backend;
+
+/* What a backend reports about its device. available == 0 ("no device") is a
+ * valid answer, with the reason in description. */
+typedef struct tm_device_info {
+  int available;
+  char description[160]; /* "NVIDIA H200, 139 GiB" / "no CUDA device: ..." / "x86-64, 16 threads" */
+  uint64_t memory_bytes; /* 0 when unknown */
+} tm_device_info;
+
+/*
+ * The table. Every entry takes the backend first; entries that can fail
+ * return a tm_status and fill the tm_error (never NULL) on failure. Entries
+ * may run asynchronously on a device as long as results the host reads
+ * (host arguments, copy_to_host) are complete when the entry returns.
+ */
+typedef struct tm_backend_iface {
+  uint32_t abi_version; /* TM_BACKEND_ABI_VERSION the backend was built for */
+  uint32_t table_bytes; /* sizeof(tm_backend_iface) the backend was built with */
+
+  /* -- identity ---------------------------------------------------------- */
+  /* Short lower-case name ("cpu", "cuda"): what the `device` option names. */
+  const char* (*name)(tm_backend* be);
+  /* The device this backend drives; fills info, never fails. */
+  void (*device)(tm_backend* be, tm_device_info* info);
+  /* Which dense linear algebra it uses ("openblas", "builtin", "cublas+cusolver"). */
+  const char* (*linalg)(tm_backend* be);
+  /* Frees the backend (the host calls it once, at exit or unload). */
+  void (*destroy)(tm_backend* be);
+
+  /* -- buffers ----------------------------------------------------------- */
+  /* Allocates `bytes` of backend memory, 64-byte aligned, contents undefined. */
+  tm_status (*buffer_alloc)(tm_backend* be, size_t bytes, tm_buffer** out, tm_error* err);
+  /* A buffer viewing caller-owned host memory without copying (the CPU
+   * backend); TM_UNSUPPORTED where kernels cannot read host memory (then the
+   * caller allocates and copies). The host memory outlives the view. */
+  tm_status (*buffer_host_view)(tm_backend* be, void* host, size_t bytes, tm_buffer** out, tm_error* err);
+  void (*buffer_free)(tm_backend* be, tm_buffer* buf);
+  /* The buffer's backend address (what kernels take) and size. */
+  void* (*buffer_data)(tm_backend* be, tm_buffer* buf);
+  size_t (*buffer_size)(tm_backend* be, tm_buffer* buf);
+  /* bytes from host memory into buf at offset / from buf at offset into host memory. */
+  tm_status (*copy_to_backend)(tm_backend* be, tm_buffer* dst, size_t offset, const void* src, size_t bytes, tm_error* err);
+  tm_status (*copy_to_host)(tm_backend* be, void* dst, tm_buffer* src, size_t offset, size_t bytes, tm_error* err);
+  /* Sets bytes of buf from offset to `value` (zeroes histograms, counters). */
+  tm_status (*buffer_fill)(tm_backend* be, tm_buffer* buf, size_t offset, size_t bytes, uint8_t value, tm_error* err);
+  /* Waits until every entry called so far has finished. */
+  tm_status (*synchronize)(tm_backend* be, tm_error* err);
+
+  /* Bytes of tm_work a kernel needs for T experts and n elements (0: none). */
+  size_t (*work_bytes)(tm_backend* be, tm_kernel kernel, size_t T, size_t n);
+
+  /* -- elementwise: dtype conversion, finite check -------------------------- */
+  /* dst[0..n) = src in dtype `to`, through float64 (one rounding, nearest even). */
+  tm_status (*convert)(tm_backend* be, const void* src, tm_dtype from, void* dst, tm_dtype to, size_t n, tm_error* err);
+  /* *first_bad (host) = index of the first NaN/±Inf in data[0..n), or −1. */
+  tm_status (*check_finite)(tm_backend* be, const void* data, tm_dtype dtype, size_t n, int64_t* first_bad, tm_error* err);
+
+  /* -- block kernels (chunk: see tm_chunk; trim: see tm_trim) ----------------- */
+  /* out = float(θ0 + Σt coeffs[t]·τ̂t), the sum in double over t in order (coeffs: host, T).
+   * task_arithmetic / average (trim NONE), dare_linear (trim DARE). */
+  tm_status (*linear_combine)(tm_backend* be, const tm_chunk* c, const tm_trim* trim, const double* coeffs, tm_work work, tm_error* err);
+  tm_status (*ties_merge)(tm_backend* be, const tm_chunk* c, const tm_trim* trim, const tm_ties_merge_args* a, tm_work work, tm_error* err);
+  /* *sign_sum (host) = Σ over the chunk of sign(Σt τ̂t): the majority-sign reduction. */
+  tm_status (*ties_signs)(tm_backend* be, const tm_chunk* c, const tm_trim* trim, int64_t* sign_sum, tm_work work, tm_error* err);
+  tm_status (*consensus)(tm_backend* be, const tm_chunk* c, const tm_trim* trim, const tm_consensus_args* a, tm_work work, tm_error* err);
+  tm_status (*tall_compress)(tm_backend* be, const tm_chunk* c, const tm_trim* trim, const tm_tall_compress_args* a, tm_work work, tm_error* err);
+  /* The masks of tall_compress from a stored τMTL (tau: backend, n of tau_dtype; lambdas host T; masks as there). */
+  tm_status (*tall_mask)(tm_backend* be, const tm_chunk* c, const void* tau, tm_dtype tau_dtype, const double* lambdas, uint8_t* const* masks, tm_work work, tm_error* err);
+  tm_status (*tall_apply)(tm_backend* be, const tm_tall_apply_args* a, tm_work work, tm_error* err);
+  tm_status (*mergekit_gta)(tm_backend* be, const tm_chunk* c, const tm_trim* trim, const tm_gta_args* a, tm_work work, tm_error* err);
+  /* l1[t] += Σ|τt|, l1_kept[t] += Σ|τ̂t| in double (host, T). */
+  tm_status (*trim_l1)(tm_backend* be, const tm_chunk* c, const tm_trim* trim, double* l1, double* l1_kept, tm_work work, tm_error* err);
+  /* count[t] = entries with bits(|τt|) == thresholds[t]; at[t] = chunk index + 1 of the
+   * need[t]-th of them, 0 when fewer (all host, T). */
+  tm_status (*magnitude_tie_cut)(tm_backend* be, const tm_chunk* c, const uint32_t* thresholds, const double* need, double* count, double* at, tm_work work, tm_error* err);
+  /* LOT's norm layers: out = float(θ0 + λ·Σt st τt / Σt st) (the mean of τ where Σ st = 0);
+   * scales[t]: backend, `total` elements of scale_dtypes[t], read from chunk.offset. */
+  tm_status (*lot_norm)(tm_backend* be, const tm_chunk* c, const void* const* scales, const tm_dtype* scale_dtypes, size_t total, double lambda, tm_work work, tm_error* err);
+
+  /* -- TIES / top-k selection ---------------------------------------------- */
+  tm_status (*magnitude_hist)(tm_backend* be, const tm_chunk* c, const tm_hist_args* a, tm_hist_result* r, tm_work work, tm_error* err);
+  /* Per task, the bin holding the ks[t]-th largest of hist (backend, T × bins) and
+   * its rank from the top inside it (ks, bin, rank: host, T). */
+  tm_status (*magnitude_pick)(tm_backend* be, const double* hist, size_t bins, size_t T, const double* ks, double* bin, double* rank, tm_error* err);
+  /* A whole small tensor (offset 0): thresholds[t] (host) = bits of the k-th largest |τt|,
+   * *sign_sum (host) = the majority-sign reduction with those thresholds. */
+  tm_status (*magnitude_small)(tm_backend* be, const tm_chunk* c, size_t k, uint32_t* thresholds, int64_t* sign_sum, tm_work work, tm_error* err);
+  /* bits[t·m + at + i] = bits(|τt[i]|) (bits: backend, T × m uint32). */
+  tm_status (*ties_sample)(tm_backend* be, const tm_chunk* c, uint32_t* bits, size_t m, size_t at, tm_work work, tm_error* err);
+  tm_status (*ties_window)(tm_backend* be, const tm_chunk* c, const tm_window_args* a, tm_window_result* r, tm_work work, tm_error* err);
+
+  /* -- dense linear algebra: float64, row-major, explicit leading dimensions --- */
+  /* C[m,n] = α·op(A)·op(B) + β·C, op(X) = Xᵀ when its flag is set; β == 0 ignores C. */
+  tm_status (*gemm)(tm_backend* be, int trans_a, int trans_b, size_t m, size_t n, size_t k, double alpha, const double* A, size_t lda,
+                    const double* B, size_t ldb, double beta, double* C, size_t ldc, tm_error* err);
+  /* C[n,n] = α·Xᵀ X + β·C for X of k rows of width n; writes both triangles. */
+  tm_status (*syrk_rows)(tm_backend* be, size_t n, size_t k, double alpha, const double* X, size_t ldx, double beta, double* C, size_t ldc, tm_error* err);
+  /* In-place A = L Lᵀ on the lower triangle (the strict upper one untouched);
+   * TM_NOT_PD when A is not numerically positive definite. */
+  tm_status (*cholesky)(tm_backend* be, size_t n, double* A, size_t lda, tm_work work, tm_error* err);
+  /* With L from cholesky: each of the nrhs rows b of B ([nrhs, n]) becomes b A⁻¹. */
+  tm_status (*cholesky_solve_rows)(tm_backend* be, size_t n, const double* L, size_t lda, size_t nrhs, double* B, size_t ldb, tm_error* err);
+  /* From A's lower triangle: eigenvalues ascending into w[n] (backend), eigenvectors
+   * into A's ROWS (A = Σj w[j] vj vjᵀ, vj = row j). Non-finite entries: an error. */
+  tm_status (*eigh)(tm_backend* be, size_t n, double* A, size_t lda, double* w, tm_work work, tm_error* err);
+} tm_backend_iface;
+
+/* A backend: its table and its own state. */
+struct tm_backend {
+  const tm_backend_iface* iface;
+  void* context;
+};
+
+/* What a separately built backend exports (see the top of this file). */
+typedef int (*tm_backend_init_fn)(int abi_version, const tm_host_services* host, tm_backend** out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TASKMERGE_BACKEND_H */
