@@ -72,6 +72,18 @@ static void conversions(std::mt19937_64& rng) {
     ds.push_back(double(float(x)));
     ds.push_back(std::nextafter(double(float(x)), 0.0));
   }
+  // The midpoints between neighbouring float16 / bfloat16 values and the
+  // doubles just beside them: where rounding through float32 first would differ.
+  for (uint32_t h = 0; h < 65535; h++) {
+    const double pairs[2][2] = {{tm::halfToFloat(uint16_t(h)), tm::halfToFloat(uint16_t(h + 1))},
+                                {tm::bf16ToFloat(uint16_t(h)), tm::bf16ToFloat(uint16_t(h + 1))}};
+    for (const auto& p : pairs) {
+      if (!std::isfinite(p[0]) || !std::isfinite(p[1])) continue;
+      const double m = (p[0] + p[1]) / 2;
+      for (double x : {m, std::nextafter(m, -INFINITY), std::nextafter(m, INFINITY), std::nextafter(std::nextafter(m, INFINITY), INFINITY)})
+        ds.push_back(x);
+    }
+  }
   std::vector<uint16_t> dh(ds.size()), db(ds.size());
   std::vector<float> df(ds.size());
   tm::fromF64(ds.data(), ds.size(), tm::DType::F16, dh.data());
