@@ -1,0 +1,94 @@
+/**
+ * The CUDA backend, build/Release/taskmerge_cuda.so (`npm run build:cuda`),
+ * through its check program build/cuda/taskmerge_cuda_check, which loads it
+ * with dlopen and tm_backend_init as the addon's loader does. Skipped, with
+ * the reason in the test name, when the library was not built (no nvcc or no
+ * wheels); CI builds it. Without a GPU the backend must load, say "no device"
+ * and refuse every entry; with one, every entry is compared with the CPU ops.
+ */
+import { execFileSync, spawnSync } from "child_process";
+import * as fs from "fs";
+import * as path from "path";
+
+const root = path.join(__dirname, "..");
+const lib = process.env.TASKMERGE_CUDA_LIB ?? path.join(root, "build", "Release", "taskmerge_cuda.so");
+const check = path.join(root, "build", "cuda", "taskmerge_cuda_check");
+const built = fs.existsSync(lib) && fs.existsSync(check);
+
+interface Info {
+  name: string;
+  abi: number;
+  tableBytes: number;
+  hostTableBytes: number;
+  linalg: string;
+  device: { available: number; description: string; memoryBytes: number };
+  otherAbiStatus: number;
+  entries: string[];
+}
+
+function runCheck(args: string[], timeout = 120_000): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(check, args, { encoding: "utf8", timeout, maxBuffer: 64 << 20 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+const info: Info | undefined = built ? JSON.parse(execFileSync(check, ["info", lib], { encoding: "utf8" })) : undefined;
+const hasDevice = !!info?.device.available;
+
+/** TM_BACKEND_ABI_VERSION and a status value of native/backend/backend.h, read from the header the host is built with. */
+function headerValue(name: string): number {
+  const h = fs.readFileSync(path.join(root, "native", "backend", "backend.h"), "utf8");
+  const m = new RegExp(`\\b${name}\\s*(?:=\\s*)?(\\d+)`).exec(h);
+  if (!m) throw new Error(`${name} not found in backend.h`);
+  return Number(m[1]);
+}
+
+const suite = built ? describe : describe.skip;
+const why = built ? "" : ` (skipped: ${path.relative(root, lib)} not built; run npm run build:cuda)`;
+
+suite(`CUDA backend${why}`, () => {
+  test("loads through tm_backend_init: name, ABI, table size and implemented entries", () => {
+    expect(info!.name).toBe("cuda");
+    expect(info!.linalg).toBe("cublas+cusolver");
+    expect(info!.abi).toBe(headerValue("TM_BACKEND_ABI_VERSION"));
+    expect(info!.tableBytes).toBe(info!.hostTableBytes);
+    expect(info!.otherAbiStatus).toBe(headerValue("TM_ABI_MISMATCH"));
+    expect(info!.entries).toEqual(
+      expect.arrayContaining(["convert", "linear_combine", "ties_merge", "ties_signs", "consensus", "tall_compress", "tall_mask", "tall_apply", "magnitude_hist", "gemm", "syrk_rows", "cholesky", "cholesky_solve_rows", "eigh"]),
+    );
+    expect(info!.device.description.length).toBeGreaterThan(0);
+  });
+
+  (hasDevice ? test.skip : test)("without a device: says so and every implemented entry refuses with TM_NO_DEVICE", () => {
+    expect(info!.device).toMatchObject({ available: 0, memoryBytes: 0 });
+    expect(info!.device.description).toMatch(/^no CUDA device: /);
+    const r = runCheck(["refuse", lib]);
+    expect(r.stderr).toBe("");
+    const rep = JSON.parse(r.stdout) as { calls: { entry: string; status: number; message: string }[]; listed: number; called: number };
+    expect(rep.called).toBe(info!.entries.length);
+    expect(rep.calls.map((c) => c.entry).sort()).toEqual([...info!.entries].sort());
+    for (const c of rep.calls) expect(c).toEqual({ entry: c.entry, status: headerValue("TM_NO_DEVICE"), message: expect.stringMatching(/no CUDA device/) });
+    expect(r.status).toBe(0);
+  });
+
+  test("the kernels' per-element maths (element.h) equal the CPU code bit for bit", () => {
+    const r = runCheck(["host"]);
+    expect(r.stderr).toBe("");
+    const rep = JSON.parse(r.stdout) as { checks: number; failures: number };
+    expect(rep.checks).toBeGreaterThan(10_000_000);
+    expect(rep.failures).toBe(0);
+    expect(r.status).toBe(0);
+  });
+
+  test("the main addon links no CUDA library (a CPU-only user never needs one)", () => {
+    const addon = path.join(root, "build", "Release", "taskmerge.node");
+    if (!fs.existsSync(addon)) return; // the CUDA library alone was built
+    const needed = execFileSync("readelf", ["-d", addon], { encoding: "utf8" });
+    expect(needed).not.toMatch(/libcu|libnv/);
+  });
+
+  (hasDevice ? test : test.skip)("on a GPU: every implemented entry against the CPU ops (masks, DARE, histograms bit-identical)", () => {
+    const r = runCheck(["compare", lib], 300_000);
+    expect(r.stdout).toMatch(/ 0 failed\n$/);
+    expect(r.status).toBe(0);
+  }, 320_000);
+});
