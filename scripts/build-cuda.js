@@ -110,7 +110,7 @@ function main() {
       `-DTM_CUDA_DEPS=${cu}`,
       `-DCMAKE_LIBRARY_OUTPUT_DIRECTORY=${outDir}`,
       `-DCMAKE_RUNTIME_OUTPUT_DIRECTORY=${buildDir}`,
-      ...(archs ? [`-DTM_CUDA_ARCHS=${archs}`] : []),
+      archs ? `-DTM_CUDA_ARCHS=${archs}` : "-UTM_CUDA_ARCHS", // unset: CMakeLists.txt's default, not a cached earlier choice
       "-DCMAKE_BUILD_TYPE=Release",
     ],
     "configuring native/cuda",
