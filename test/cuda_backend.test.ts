@@ -9,6 +9,7 @@
 import { execFileSync, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
+import { checkEnvironment } from "../lib/env";
 
 const root = path.join(__dirname, "..");
 const lib = process.env.TASKMERGE_CUDA_LIB ?? path.join(root, "build", "Release", "taskmerge_cuda.so");
@@ -41,6 +42,12 @@ function headerValue(name: string): number {
   if (!m) throw new Error(`${name} not found in backend.h`);
   return Number(m[1]);
 }
+
+test("the CUDA backend's environment knobs are validated like the others", () => {
+  expect(() => checkEnvironment({ TASKMERGE_CUDA_PRECISION: "fp16" })).toThrow(/TASKMERGE_CUDA_PRECISION="fp16" is not one of f64, f32, tf32/);
+  expect(() => checkEnvironment({ TASKMERGE_CUDA_DEVICE: "-1" })).toThrow(/TASKMERGE_CUDA_DEVICE/);
+  expect(() => checkEnvironment({ TASKMERGE_CUDA_PRECISION: "tf32", TASKMERGE_CUDA_DEVICE: "1" })).not.toThrow();
+});
 
 const suite = built ? describe : describe.skip;
 const why = built ? "" : ` (skipped: ${path.relative(root, lib)} not built; run npm run build:cuda)`;
