@@ -12,7 +12,7 @@ import * as path from "path";
 import { checkEnvironment } from "../lib/env";
 
 const root = path.join(__dirname, "..");
-const lib = process.env.TASKMERGE_CUDA_LIB ?? path.join(root, "build", "Release", "taskmerge_cuda.so");
+const lib = process.env.TASKMERGE_CUDA_LIBRARY ?? path.join(root, "build", "Release", "taskmerge_cuda.so");
 const check = path.join(root, "build", "cuda", "taskmerge_cuda_check");
 const built = fs.existsSync(lib) && fs.existsSync(check);
 
