@@ -3,19 +3,21 @@
 // every float16 value, a stride through all float32 bit patterns and the
 // rounding boundaries for the narrowing conversions, random doubles, the
 // counter-based RNG, every trim mode, and the combining functions on random
-// task vectors. It checks the source the kernels are compiled from, not the
-// device compiler's output (that is the GPU comparison, mode "compare").
+// task vectors against the CPU ops (task_arithmetic, dare_linear, ties_merge,
+// ties_signs, consensus, tall_compress) through the op registry. It checks the
+// source the kernels are compiled from, not the device compiler's output (that
+// is the GPU comparison, mode "compare").
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "check.h"
 #include "core/counter_rng.h"
 #include "core/dtype.h"
-#include "core/linear_combine.h"
-#include "core/tall_mask.h"
-#include "core/trim.h"
+#include "core/op.h"
 #include "cuda/element.h"
 
 namespace tmcheck {
@@ -23,12 +25,15 @@ namespace tmcheck {
 namespace tm = taskmerge;
 
 static size_t failures = 0, checks = 0;
+static std::map<std::string, size_t> failedBy;  // check name → failures
 
 template <class A, class B>
 static void same(const char* what, A got, B want, double where) {
+  static_assert(sizeof(A) == sizeof(B), "same: compare values of one size");
   checks++;
   if (std::memcmp(&got, &want, sizeof got) == 0) return;
-  if (failures++ < 20) std::fprintf(stderr, "host: %s differs at %.17g\n", what, where);
+  if (failedBy[what]++ == 0) std::fprintf(stderr, "host: %s differs first at %.17g\n", what, where);
+  failures++;
 }
 
 static float bitsFloat(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
@@ -116,8 +121,8 @@ static void randomNumbers(std::mt19937_64& rng) {
   }
 }
 
-// Random task-vector entries: magnitudes over many binades, exact zeros and −0, ties.
-static std::vector<float> randomTaus(std::mt19937_64& rng, size_t n) {
+// Random θ values: magnitudes over many binades, exact zeros and −0, repeats.
+static std::vector<float> randomValues(std::mt19937_64& rng, size_t n) {
   std::vector<float> v(n);
   std::normal_distribution<float> g(0, 1);
   for (size_t i = 0; i < n; i++) {
@@ -127,102 +132,185 @@ static std::vector<float> randomTaus(std::mt19937_64& rng, size_t n) {
   return v;
 }
 
-static tm::OpArgs trimArgs(const std::string& mode, size_t T, std::mt19937_64& rng) {
-  tm::OpArgs a;
-  a.strs["trim"] = mode;
-  a.strs["key"] = "blocks.3.mlp.fc1.weight";
-  a.nums["seed"] = double(rng() % 1000);
-  a.nums["density"] = 0.3 + 0.1 * double(rng() % 7);
-  std::vector<double> th, cuts, dens;
+static tm::Bytes view(std::vector<float>& v) { return tm::Bytes{reinterpret_cast<uint8_t*>(v.data()), v.size() * 4}; }
+static tm::Bytes view(std::vector<uint8_t>& v) { return tm::Bytes{v.data(), v.size()}; }
+
+static tm::OpResult cpuOp(const char* name, const tm::OpArgs& a) {
+  tm::OpResult r;
+  tm::OpFn fn = tm::findOp(name);
+  if (!fn) {
+    std::fprintf(stderr, "host: the CPU build has no op %s\n", name);
+    std::exit(1);
+  }
+  fn(a, r);
+  return r;
+}
+
+// One float32 chunk of T experts around a base, its op arguments, and the
+// kernels' trim parameters built from the same values as kernels_common.cu does.
+struct Chunk {
+  size_t n, T, offset;
+  std::vector<float> base, out;
+  std::vector<std::vector<float>> experts;
+  int mode = tmcuda::TRIM_NONE;
+  double density = 1;
+  std::vector<tmcuda::TaskTrim> trims;
+
+  tm::OpArgs args() {
+    tm::OpArgs a;
+    a.nums["n"] = double(n);
+    a.nums["offset"] = double(offset);
+    a.strs["baseDtype"] = "F32";
+    a.bufs["base"] = view(base);
+    for (auto& e : experts) a.bufLists["experts"].push_back(view(e));
+    a.strLists["expertDtypes"] = std::vector<std::string>(T, "F32");
+    a.strs["outDtype"] = "F32";
+    a.bufs["out"] = view(out);
+    return a;
+  }
+  float tau(size_t t, size_t i) const { return experts[t][i] - base[i]; }
+  float hat(size_t t, size_t i) const { return tmcuda::trimEntry(mode, trims[t], density, tau(t, i), offset + i); }
+};
+
+static Chunk makeChunk(std::mt19937_64& rng, size_t T) {
+  Chunk c;
+  c.n = 4096 * 3 + 8 * (rng() % 100);
+  c.T = T;
+  c.offset = size_t(rng() % 100000) * 8;
+  c.base = randomValues(rng, c.n);
   for (size_t t = 0; t < T; t++) {
-    uint32_t bits;
+    std::vector<float> d = randomValues(rng, c.n);
+    for (size_t i = 0; i < c.n; i++) d[i] += c.base[i];
+    c.experts.push_back(d);
+  }
+  c.out.assign(c.n, 0.0f);
+  c.trims.assign(T, tmcuda::TaskTrim{});
+  return c;
+}
+
+// Sets the trim `mode` on the op arguments and, identically, on the kernels' side.
+static void setTrim(Chunk& c, tm::OpArgs& a, const std::string& mode, std::mt19937_64& rng) {
+  const uint64_t seed = rng() % 100000;
+  const std::string key = "blocks.3.mlp.fc1.weight";
+  a.strs["trim"] = mode;
+  a.strs["key"] = key;
+  a.nums["seed"] = double(seed);
+  c.density = 0.3 + 0.1 * double(rng() % 7);
+  a.nums["density"] = c.density;
+  std::vector<double> th, cuts, dens;
+  for (size_t t = 0; t < c.T; t++) {
+    tmcuda::TaskTrim& k = c.trims[t];
     const float x = std::ldexp(1.0f, -int(rng() % 10));
-    std::memcpy(&bits, &x, 4);
-    th.push_back(double(bits));
-    cuts.push_back(double(rng() % 4096));
-    dens.push_back(t == 0 ? 1.0 : 0.2 * double(1 + rng() % 5));
+    std::memcpy(&k.threshold, &x, 4);
+    k.cut = double(c.offset + rng() % c.n);
+    const double d = t == 0 ? 1.0 : 0.2 * double(1 + rng() % 5);
+    k.stream = tmcuda::rngStream(seed, tm::fnv1a64(key), t);
+    k.keepAll = d >= 1;
+    k.bound = mode == "dare" ? tmcuda::uniformBelowBound(c.density) : k.keepAll ? 0 : tmcuda::uniformBelowBound(d);
+    th.push_back(double(k.threshold));
+    cuts.push_back(k.cut);
+    dens.push_back(d);
   }
   a.numLists["thresholds"] = th;
   a.numLists["cuts"] = cuts;
   a.numLists["densities"] = dens;
-  return a;
+  c.mode = mode == "magnitude" ? tmcuda::TRIM_MAGNITUDE : mode == "dare" ? tmcuda::TRIM_DARE : mode == "bernoulli" ? tmcuda::TRIM_BERNOULLI
+         : mode == "magnitude_cut" ? tmcuda::TRIM_MAGNITUDE_CUT : tmcuda::TRIM_NONE;
 }
 
-// The kernels' TaskTrim for task t, built as kernels_common.cu builds it.
-static tmcuda::TaskTrim taskTrim(const tm::Trim& tr, size_t t) {
-  tmcuda::TaskTrim k{};
-  if (!tr.thr.empty()) k.threshold = tr.thr[t];
-  if (!tr.cuts.empty()) k.cut = tr.cuts[t];
-  if (!tr.rng.empty()) k.stream = tr.rng[t].stream;
-  if (tr.mode == tm::Trim::Mode::Dare) k.bound = tm::uniformBelowBound(tr.density);
-  if (tr.mode == tm::Trim::Mode::Bernoulli) {
-    k.keepAll = tr.densities[t] >= 1;
-    k.bound = k.keepAll ? 0 : tm::uniformBelowBound(tr.densities[t]);
-  }
-  return k;
-}
-
-static int modeOf(tm::Trim::Mode m) {
-  switch (m) {
-    case tm::Trim::Mode::Magnitude: return tmcuda::TRIM_MAGNITUDE;
-    case tm::Trim::Mode::Dare: return tmcuda::TRIM_DARE;
-    case tm::Trim::Mode::Bernoulli: return tmcuda::TRIM_BERNOULLI;
-    case tm::Trim::Mode::MagnitudeCut: return tmcuda::TRIM_MAGNITUDE_CUT;
-    default: return tmcuda::TRIM_NONE;
-  }
-}
-
+// The ops the kernels reproduce, run on the CPU, against element.h entry by entry.
 static void combining(std::mt19937_64& rng) {
-  const size_t n = 4096;
-  for (const char* mode : {"none", "magnitude", "dare", "bernoulli", "magnitude_cut"}) {
-    for (size_t T : {1, 2, 3, 8}) {
-      const size_t index = size_t(rng() % 100000) * 8;
-      std::vector<std::vector<float>> tau;
-      for (size_t t = 0; t < T; t++) tau.push_back(randomTaus(rng, n));
-      const std::vector<float> base = randomTaus(rng, n);
-      const tm::Trim tr = tm::Trim::parse(trimArgs(mode, T, rng), T);
-      std::vector<std::vector<float>> hat(T, std::vector<float>(n));
-      std::vector<const float*> tp(T), hp(T);
-      std::vector<tmcuda::TaskTrim> kt;
-      for (size_t t = 0; t < T; t++) {
-        tr.apply(t, tau[t].data(), n, index, hat[t].data());
-        tp[t] = tau[t].data();
-        hp[t] = hat[t].data();
-        kt.push_back(taskTrim(tr, t));
-      }
+  for (size_t T : {1, 2, 3, 8}) {
+    // linear combine (task_arithmetic; dare_linear with the DARE trim)
+    for (const char* mode : {"none", "dare"}) {
+      Chunk c = makeChunk(rng, T);
+      tm::OpArgs a = c.args();
       std::vector<double> coeffs;
       for (size_t t = 0; t < T; t++) coeffs.push_back(0.1 + 0.37 * double(t));
-      std::vector<float> lin(n), ties(n), tiesSum(n);
-      std::vector<double> agg(n), aggSum(n), mtlD(n);
-      tm::linearCombine(base.data(), hp.data(), coeffs.data(), T, n, lin.data());
-      tm::tiesAggregate(hp.data(), T, n, -1, true, agg.data());
-      tm::tiesAggregate(hp.data(), T, n, 1, false, aggSum.data());
-      tm::addScaled(base.data(), agg.data(), 0.7, n, ties.data());
-      tm::tallSumTasks(tp.data(), T, n, mtlD.data());
-      std::vector<float> mtl(n);
-      tm::tallToFloat(mtlD.data(), n, mtl.data());
-      std::vector<double> lambdas(T, 0.4);
-      std::vector<std::vector<uint8_t>> masks(T, std::vector<uint8_t>(n / 8));
-      std::vector<uint8_t*> mp(T);
-      for (size_t t = 0; t < T; t++) mp[t] = masks[t].data();
-      tm::tallMasks(tp.data(), T, mtl.data(), n, lambdas.data(), mp.data());
-      for (size_t i = 0; i < n; i++) {
-        auto hatAt = [&](int t) { return tmcuda::trimEntry(modeOf(tr.mode), kt[t], tr.density, tau[t][i], index + i); };
-        auto rawAt = [&](int t) { return tau[t][i]; };
-        for (size_t t = 0; t < T; t++) same("trimEntry", hatAt(int(t)), hat[t][i], double(i));
-        same("linearCombine", tmcuda::linearCombine(base[i], coeffs.data(), int(T), hatAt), lin[i], double(i));
-        same("tiesAggregate (mean)", tmcuda::tiesAggregate(int(T), -1, true, hatAt), agg[i], double(i));
-        same("tiesAggregate (sum)", tmcuda::tiesAggregate(int(T), 1, false, hatAt), aggSum[i], double(i));
-        same("addScaled", tmcuda::addScaled(base[i], agg[i], 0.7), ties[i], double(i));
-        same("electedSign", tmcuda::electedSign(int(T), hatAt), tm::electedSign(hp.data(), T, i), double(i));
-        same("sumTasks", tmcuda::sumTasks(int(T), rawAt), mtlD[i], double(i));
-        for (size_t t = 0; t < T; t++) {
-          const bool bit = (masks[t][i / 8] >> (7 - i % 8)) & 1;
-          same("tallBit", tmcuda::tallBit(tau[t][i], mtl[i], 0.4), bit, double(i));
+      a.numLists["coeffs"] = coeffs;
+      if (std::string(mode) == "dare") setTrim(c, a, mode, rng);
+      cpuOp(std::string(mode) == "dare" ? "dare_linear" : "task_arithmetic", a);
+      for (size_t i = 0; i < c.n; i++)
+        same(mode[0] == 'd' ? "dare_linear" : "task_arithmetic",
+             tmcuda::linearCombine(c.base[i], coeffs.data(), int(T), [&](int t) { return c.hat(t, i); }), c.out[i], double(i));
+    }
+    // TIES merge (mean and sum) and the sign reduction, under every trim mode
+    for (const char* mode : {"none", "magnitude", "dare", "bernoulli", "magnitude_cut"}) {
+      for (int mean : {1, 0}) {
+        Chunk c = makeChunk(rng, T);
+        tm::OpArgs a = c.args();
+        setTrim(c, a, mode, rng);
+        const int maj = mean ? -1 : 1;
+        a.nums["majority"] = maj;
+        a.strs["merge"] = mean ? "mean" : "sum";
+        a.nums["lambda"] = 0.7;
+        cpuOp("ties_merge", a);
+        tm::OpArgs sa = a;
+        sa.bufs.erase("out");  // a statistics op: with an out buffer the CPU would store its scratch there
+        const double signs = cpuOp("ties_signs", sa).nums["signSum"];
+        int64_t s = 0;
+        for (size_t i = 0; i < c.n; i++) {
+          auto hat = [&](int t) { return c.hat(t, i); };
+          same((std::string("ties_merge ") + mode).c_str(), tmcuda::addScaled(c.base[i], tmcuda::tiesAggregate(int(T), maj, mean, hat), 0.7),
+               c.out[i], double(i));
+          s += tmcuda::electedSign(int(T), hat);
         }
-        same("selectBits", tmcuda::selectBits(i % 3 == 0, lin[i], base[i]), tm::selectBits(i % 3 == 0, lin[i], base[i]), double(i));
+        same((std::string("ties_signs ") + mode).c_str(), double(s), signs, double(T));
       }
     }
+    // consensus, both kinds
+    for (int ties : {0, 1}) {
+      Chunk c = makeChunk(rng, T);
+      tm::OpArgs a = c.args();
+      a.strs["kind"] = ties ? "ties" : "sum";
+      if (ties) setTrim(c, a, "magnitude", rng);
+      a.nums["majority"] = 1;
+      a.nums["tallLambda"] = 0.4;
+      a.nums["lambda"] = 0.3;
+      a.nums["k"] = 2;
+      cpuOp("consensus", a);
+      const std::vector<double> lam(T, 0.3);
+      for (size_t i = 0; i < c.n; i++) {
+        auto hat = [&](int t) { return c.hat(t, i); };
+        auto raw = [&](int t) { return c.tau(t, i); };
+        const double mtl = ties ? tmcuda::tiesAggregate(int(T), 1, false, hat) : tmcuda::sumTasks(int(T), raw);
+        const float merged = ties ? tmcuda::addScaled(c.base[i], mtl, 0.3) : tmcuda::linearCombine(c.base[i], lam.data(), int(T), raw);
+        double cnt = 0;
+        for (size_t t = 0; t < T; t++) cnt += double(tmcuda::tallBit(raw(int(t)), float(mtl), 0.4));
+        same(ties ? "consensus ties" : "consensus sum", tmcuda::selectBits(cnt >= 2, merged, c.base[i]), c.out[i], double(i));
+      }
+    }
+    // TALL compression: τMTL stored in bf16 and the packed masks from it
+    {
+      Chunk c = makeChunk(rng, T);
+      tm::OpArgs a = c.args();
+      a.bufs.erase("out");
+      a.strs["kind"] = "sum";
+      a.strs["tauDtype"] = "BF16";
+      std::vector<uint8_t> tau(c.n * 2);
+      a.bufs["tau"] = view(tau);
+      std::vector<double> lambdas;
+      for (size_t t = 0; t < T; t++) lambdas.push_back(0.2 + 0.1 * double(t));
+      a.numLists["lambdas"] = lambdas;
+      std::vector<std::vector<uint8_t>> masks(T, std::vector<uint8_t>((c.n + 7) / 8));
+      for (auto& m : masks) a.bufLists["masks"].push_back(view(m));
+      cpuOp("tall_compress", a);
+      for (size_t i = 0; i < c.n; i++) {
+        uint16_t stored;
+        tmcuda::storeF32(&stored, tmcuda::BF16, 0, float(tmcuda::sumTasks(int(T), [&](int t) { return c.tau(t, i); })));
+        uint16_t cpu;
+        std::memcpy(&cpu, tau.data() + 2 * i, 2);
+        same("tall_compress tau", stored, cpu, double(i));
+        const float mtl = tmcuda::loadF32(&stored, tmcuda::BF16, 0);
+        for (size_t t = 0; t < T; t++)
+          same("tall_compress mask", tmcuda::tallBit(c.tau(t, i), mtl, lambdas[t]), bool((masks[t][i / 8] >> (7 - i % 8)) & 1), double(i));
+      }
+    }
+  }
+  // selectBits as tall_apply uses it
+  for (int k = 0; k < 1000; k++) {
+    const float a = float(k) * 0.25f, b = -float(k);
+    same("selectBits", tmcuda::selectBits(k % 3 == 0, a, b), k % 3 == 0 ? a : b, double(k));
   }
 }
 
@@ -231,6 +319,7 @@ int runHost() {
   conversions(rng);
   randomNumbers(rng);
   combining(rng);
+  for (const auto& f : failedBy) std::fprintf(stderr, "host: %s: %zu failures\n", f.first.c_str(), f.second);
   std::printf("{\"checks\":%zu,\"failures\":%zu}\n", checks, failures);
   return failures ? 1 : 0;
 }
