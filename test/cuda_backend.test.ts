@@ -10,6 +10,7 @@ import { execFileSync, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { checkEnvironment } from "../lib/env";
+import { nativeInfo, runOp } from "../lib/native";
 
 const root = path.join(__dirname, "..");
 const lib = process.env.TASKMERGE_CUDA_LIBRARY ?? path.join(root, "build", "Release", "taskmerge_cuda.so");
@@ -98,4 +99,56 @@ suite(`CUDA backend${why}`, () => {
     expect(r.stdout).toMatch(/ 0 failed\n$/);
     expect(r.status).toBe(0);
   }, 320_000);
+
+  // Through the main addon: its backend loader (native/backend/loader.cpp)
+  // opens taskmerge_cuda.so from the addon's directory and lists it in info().
+  interface BackendInfo { name: string; origin: string; available: boolean; description: string; linalg: string }
+  const backends = (): BackendInfo[] | undefined => (nativeInfo() as unknown as { backends?: BackendInfo[] }).backends;
+  const sameDir = fs.existsSync(path.join(path.dirname(lib), "taskmerge.node")) && !process.env.TASKMERGE_ADDON;
+  const viaAddon = sameDir && !!backends();
+  const addonWhy = viaAddon ? "" : " (skipped: the addon has no backend loader, or is not beside the library)";
+
+  (viaAddon && !hasDevice ? test : test.skip)(`the addon loads it and runs ops with device 'cuda' only where there is a device${addonWhy}`, async () => {
+    const cuda = backends()!.find((b) => b.name === "cuda");
+    expect(cuda).toEqual({ name: "cuda", origin: path.resolve(lib), available: false, description: info!.device.description, linalg: "cublas+cusolver" });
+    const n = 8;
+    const f = () => Buffer.alloc(n * 4);
+    await expect(
+      runOp("task_arithmetic", { n, base: f(), baseDtype: "F32", experts: [f()], expertDtypes: ["F32"], coeffs: [1], out: f(), outDtype: "F32", device: "cuda" }),
+    ).rejects.toThrow(/no CUDA device/);
+  });
+
+  (viaAddon && hasDevice ? test : test.skip)(`on a GPU, through the addon: ops with device 'cuda' give the CPU's bytes${addonWhy}`, async () => {
+    const n = 1 << 20;
+    // bf16 test data: θ0 in [-0.01, 0.01), experts θ0 plus as much again (bf16 = the top half of a float32).
+    let seed = 12345;
+    const f32 = new Float32Array(1);
+    const u32 = new Uint32Array(f32.buffer);
+    const bf16 = (around?: Buffer) => {
+      const b = Buffer.alloc(n * 2);
+      for (let i = 0; i < n; i++) {
+        seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+        u32[0] = around ? around.readUInt16LE(2 * i) << 16 : 0;
+        f32[0] += ((seed >>> 8) / 16777216 - 0.5) * 0.02;
+        b.writeUInt16LE(u32[0] >>> 16, 2 * i);
+      }
+      return b;
+    };
+    const base = bf16();
+    const experts = [bf16(base), bf16(base), bf16(base)];
+    const common = { n, base, baseDtype: "BF16", experts, expertDtypes: ["BF16", "BF16", "BF16"], outDtype: "BF16", offset: 4096 };
+    const cases: [string, Record<string, unknown>][] = [
+      ["task_arithmetic", { coeffs: [0.3, 0.3, 0.3] }],
+      ["dare_linear", { coeffs: [1, 1, 1], trim: "dare", density: 0.4, seed: 7, key: "layers.0.mlp.weight" }],
+      ["ties_merge", { trim: "dare", density: 0.5, seed: 3, key: "k", majority: 1, merge: "mean", lambda: 1 }],
+      ["consensus", { kind: "sum", tallLambda: 0.4, lambda: 0.3, k: 2 }],
+    ];
+    for (const [op, extra] of cases) {
+      const outs = [Buffer.alloc(n * 2), Buffer.alloc(n * 2)];
+      await runOp(op, { ...common, ...extra, out: outs[0], device: "cpu" } as never);
+      await runOp(op, { ...common, ...extra, out: outs[1], device: "cuda" } as never);
+      expect([op, outs[1].equals(outs[0])]).toEqual([op, true]);
+    }
+  });
 });
+
