@@ -352,6 +352,33 @@ void elementwise(Loaded& l, std::mt19937_64& rng) {
         const tm_hist_args ha1{1, prefix.data(), dh1, nullptr, 0, nullptr};
         ok = call(f->magnitude_hist(be, &noOut, &ha1, &hr, w, &err), err, "magnitude_hist 1");
         report(ok && d.down(dh1, hb1.size()) == hb1, "magnitude_hist level 1 " + c.label);
+        // level 1 with the fused majority-sign reduction (every task has a prefix)
+        prefix[0] = int64_t(bin[0]);
+        const size_t cap = 1 << 16;
+        Bytes hb2(h1.size() * 8, 0), sd(T * bins1 * 8, 0);
+        tm::OpArgs a2 = c.args();
+        a2.bufs.erase("out");
+        a2.nums["level"] = 1;
+        a2.numLists["prefix"] = std::vector<double>(prefix.begin(), prefix.end());
+        a2.bufs["hist"] = view(hb2);
+        a2.bufs["signDiff"] = view(sd);
+        a2.nums["multiCap"] = double(cap);
+        tm::OpResult fr = cpuOp("magnitude_hist", a2);
+        double* dh2 = static_cast<double*>(d.zeros(hb2.size()));
+        double* dsd = static_cast<double*>(d.zeros(sd.size()));
+        std::vector<float> multi(cap * T);
+        const tm_hist_args ha2{1, prefix.data(), dh2, dsd, cap, multi.data()};
+        ok = call(f->magnitude_hist(be, &noOut, &ha2, &hr, w, &err), err, "magnitude_hist fused");
+        // multi: the same entries, in any order (the host only sums their signs)
+        std::vector<std::vector<float>> gotRows, wantRows;
+        const float* wm = reinterpret_cast<const float*>(fr.bufs["multi"].data());
+        for (size_t e = 0; e < fr.bufs["multi"].size() / (4 * T); e++) wantRows.emplace_back(wm + e * T, wm + (e + 1) * T);
+        for (size_t e = 0; ok && e < hr.multi_count; e++) gotRows.emplace_back(multi.data() + e * T, multi.data() + (e + 1) * T);
+        std::sort(gotRows.begin(), gotRows.end());
+        std::sort(wantRows.begin(), wantRows.end());
+        report(ok && d.down(dh2, hb2.size()) == hb2 && d.down(dsd, sd.size()) == sd && double(hr.sign_base) == fr.nums["signBase"] &&
+                   double(hr.overflow) == fr.nums["overflow"] && gotRows == wantRows,
+               "magnitude_hist level 1 with the sign reduction (" + std::to_string(wantRows.size()) + " multi entries) " + c.label);
       }
       // a non-finite expert entry: the same input and element as the CPU names
       {
