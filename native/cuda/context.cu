@@ -27,7 +27,11 @@ tm_status fail(tm_error* err, tm_status s, const char* fmt, ...) {
 
 tm_status requireDevice(tm_backend* be, tm_error* err) {
   const Context& c = ctx(be);
-  if (c.info.available) return TM_OK;
+  // The current device is per host thread, and the addon calls from several worker threads.
+  if (c.info.available) {
+    TM_CUDA_TRY(cudaSetDevice(c.device));
+    return TM_OK;
+  }
   return fail(err, TM_NO_DEVICE, "the CUDA backend has no device (%s)", c.info.description);
 }
 
@@ -150,6 +154,7 @@ Context* createContext() {
 
 void destroyContext(Context* c) {
   if (c->info.available) {
+    cudaSetDevice(c->device);
     cudaDeviceSynchronize();
     if (c->solver) cusolverDnDestroy(c->solver);
     if (c->blas) cublasDestroy(c->blas);
