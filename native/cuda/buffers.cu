@@ -32,7 +32,7 @@ void bufferFree(tm_backend* be, tm_buffer* buf) {
   if (!buf) return;
   Context& c = ctx(be);
   std::lock_guard<std::mutex> lock(c.mu);
-  cudaSetDevice(c.device);  // per host thread
+  if (c.info.available) cudaSetDevice(c.device);  // per host thread
   if (buf->data) cudaFreeAsync(buf->data, c.compute);  // after the work queued on it
   delete buf;
 }
