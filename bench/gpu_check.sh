@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The device check of the CUDA backend: build it, compare every entry with the
-# CPU, benchmark. Meant for one GPU machine (an H200 with 16 cores: about 5 of
-# its 8 minutes), writing everything into one folder.
+# CPU, benchmark. Meant for one GPU machine (an H200 with 16 cores), inside 8
+# minutes, writing everything into one folder.
 #
 #   bash bench/gpu_check.sh [--build-only] [OUTDIR]     (OUTDIR: default $OUT, else bench/out/gpu_check)
 #
@@ -17,8 +17,9 @@
 #     shapes as TFLOP/s and fraction of DGEMM, streaming methods as GB/s
 #     against the host→device read floor (bench.json, bench.txt);
 #  6. the jest test test/cuda_backend.test.ts, when node_modules is present.
-# --build-only stops after step 3 (runs without a GPU). summary.txt lists
-# each step's outcome; the exit status is non-zero when one failed.
+# --build-only stops after step 3 (runs without a GPU). Each step has a time
+# limit, and all of them together GPU_CHECK_SECONDS (default 470). summary.txt
+# lists each step's outcome; the exit status is non-zero when one failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,10 +42,21 @@ failed=0
 lib=build/Release/taskmerge_cuda.so
 check=build/cuda/taskmerge_cuda_check
 
-# step NAME SECONDS FILE COMMAND...: runs COMMAND with a time limit, its output to FILE.
+# The whole check stops at GPU_CHECK_SECONDS (default 470: inside 8 minutes).
+budget="${GPU_CHECK_SECONDS:-470}"
+
+# step NAME SECONDS FILE COMMAND...: runs COMMAND with a time limit (its own,
+# or what is left of the budget), its output to FILE.
 step() {
   local name="$1" limit="$2" file="$3"
   shift 3
+  local left=$((budget - SECONDS))
+  [ "$left" -lt "$limit" ] && limit=$left
+  if [ "$limit" -lt 5 ]; then
+    echo "$name: FAILED (not started: the ${budget}s budget is spent)" | tee -a "$summary"
+    failed=1
+    return 1
+  fi
   local t0=$SECONDS
   timeout "$limit" "$@" >"$out/$file" 2>"$out/$name.err"
   local rc=$?
@@ -56,7 +68,7 @@ step() {
 
 { command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; } >"$out/machine.txt" 2>&1
 command -v node >/dev/null || { echo "build: FAILED (no node on PATH for scripts/build-cuda.js)" | tee -a "$summary"; exit 1; }
-TASKMERGE_CUDA=required TASKMERGE_CUDA_ARCHS="${TASKMERGE_CUDA_ARCHS:-90-real}" step build 300 build.log node scripts/build-cuda.js || exit 1
+TASKMERGE_CUDA=required TASKMERGE_CUDA_ARCHS="${TASKMERGE_CUDA_ARCHS:-90-real}" step build 240 build.log node scripts/build-cuda.js || exit 1
 step info 30 info.json "$check" info "$lib" || exit 1
 step host 60 host.json "$check" host
 if [ $build_only -eq 1 ]; then
@@ -67,10 +79,10 @@ if ! grep -q '"available":1' "$out/info.json"; then
   echo "compare, bench: FAILED ($(sed 's/.*"description":"\([^"]*\)".*/\1/' "$out/info.json"))" | tee -a "$summary"
   exit 1
 fi
-step compare 180 compare.txt "$check" compare "$lib"
-step bench 200 bench.txt "$check" bench "$lib" "$out"
+step compare 120 compare.txt "$check" compare "$lib"
+step bench 150 bench.txt "$check" bench "$lib" "$out"
 if [ -x node_modules/.bin/jest ] && [ -f build/Release/taskmerge.node ]; then
-  step jest 120 jest.txt node_modules/.bin/jest test/cuda_backend.test.ts
+  step jest 90 jest.txt node_modules/.bin/jest test/cuda_backend.test.ts
 else
   echo "jest: not run (no node_modules or no main addon build here; compare above covers the same entries)" | tee -a "$summary"
 fi
