@@ -175,7 +175,8 @@ typedef enum tm_kernel {
   TM_K_TIES_SAMPLE,
   TM_K_TIES_WINDOW,
   TM_K_EIGH,
-  TM_K_CHOLESKY
+  TM_K_CHOLESKY,
+  TM_K_BREADCRUMBS /* breadcrumbs_merge, breadcrumbs_l1 (added in ABI 1) */
 } tm_kernel;
 
 /* ---- argument structs of the block kernels ----------------------------- */
@@ -245,6 +246,34 @@ typedef struct tm_gta_args {
   double divisor;
   double base_scale;
 } tm_gta_args;
+
+/*
+ * Breadcrumbs (Model Breadcrumbs; mergekit's magnitude_outliers): task t keeps
+ * the entries ranked [top, top + k) by |τt| (descending, ties by lower tensor
+ * index), i.e. those in its top-(top + k) set and not in its top-top set. A
+ * top-m set is (bits, cut): entries with bits(|τ|) > bits, or == bits at a
+ * tensor index < cut. Host arrays of T entries each.
+ */
+typedef struct tm_top_sets {
+  const uint32_t* drop_bits;
+  const double* drop_cuts;
+  const uint32_t* keep_bits;
+  const double* keep_cuts;
+} tm_top_sets;
+
+/* breadcrumbs_merge: dt = kept ? wt·(st·τt) : 0 in double, over t in order;
+ * consensus: m = (Σ dt ≥ 0 ? +1 : −1), mixed = Σ_{sign dt = m} dt, divided when
+ * normalize by Σ_{sign dt = m} wt (1 where 0); else mixed = Σ dt, divided when
+ * normalize by divisor. out = float(θ0 + λ·mixed). weights, scales: host, T. */
+typedef struct tm_breadcrumbs_args {
+  tm_top_sets sets;
+  const double* weights;
+  const double* scales;
+  int consensus;
+  int normalize;
+  double lambda;
+  double divisor;
+} tm_breadcrumbs_args;
 
 /* ---- argument structs of TIES / top-k selection ------------------------ */
 
@@ -423,6 +452,12 @@ typedef struct tm_backend_iface {
   /* From A's lower triangle: eigenvalues ascending into w[n] (backend), eigenvectors
    * into A's ROWS (A = Σj w[j] vj vjᵀ, vj = row j). Non-finite entries: an error. */
   tm_status (*eigh)(tm_backend* be, size_t n, double* A, size_t lda, double* w, tm_work work, tm_error* err);
+
+  /* -- added in ABI 1 after the first table (a backend built before reads them as NULL) -- */
+  /* Breadcrumbs: see tm_breadcrumbs_args. */
+  tm_status (*breadcrumbs_merge)(tm_backend* be, const tm_chunk* c, const tm_breadcrumbs_args* a, tm_work work, tm_error* err);
+  /* l1[t] += Σ|τt|, l1_kept[t] += Σ|τt| over the kept entries, in double (host, T): the L1 rescale. */
+  tm_status (*breadcrumbs_l1)(tm_backend* be, const tm_chunk* c, const tm_top_sets* sets, double* l1, double* l1_kept, tm_work work, tm_error* err);
 } tm_backend_iface;
 
 /* A backend: its table and its own state. */

@@ -32,6 +32,12 @@ tm_status sample(tm_backend*, const tm_chunk*, uint32_t*, size_t, size_t, tm_wor
 tm_status window(tm_backend*, const tm_chunk*, const tm_window_args*, tm_window_result*, tm_work, tm_error* err) {
   return refuse(err, "ties_window");
 }
+tm_status breadcrumbs(tm_backend*, const tm_chunk*, const tm_breadcrumbs_args*, tm_work, tm_error* err) {
+  return refuse(err, "breadcrumbs_merge");
+}
+tm_status breadcrumbsL1(tm_backend*, const tm_chunk*, const tm_top_sets*, double*, double*, tm_work, tm_error* err) {
+  return refuse(err, "breadcrumbs_l1");
+}
 
 tm_backend_iface makeTable() {
   tm_backend_iface t;
@@ -75,6 +81,8 @@ tm_backend_iface makeTable() {
   t.cholesky = cholesky;
   t.cholesky_solve_rows = choleskySolveRows;
   t.eigh = eigh;
+  t.breadcrumbs_merge = breadcrumbs;
+  t.breadcrumbs_l1 = breadcrumbsL1;
   return t;
 }
 
