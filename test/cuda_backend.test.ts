@@ -10,7 +10,12 @@ import { execFileSync, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { checkEnvironment } from "../lib/env";
-import { nativeInfo, runOp } from "../lib/native";
+import * as native from "../lib/native";
+
+// The untyped op call: runRawOp once lib/native/ has typed ops (i13-native's seam), runOp before.
+type RawRun = (op: string, args: Record<string, unknown>) => Promise<unknown>;
+const nativeAny = native as unknown as { runRawOp?: RawRun; runOp: RawRun; nativeInfo: () => unknown };
+const runAny: RawRun = nativeAny.runRawOp ?? nativeAny.runOp;
 
 const root = path.join(__dirname, "..");
 const lib = process.env.TASKMERGE_CUDA_LIBRARY ?? path.join(root, "build", "Release", "taskmerge_cuda.so");
@@ -103,7 +108,7 @@ suite(`CUDA backend${why}`, () => {
   // Through the main addon: its backend loader (native/backend/loader.cpp)
   // opens taskmerge_cuda.so from the addon's directory and lists it in info().
   interface BackendInfo { name: string; origin: string; available: boolean; description: string; linalg: string }
-  const backends = (): BackendInfo[] | undefined => (nativeInfo() as unknown as { backends?: BackendInfo[] }).backends;
+  const backends = (): BackendInfo[] | undefined => (nativeAny.nativeInfo() as { backends?: BackendInfo[] }).backends;
   const sameDir = fs.existsSync(path.join(path.dirname(lib), "taskmerge.node")) && !process.env.TASKMERGE_ADDON;
   const viaAddon = sameDir && !!backends();
   const addonWhy = viaAddon ? "" : " (skipped: the addon has no backend loader, or is not beside the library)";
@@ -114,7 +119,7 @@ suite(`CUDA backend${why}`, () => {
     const n = 8;
     const f = () => Buffer.alloc(n * 4);
     await expect(
-      runOp("task_arithmetic", { n, base: f(), baseDtype: "F32", experts: [f()], expertDtypes: ["F32"], coeffs: [1], out: f(), outDtype: "F32", device: "cuda" }),
+      runAny("task_arithmetic", { n, base: f(), baseDtype: "F32", experts: [f()], expertDtypes: ["F32"], coeffs: [1], out: f(), outDtype: "F32", device: "cuda" }),
     ).rejects.toThrow(/no CUDA device/);
   });
 
@@ -145,8 +150,8 @@ suite(`CUDA backend${why}`, () => {
     ];
     for (const [op, extra] of cases) {
       const outs = [Buffer.alloc(n * 2), Buffer.alloc(n * 2)];
-      await runOp(op, { ...common, ...extra, out: outs[0], device: "cpu" } as never);
-      await runOp(op, { ...common, ...extra, out: outs[1], device: "cuda" } as never);
+      await runAny(op, { ...common, ...extra, out: outs[0], device: "cpu" });
+      await runAny(op, { ...common, ...extra, out: outs[1], device: "cuda" });
       expect([op, outs[1].equals(outs[0])]).toEqual([op, true]);
     }
   });
