@@ -21,6 +21,9 @@ export const KNOBS = {
   TASKMERGE_TIES_WINDOW_Z: { kind: "number", min: 0, max: 1e6, what: "TIES window width in standard errors" },
   TASKMERGE_TIES_SELECT: { kind: "choice", choices: ["window", "histogram"], what: "TIES threshold selection" },
   TASKMERGE_LINALG: { kind: "choice", choices: ["builtin", "openblas"], what: "linear algebra backend" },
+  /** Read by the CUDA backend (native/cuda/context.cu) when it starts. */
+  TASKMERGE_CUDA_DEVICE: { kind: "int", min: 0, max: 1023, what: "CUDA device index" },
+  TASKMERGE_CUDA_PRECISION: { kind: "choice", choices: ["f64", "f32", "tf32"], what: "CUDA dense linear algebra precision" },
 } as const satisfies Record<string, Knob>;
 
 export type KnobName = keyof typeof KNOBS;

@@ -1,0 +1,252 @@
+// The per-element maths of the CUDA kernels, as __host__ __device__ functions
+// so that the same source compiles into the kernels and into the host check
+// program (tests/check_host.cpp), which compares it bit for bit with the CPU
+// code it mirrors (native/core/dtype.cpp, counter_rng.h, trim.h, trim.cpp,
+// linear_combine.cpp, tall_mask.h). Each function names what it mirrors; the
+// operations and their order are the CPU's, in float32 / float64 with round to
+// nearest even and (as the build uses -fmad=false) no fused multiply-add.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__)
+#define TM_HD __host__ __device__ __forceinline__
+#else
+#define TM_HD inline
+#endif
+
+namespace tmcuda {
+
+enum : int { F64 = 0, F32 = 1, F16 = 2, BF16 = 3 };  // tm_dtype / taskmerge::DType
+
+TM_HD int dtypeSize(int t) { return t == F64 ? 8 : t == F32 ? 4 : 2; }
+
+TM_HD uint32_t bitsOf(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+TM_HD float floatOf(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+TM_HD uint64_t bitsOf(double d) { uint64_t u; memcpy(&u, &d, 8); return u; }
+
+// ---- dtype conversion (dtype.cpp) ------------------------------------------
+
+// halfToFloat
+TM_HD float halfToFloat(uint16_t h) {
+  uint32_t sign = uint32_t(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1f;
+  uint32_t man = h & 0x3ff;
+  if (exp == 0x1f) return floatOf(sign | 0x7f800000u | (man << 13));
+  if (exp == 0) {
+    float v = float(man) * 5.9604644775390625e-08f;
+    return sign ? -v : v;
+  }
+  return floatOf(sign | ((exp + 112) << 23) | (man << 13));
+}
+
+// halfMagnitude: |d| finite and ≥ 0 to binary16 bits, in double (frexp,
+// ldexp and rint are exact, so host and device agree).
+TM_HD uint16_t halfMagnitude(double a) {
+  if (a >= 65520.0) return 0x7c00;
+  if (a < 6.103515625e-05) return uint16_t(std::rint(a * 16777216.0));
+  int e;
+  double m = std::frexp(a, &e);
+  double q = std::rint(std::ldexp(m, 11));
+  if (q >= 2048.0) { q /= 2; e += 1; }
+  int biased = e - 1 + 15;
+  if (biased >= 31) return 0x7c00;
+  return uint16_t((biased << 10) | (uint32_t(q) - 1024));
+}
+
+// toHalfImpl (floatToHalf, doubleToHalf)
+TM_HD uint16_t doubleToHalf(double d) {
+  uint16_t sign = std::signbit(d) ? 0x8000 : 0;
+  if (std::isnan(d)) return sign | 0x7e00;
+  double a = std::fabs(d);
+  if (std::isinf(a)) return sign | 0x7c00;
+  return sign | halfMagnitude(a);
+}
+TM_HD uint16_t floatToHalf(float f) { return doubleToHalf(double(f)); }
+
+TM_HD float bf16ToFloat(uint16_t b) { return floatOf(uint32_t(b) << 16); }
+
+// f32ToBf16 / floatToBf16 (the same bits: ties to even, NaN quieted)
+TM_HD uint16_t floatToBf16(float f) {
+  const uint32_t u = bitsOf(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x0040u);
+  return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+// doubleToBf16: rounded from double directly (no double rounding through float)
+TM_HD uint16_t doubleToBf16(double d) {
+  if (std::isnan(d)) return std::signbit(d) ? 0xffc0 : 0x7fc0;
+  uint16_t sign = (bitsOf(d) >> 63) ? 0x8000 : 0;
+  double a = std::fabs(d);
+  if (std::isinf(a)) return sign | 0x7f80;
+  if (a == 0) return sign;
+  int e;
+  double m = std::frexp(a, &e);
+  int exp = e - 1;
+  if (exp >= -126) {
+    double q = std::rint(std::ldexp(m, 8));
+    if (q >= 256.0) { q /= 2; exp += 1; }
+    if (exp > 127) return sign | 0x7f80;
+    return sign | uint16_t(((exp + 127) << 7) | (uint32_t(q) - 128));
+  }
+  return sign | uint16_t(std::rint(std::ldexp(a, 133)));
+}
+
+// Element i of a buffer of dtype t, as toF32 / toF64 read it.
+TM_HD float loadF32(const void* p, int t, uint64_t i) {
+  switch (t) {
+    case F32: return static_cast<const float*>(p)[i];
+    case F64: return float(static_cast<const double*>(p)[i]);
+    case F16: return halfToFloat(static_cast<const uint16_t*>(p)[i]);
+    default: return bf16ToFloat(static_cast<const uint16_t*>(p)[i]);
+  }
+}
+TM_HD double loadF64(const void* p, int t, uint64_t i) {
+  switch (t) {
+    case F64: return static_cast<const double*>(p)[i];
+    case F32: return double(static_cast<const float*>(p)[i]);
+    case F16: return double(halfToFloat(static_cast<const uint16_t*>(p)[i]));
+    default: return double(bf16ToFloat(static_cast<const uint16_t*>(p)[i]));
+  }
+}
+// fromF32 / fromF64
+TM_HD void storeF32(void* p, int t, uint64_t i, float v) {
+  switch (t) {
+    case F32: static_cast<float*>(p)[i] = v; return;
+    case F64: static_cast<double*>(p)[i] = double(v); return;
+    case F16: static_cast<uint16_t*>(p)[i] = floatToHalf(v); return;
+    default: static_cast<uint16_t*>(p)[i] = floatToBf16(v); return;
+  }
+}
+TM_HD void storeF64(void* p, int t, uint64_t i, double v) {
+  switch (t) {
+    case F64: static_cast<double*>(p)[i] = v; return;
+    case F32: static_cast<float*>(p)[i] = float(v); return;
+    case F16: static_cast<uint16_t*>(p)[i] = doubleToHalf(v); return;
+    default: static_cast<uint16_t*>(p)[i] = doubleToBf16(v); return;
+  }
+}
+
+// NaN or ±Inf (the CPU's exponent-bits test).
+TM_HD bool nonFinite(float x) { return (bitsOf(x) & 0x7f800000u) == 0x7f800000u; }
+
+// ---- counter-based random numbers (counter_rng.h) ----------------------------
+
+constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;
+TM_HD uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+TM_HD uint64_t splitmix64(uint64_t x) { return mix64(x + kGolden); }
+TM_HD uint64_t rngStream(uint64_t seed, uint64_t keyHash, uint64_t task) {
+  return splitmix64(splitmix64(splitmix64(seed) ^ keyHash) ^ task);
+}
+TM_HD uint64_t rngBits53(uint64_t stream, uint64_t i) { return splitmix64(stream + i * kGolden) >> 11; }
+// uniformBelowBound: u < p ⟺ bits53 < ceil(p·2⁵³)
+TM_HD uint64_t uniformBelowBound(double p) {
+  double x = std::ceil(p * 0x1p53);
+  return x <= 0 ? 0 : uint64_t(x);
+}
+
+// ---- trims (trim.h, Trim::apply) -----------------------------------------------
+
+enum : int { TRIM_NONE = 0, TRIM_MAGNITUDE = 1, TRIM_DARE = 2, TRIM_BERNOULLI = 3, TRIM_MAGNITUDE_CUT = 4 };
+
+// Per-task trim parameters, precomputed on the host (streams, bounds).
+struct TaskTrim {
+  uint32_t threshold;  // MAGNITUDE, MAGNITUDE_CUT
+  double cut;          // MAGNITUDE_CUT
+  uint64_t stream;     // DARE, BERNOULLI
+  uint64_t bound;      // DARE, BERNOULLI: ceil(p·2⁵³)
+  int keepAll;         // BERNOULLI: density ≥ 1
+};
+
+// τ̂ of one entry at tensor index `index`.
+TM_HD float trimEntry(int mode, const TaskTrim& tt, double density, float tau, uint64_t index) {
+  switch (mode) {
+    case TRIM_MAGNITUDE: {
+      uint32_t u = bitsOf(tau);
+      u &= 0u - uint32_t((u & 0x7fffffffu) >= tt.threshold);
+      return floatOf(u);
+    }
+    case TRIM_DARE: {
+      const bool keep = rngBits53(tt.stream, index) < tt.bound;
+      uint32_t b = bitsOf(float(double(tau) / density));
+      b &= 0u - uint32_t(keep);
+      return floatOf(b);
+    }
+    case TRIM_BERNOULLI:
+      if (tt.keepAll) return tau;
+      return rngBits53(tt.stream, index) < tt.bound ? tau : 0.0f;
+    case TRIM_MAGNITUDE_CUT: {
+      const uint32_t u = bitsOf(tau) & 0x7fffffffu;
+      return (u > tt.threshold || (u == tt.threshold && double(index) < tt.cut)) ? tau : 0.0f;
+    }
+    default: return tau;
+  }
+}
+
+// ---- combining task vectors -------------------------------------------------------
+// `Tau` is any callable tau(t) → float32 τ̂t of the entry, so kernels recompute
+// τ from the raw inputs instead of holding T values per thread.
+
+// linearCombine: float(double(θ0) + Σt ct·double(τt)), t in order.
+template <class Tau>
+TM_HD float linearCombine(float base, const double* coeffs, int T, Tau tau) {
+  double acc = 0;
+  for (int t = 0; t < T; t++) acc += coeffs[t] * double(tau(t));
+  return float(double(base) + acc);
+}
+
+// electedSign: sign(Σt double(v_t)), 0 when the sum is 0.
+template <class Tau>
+TM_HD int electedSign(int T, Tau tau) {
+  double s = 0;
+  for (int t = 0; t < T; t++) s += double(tau(t));
+  return (s > 0) - (s < 0);
+}
+
+// tiesAggregate for one entry (the branch-free form of trim.cpp, same values).
+template <class Tau>
+TM_HD double tiesAggregate(int T, int maj, bool mean, Tau tau) {
+  double sg = 0;
+  for (int t = 0; t < T; t++) sg += double(tau(t));
+  const double e = double(sg > 0) - double(sg < 0);
+  sg = e + double(maj) * double(e == 0);
+  double acc = 0, cnt = 0;
+  for (int t = 0; t < T; t++) {
+    const double p = double(tau(t)) * sg;
+    acc += p > 0.0 ? p : 0.0;
+    cnt += double(p > 0.0);
+  }
+  double agg = acc * sg + 0.0;
+  if (mean) agg /= cnt + double(cnt == 0);
+  return agg;
+}
+
+// addScaled / tiesMerged: float(double(θ0) + λ·agg).
+TM_HD float addScaled(float base, double agg, double lambda) { return float(double(base) + lambda * agg); }
+
+// tallSumTasks: Σt double(τt), t in order.
+template <class Tau>
+TM_HD double sumTasks(int T, Tau tau) {
+  double acc = 0;
+  for (int t = 0; t < T; t++) acc += double(tau(t));
+  return acc;
+}
+
+// tallBit: |τt| > λ·|τMTL − τt|, compared in double.
+TM_HD bool tallBit(float tau, float mtl, double lambda) {
+  const double x = double(tau);
+  return std::fabs(x) > lambda * std::fabs(double(mtl) - x);
+}
+
+// selectBits(c, a, b)
+TM_HD float selectBits(bool c, float a, float b) {
+  const uint32_t m = 0u - uint32_t(c);
+  return floatOf((bitsOf(a) & m) | (bitsOf(b) & ~m));
+}
+
+}  // namespace tmcuda
