@@ -198,6 +198,9 @@ describe("the header worker reads as the main thread does", () => {
       "é", "😀", "a\nb", "valueOf", "hasOwnProperty", "__defineGetter__", "length"];
     for (let i = 0; i < 3000; i++) keys.push(i % 2 ? `k${i}` : String(100_000 - i)); // many, so the hash table's probes collide
     const meta = keys.map((k, i) => `${JSON.stringify(k)}:${JSON.stringify(`v${i}`)}`);
+    // Values longer than one decoding chunk (8192 units), a surrogate pair across the chunk edge.
+    keys.push("long", "longer");
+    meta.push(`"long":${JSON.stringify("x".repeat(8191) + "😀" + "y".repeat(9000))}`, `"longer":${JSON.stringify("é".repeat(70_000))}`);
     const json = Buffer.from(`{"__metadata__":{${meta.join(",")}},"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`);
     const want = await direct(json, 8 + json.length + 4, "m.safetensors");
     if (!want.ok) throw want.error;

@@ -1,11 +1,11 @@
 /**
- * A checked Header as a handful of flat arrays and two strings, for the trip
+ * A checked Header as a handful of flat arrays and a string, for the trip
  * from the header worker (header_thread.ts) to the main thread: a few
  * transfers instead of a structured clone of 10^6 small objects, so the main
  * heap never holds the parser's intermediates. Unpacking rebuilds the tensor
  * list in time slices, one entry at a time, so no step on the main thread is
  * long; the metadata is not rebuilt at all but read through a view over the
- * packed strings (metadata_view.ts).
+ * packed code units (metadata_view.ts).
  *
  * Every worker-read header gets the view, whatever its key count: the worker
  * only reads headers of 1 MiB or more, where the view costs nothing up front
@@ -14,7 +14,7 @@
  */
 import { DTYPE_SIZE, DType } from "./dtypes";
 import { Header, TensorInfo } from "./header";
-import { buildMetaIndex, metadataView } from "./metadata_view";
+import { buildMetaIndex, metadataView, toUnits } from "./metadata_view";
 import { TimeSlicer } from "../time_slice";
 
 const DTYPES = Object.keys(DTYPE_SIZE) as DType[];
@@ -32,8 +32,8 @@ export interface PackedHeader {
   ranks: Uint8Array;
   dims: Float64Array;
   offsets: Float64Array;
-  /** Metadata keys and values, alternating and joined; metaEnds[2i] ends key i, metaEnds[2i + 1] its value. */
-  meta: string;
+  /** Metadata keys and values, alternating and joined, as UTF-16 code units; metaEnds[2i] ends key i, metaEnds[2i + 1] its value. */
+  meta: Uint16Array;
   metaEnds: Uint32Array;
   /** The metadata keys' hash table (buildMetaIndex of metadata_view.ts). */
   metaIndex: Int32Array;
@@ -67,17 +67,17 @@ export function packHeader(h: Header): PackedHeader {
     metaEnds[2 * i] = metaEnd += k.length;
     metaEnds[2 * i + 1] = metaEnd += v.length;
   }
-  const joined = meta.join("");
+  const units = toUnits(meta, metaEnd);
   return {
     headerBytes: h.headerBytes, dataStart: h.dataStart,
     keys: keys.join(""), keyEnds, dtypes, ranks, dims, offsets,
-    meta: joined, metaEnds, metaIndex: buildMetaIndex(joined, metaEnds),
+    meta: units, metaEnds, metaIndex: buildMetaIndex(units, metaEnds),
   };
 }
 
 /** The buffers to transfer (not copy) with a PackedHeader. */
 export function packedTransferList(p: PackedHeader): ArrayBuffer[] {
-  return [p.keyEnds, p.dtypes, p.ranks, p.dims, p.offsets, p.metaEnds, p.metaIndex].map((a) => a.buffer as ArrayBuffer);
+  return [p.keyEnds, p.dtypes, p.ranks, p.dims, p.offsets, p.meta, p.metaEnds, p.metaIndex].map((a) => a.buffer as ArrayBuffer);
 }
 
 /**

@@ -5,10 +5,12 @@
  * steps no slicing can split: V8 grows the object's dictionary in one go
  * (~100 ms at 350,000 keys on a loaded machine), and its entries fill the heap.
  *
- * The view answers from the packed data: the joined keys and values with their
- * end offsets, in the order Object.keys gave in the worker (integer-like keys
+ * The view answers from the packed data: the keys and values as UTF-16 code
+ * units in one transferred Uint16Array (not a string: a structured clone
+ * copies a 16-million-character string in one 13 ms step), with their end
+ * offsets, in the order Object.keys gave in the worker (integer-like keys
  * ascending, then header order), plus an open-addressing hash table of key
- * indices built in the worker (buildMetaIndex). Reads behave as on the plain
+ * indices built in the worker (buildMetaIndex). Strings are made per read. Reads behave as on the plain
  * null-prototype object the main-thread path builds: `m[k]`, `k in m`,
  * Object.keys/entries, JSON.stringify, for-in, spread, hasOwnProperty, no
  * prototype. Writes (set, define, delete, preventExtensions, setPrototypeOf)
@@ -23,25 +25,50 @@ function tableSize(n: number): number {
   return size;
 }
 
-/** FNV-1a over the UTF-16 code units of s[begin, end). */
-function hashRange(s: string, begin: number, end: number): number {
+/** FNV-1a over UTF-16 code units: units[begin, end). */
+function hashUnits(units: Uint16Array, begin: number, end: number): number {
   let h = 0x811c9dc5;
-  for (let i = begin; i < end; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  for (let i = begin; i < end; i++) h = Math.imul(h ^ units[i], 0x01000193);
   return h >>> 0;
 }
 
+/** The same hash of a string's code units. */
+function hashString(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
+
+/** The joined strings' code units, for packing. */
+export function toUnits(parts: string[], total: number): Uint16Array {
+  const units = new Uint16Array(total);
+  let at = 0;
+  for (const p of parts) for (let i = 0; i < p.length; i++) units[at++] = p.charCodeAt(i);
+  return units;
+}
+
+/** units[begin, end) as a string, exactly (any code unit), in chunks that fit an argument list. */
+function unitsToString(units: Uint16Array, begin: number, end: number): string {
+  const CHUNK = 8192;
+  if (end - begin <= CHUNK) return String.fromCharCode.apply(null, units.subarray(begin, end) as unknown as number[]);
+  const parts: string[] = [];
+  for (let at = begin; at < end; at += CHUNK)
+    parts.push(String.fromCharCode.apply(null, units.subarray(at, Math.min(end, at + CHUNK)) as unknown as number[]));
+  return parts.join("");
+}
+
 /**
- * The lookup table for packed metadata (`meta` joined, `metaEnds` alternating
- * key and value ends): slot → key index, -1 when empty; linear probing.
- * Built in the worker, so the main thread only probes it.
+ * The lookup table for packed metadata (`meta` the joined code units,
+ * `metaEnds` alternating key and value ends): slot → key index, -1 when
+ * empty; linear probing. Built in the worker, so the main thread only probes it.
  */
-export function buildMetaIndex(meta: string, metaEnds: Uint32Array): Int32Array {
+export function buildMetaIndex(meta: Uint16Array, metaEnds: Uint32Array): Int32Array {
   const n = metaEnds.length / 2;
   const table = new Int32Array(tableSize(n)).fill(-1);
   const mask = table.length - 1;
   for (let i = 0; i < n; i++) {
     const begin = i === 0 ? 0 : metaEnds[2 * i - 1];
-    let slot = hashRange(meta, begin, metaEnds[2 * i]) & mask;
+    let slot = hashUnits(meta, begin, metaEnds[2 * i]) & mask;
     while (table[slot] !== -1) slot = (slot + 1) & mask;
     table[slot] = i;
   }
@@ -53,26 +80,30 @@ const readOnly = (): never => {
 };
 
 /** The view over packed metadata (see the file comment); typed as the plain object it stands for. */
-export function metadataView(meta: string, metaEnds: Uint32Array, index: Int32Array): Record<string, string> {
+export function metadataView(meta: Uint16Array, metaEnds: Uint32Array, index: Int32Array): Record<string, string> {
   const n = metaEnds.length / 2;
   const mask = index.length - 1;
   const keyBegin = (i: number) => (i === 0 ? 0 : metaEnds[2 * i - 1]);
 
+  const isKey = (i: number, k: string): boolean => {
+    const begin = keyBegin(i);
+    if (metaEnds[2 * i] - begin !== k.length) return false;
+    for (let j = 0; j < k.length; j++) if (meta[begin + j] !== k.charCodeAt(j)) return false;
+    return true;
+  };
   /** Index of key k, or -1. */
   const find = (k: string): number => {
-    for (let slot = hashRange(k, 0, k.length) & mask; ; slot = (slot + 1) & mask) {
+    for (let slot = hashString(k) & mask; ; slot = (slot + 1) & mask) {
       const i = index[slot];
-      if (i === -1) return -1;
-      const begin = keyBegin(i);
-      if (metaEnds[2 * i] - begin === k.length && meta.startsWith(k, begin)) return i;
+      if (i === -1 || isKey(i, k)) return i;
     }
   };
-  const value = (i: number) => meta.slice(metaEnds[2 * i], metaEnds[2 * i + 1]);
+  const value = (i: number) => unitsToString(meta, metaEnds[2 * i], metaEnds[2 * i + 1]);
   let keys: string[] | undefined; // made on the first enumeration, then kept
   const allKeys = () => {
     if (!keys) {
       keys = new Array<string>(n);
-      for (let i = 0; i < n; i++) keys[i] = meta.slice(keyBegin(i), metaEnds[2 * i]);
+      for (let i = 0; i < n; i++) keys[i] = unitsToString(meta, keyBegin(i), metaEnds[2 * i]);
     }
     return keys;
   };
