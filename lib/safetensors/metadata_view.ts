@@ -1,7 +1,7 @@
 /**
  * A worker-read header's `__metadata__` as a read-only view over the packed
- * strings (header_pack.ts), never one JS object of all its entries. Building
- * such an object of 10^5+ keys on the main thread blocks the event loop in
+ * keys and values (header_pack.ts), never one JS object of all its entries.
+ * Building such an object of 10^5+ keys on the main thread blocks the event loop in
  * steps no slicing can split: V8 grows the object's dictionary in one go
  * (~100 ms at 350,000 keys on a loaded machine), and its entries fill the heap.
  *
@@ -10,11 +10,12 @@
  * copies a 16-million-character string in one 13 ms step), with their end
  * offsets, in the order Object.keys gave in the worker (integer-like keys
  * ascending, then header order), plus an open-addressing hash table of key
- * indices built in the worker (buildMetaIndex). Strings are made per read. Reads behave as on the plain
- * null-prototype object the main-thread path builds: `m[k]`, `k in m`,
- * Object.keys/entries, JSON.stringify, for-in, spread, hasOwnProperty, no
- * prototype. Writes (set, define, delete, preventExtensions, setPrototypeOf)
- * throw a TypeError: the metadata is the file's, copy it (`{ ...m }`) to edit.
+ * indices built in the worker (buildMetaIndex); strings are made per read.
+ * Reads behave as on the plain null-prototype object the main-thread path
+ * builds: `m[k]`, `k in m`, Object.keys/entries, JSON.stringify, for-in,
+ * spread, hasOwnProperty, no prototype. Writes (set, define, delete,
+ * preventExtensions, setPrototypeOf) throw a TypeError: the metadata is the
+ * file's; copy it (`{ ...m }`) to edit.
  */
 import { inspect } from "util";
 
