@@ -9,11 +9,13 @@
 import * as fs from "fs";
 import * as path from "path";
 import { spawnSync } from "child_process";
+import { inspect as utilInspect } from "util";
 import { Worker } from "worker_threads";
 import { hashHeader, Header, headerLength, parseHeader } from "../lib/safetensors/header";
 import { OFF_THREAD, ParsedHeader, readHeader, readHeaderInWorker } from "../lib/safetensors/header_thread";
 import { packHeader, packedTransferList, unpackHeader } from "../lib/safetensors/header_pack";
 import { SafetensorsFile } from "../lib/safetensors/file";
+import { inspect } from "../lib/api/inspect";
 import { AbortError, TaskmergeError } from "../lib/errors";
 import { mutate, seeds } from "./helpers/header_mutants";
 import { ROOT, rng, tmpDir } from "./helpers/fixtures";
@@ -32,10 +34,43 @@ async function outcome(p: Promise<ParsedHeader>): Promise<Outcome> {
 const direct = (json: Buffer, fileSize: number, file: string) =>
   outcome(parseHeader(json, fileSize, file).then((header) => ({ header, hash: hashHeader(json) })));
 
+/**
+ * The worker path's metadata (a read-only view) reads exactly as the direct
+ * path's null-prototype object under every way callers read an object.
+ */
+function expectSameMetadata(got: Record<string, string>, want: Record<string, string>, probes: string[] = []): void {
+  expect(Object.getPrototypeOf(got)).toBeNull();
+  expect(Object.keys(got)).toEqual(Object.keys(want));
+  expect(Reflect.ownKeys(got)).toEqual(Reflect.ownKeys(want));
+  expect(Object.entries(got)).toEqual(Object.entries(want));
+  expect(JSON.stringify(got)).toBe(JSON.stringify(want));
+  expect(JSON.stringify(got, null, 1)).toBe(JSON.stringify(want, null, 1));
+  const forIn = (o: object) => {
+    const ks: string[] = [];
+    for (const k in o) ks.push(k);
+    return ks;
+  };
+  expect(forIn(got)).toEqual(forIn(want));
+  const spread = { ...got };
+  expect(spread).toEqual({ ...want });
+  expect(Object.keys(spread)).toEqual(Object.keys({ ...want }));
+  expect(got).toStrictEqual(want);
+  expect(utilInspect(got, { depth: 0, maxArrayLength: 50 })).toBe(utilInspect(want, { depth: 0, maxArrayLength: 50 }));
+  const keys = Object.keys(want);
+  // Every key for small ones, a spread of them for big ones, then keys that are not there.
+  const step = Math.max(1, Math.floor(keys.length / 2000));
+  const sample = keys.filter((_k, i) => i % step === 0);
+  for (const k of [...sample, ...probes, "__proto__", "constructor", "toString", "hasOwnProperty", "", "0", "missing.key"]) {
+    expect([k, got[k], k in got, Object.prototype.hasOwnProperty.call(got, k), Object.getOwnPropertyDescriptor(got, k)?.value]).toEqual(
+      [k, want[k], k in want, Object.prototype.hasOwnProperty.call(want, k), Object.getOwnPropertyDescriptor(want, k)?.value]);
+  }
+  expect((got as Record<symbol, unknown>)[Symbol.iterator]).toBeUndefined();
+  expect(Object.prototype.toString.call(got)).toBe(Object.prototype.toString.call(want));
+}
+
 function expectSameHeader(got: Header, want: Header): void {
   expect(got).toStrictEqual(want);
-  expect(Object.getPrototypeOf(got.metadata)).toBeNull();
-  expect(Object.keys(got.metadata)).toEqual(Object.keys(want.metadata));
+  expectSameMetadata(got.metadata, want.metadata);
 }
 
 function expectSame(got: Outcome, want: Outcome, what: string, errorClass: typeof TaskmergeError = TaskmergeError): void {
@@ -156,6 +191,60 @@ describe("the header worker reads as the main thread does", () => {
     const want = await direct(Buffer.from(json), size, "big.safetensors");
     expect(want.ok).toBe(false);
     expectSame(await outcome(readHeader(json, size, "big.safetensors")), want, "big header");
+  });
+
+  test("metadata keys that are integers, prototype names, empty or odd: the view reads as the object", async () => {
+    const keys = ["b", "10", "2", "__proto__", "0", "constructor", "toString", "", "01", "-1", "1.5", "4294967294", "4294967295",
+      "é", "😀", "a\nb", "valueOf", "hasOwnProperty", "__defineGetter__", "length"];
+    for (let i = 0; i < 3000; i++) keys.push(i % 2 ? `k${i}` : String(100_000 - i)); // many, so the hash table's probes collide
+    const meta = keys.map((k, i) => `${JSON.stringify(k)}:${JSON.stringify(`v${i}`)}`);
+    // Values longer than one decoding chunk (8192 units), a surrogate pair across the chunk edge.
+    keys.push("long", "longer");
+    meta.push(`"long":${JSON.stringify("x".repeat(8191) + "😀" + "y".repeat(9000))}`, `"longer":${JSON.stringify("é".repeat(70_000))}`);
+    const json = Buffer.from(`{"__metadata__":{${meta.join(",")}},"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`);
+    const want = await direct(json, 8 + json.length + 4, "m.safetensors");
+    if (!want.ok) throw want.error;
+    const got = await outcome(readHeaderInWorker(Buffer.from(json), 8 + json.length + 4, "m.safetensors"));
+    expectSame(got, want, "odd keys");
+    const m = (got as { value: ParsedHeader }).value.header.metadata;
+    expectSameMetadata(m, want.value.header.metadata, [...keys, "k1x", "100001", "__proto", "k2999", "toString "]);
+    expect(m["__proto__"]).toBe("v3");
+    expect(Object.keys(m).slice(0, 4)).toEqual(["0", "2", "10", "97002"]); // integer-like keys first, ascending
+  });
+
+  test("the view refuses every write, with a TypeError, and stays as it was", async () => {
+    const { json, size } = bigHeader(2, 60_000);
+    const want = (await parseHeader(Buffer.from(json), size, "big.safetensors")).metadata;
+    const m = (await readHeaderInWorker(json, size, "big.safetensors")).header.metadata;
+    const readOnly = /metadata of a safetensors file is read-only/;
+    expect(() => { m["note.1"] = "x"; }).toThrow(readOnly);
+    expect(() => { m["new"] = "x"; }).toThrow(readOnly);
+    expect(() => { delete m["note.1"]; }).toThrow(readOnly);
+    expect(() => Object.defineProperty(m, "new", { value: "x" })).toThrow(readOnly);
+    expect(() => Object.setPrototypeOf(m, {})).toThrow(readOnly);
+    expect(() => Object.freeze(m)).toThrow(readOnly);
+    expect(() => Object.assign(m, { a: "b" })).toThrow(readOnly);
+    expectSameMetadata(m, want, ["new", "a"]);
+    // A copy is an ordinary object again.
+    const copy: Record<string, string> = { ...m, extra: "y" };
+    expect(copy["note.1"]).toBe(want["note.1"]);
+    expect(Object.keys(copy)).toHaveLength(60_001);
+  });
+
+  test("inspect() of a file with a big header of many metadata keys: the report's metadata reads as the direct parse's", async () => {
+    const dir = tmpDir();
+    const { json, size } = bigHeader(300, 50_000, (s) => s.replace(`"note.5":`, `"__proto__":`).replace(`"note.6":`, `"17":`));
+    expect(json.length).toBeGreaterThan(OFF_THREAD.bytes);
+    const want = (await parseHeader(Buffer.from(json), size, "f")).metadata;
+    const file = path.join(dir, "big.safetensors");
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(json.length));
+    fs.writeFileSync(file, Buffer.concat([len, json, Buffer.alloc(size - 8 - json.length)]));
+    const report = await inspect(file);
+    expect(report.tensors).toHaveLength(300);
+    expectSameMetadata(report.metadata, want, ["__proto__", "17", "note.5"]);
+    expect(report.metadata["__proto__"]).toBe(want["__proto__"]);
+    expect(Object.keys(report.metadata)[0]).toBe("17");
   });
 
   test("small headers stay on the main thread", async () => {

@@ -1,12 +1,20 @@
 /**
- * A checked Header as a handful of flat arrays and two strings, for the trip
+ * A checked Header as a handful of flat arrays and a string, for the trip
  * from the header worker (header_thread.ts) to the main thread: a few
  * transfers instead of a structured clone of 10^6 small objects, so the main
- * heap never holds the parser's intermediates. Unpacking rebuilds the Header
- * in time slices, one entry at a time, so no step on the main thread is long.
+ * heap never holds the parser's intermediates. Unpacking rebuilds the tensor
+ * list in time slices, one entry at a time, so no step on the main thread is
+ * long; the metadata is not rebuilt at all but read through a view over the
+ * packed code units (metadata_view.ts).
+ *
+ * Every worker-read header gets the view, whatever its key count: the worker
+ * only reads headers of 1 MiB or more, where the view costs nothing up front
+ * and an object could cost a long step, and one representation per path
+ * keeps a single way for the metadata to come back.
  */
 import { DTYPE_SIZE, DType } from "./dtypes";
 import { Header, TensorInfo } from "./header";
+import { buildMetaIndex, metadataView, toUnits } from "./metadata_view";
 import { TimeSlicer } from "../time_slice";
 
 const DTYPES = Object.keys(DTYPE_SIZE) as DType[];
@@ -24,9 +32,11 @@ export interface PackedHeader {
   ranks: Uint8Array;
   dims: Float64Array;
   offsets: Float64Array;
-  /** Metadata keys and values, alternating and joined; metaEnds[2i] ends key i, metaEnds[2i + 1] its value. */
-  meta: string;
+  /** Metadata keys and values, alternating and joined, as UTF-16 code units; metaEnds[2i] ends key i, metaEnds[2i + 1] its value. */
+  meta: Uint16Array;
   metaEnds: Uint32Array;
+  /** The metadata keys' hash table (buildMetaIndex of metadata_view.ts). */
+  metaIndex: Int32Array;
 }
 
 export function packHeader(h: Header): PackedHeader {
@@ -57,29 +67,27 @@ export function packHeader(h: Header): PackedHeader {
     metaEnds[2 * i] = metaEnd += k.length;
     metaEnds[2 * i + 1] = metaEnd += v.length;
   }
+  const units = toUnits(meta, metaEnd);
   return {
     headerBytes: h.headerBytes, dataStart: h.dataStart,
     keys: keys.join(""), keyEnds, dtypes, ranks, dims, offsets,
-    meta: meta.join(""), metaEnds,
+    meta: units, metaEnds, metaIndex: buildMetaIndex(units, metaEnds),
   };
 }
 
 /** The buffers to transfer (not copy) with a PackedHeader. */
 export function packedTransferList(p: PackedHeader): ArrayBuffer[] {
-  return [p.keyEnds, p.dtypes, p.ranks, p.dims, p.offsets, p.metaEnds].map((a) => a.buffer as ArrayBuffer);
+  return [p.keyEnds, p.dtypes, p.ranks, p.dims, p.offsets, p.meta, p.metaEnds, p.metaIndex].map((a) => a.buffer as ArrayBuffer);
 }
 
-/** The Header again, exactly as checkLayout built it (numel and nbytes recomputed the same way). */
+/**
+ * The Header again, as checkLayout built it (numel and nbytes recomputed the
+ * same way), its metadata a read-only view that reads as the object did.
+ */
 export async function unpackHeader(p: PackedHeader, slicer = new TimeSlicer()): Promise<Header> {
   let step = 0;
   const due = () => (++step & 1023) === 0 && slicer.due();
-  const metadata: Record<string, string> = Object.create(null);
-  for (let i = 0, at = 0; i < p.metaEnds.length; i += 2) {
-    const kEnd = p.metaEnds[i], vEnd = p.metaEnds[i + 1];
-    metadata[p.meta.slice(at, kEnd)] = p.meta.slice(kEnd, vEnd);
-    at = vEnd;
-    if (due()) await slicer.turn();
-  }
+  const metadata = metadataView(p.meta, p.metaEnds, p.metaIndex);
   const tensors: TensorInfo[] = [];
   for (let i = 0, at = 0, d = 0; i < p.keyEnds.length; i++) {
     const dtype = DTYPES[p.dtypes[i]];
