@@ -7,27 +7,18 @@ import { checkpointKind, Output } from "../output";
 import { openInputs } from "../engine/inputs";
 import { FloatDType, isFloatDType } from "../safetensors/dtypes";
 import { defaultChunkElems } from "../engine/stream";
-import { Progress, ProgressTracker } from "../engine/progress";
+import { ProgressTracker } from "../engine/progress";
 import { TaskmergeError, throwIfAborted } from "../errors";
 import { VERSION } from "../version";
 import { BUNDLE_JSON, checkBase, maskKey, openBundle } from "../tall/bundle";
 import { reconstruct } from "../tall/reconstruct";
-import { runJob } from "./run";
+import { runJob, CheckpointJobOptions } from "./run";
 import { extractCard } from "../model_card";
 import { outputConfigFiles, readBaseInfo } from "../base_info";
 
-export interface ExtractEngineOptions {
+export interface ExtractEngineOptions extends CheckpointJobOptions {
   bundle: string;
   task: string;
-  base: string;
-  out: string;
-  dtype?: FloatDType;
-  /** The base's Hub id for the model card. */
-  baseModel?: string;
-  maxShardSize?: number;
-  chunkElems?: number;
-  onProgress?: (p: Progress) => void;
-  signal?: AbortSignal;
 }
 
 export interface ExtractReport {

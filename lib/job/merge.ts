@@ -11,35 +11,26 @@ import { AbortError, TaskmergeError, UsageError, throwIfAborted } from "../error
 import { getMethod, resolveParams } from "../methods";
 import type { MergeContext, MergeMethod, Params } from "../engine/context";
 import { namedPaths, openInputs, ResolvedExpert } from "../engine/inputs";
-import { runJob } from "./run";
+import { runJob, CheckpointJobOptions } from "./run";
 import { attribute, chunkInputs } from "../engine/provenance";
 import { finiteSink } from "../engine/finite_output";
 import { defaultChunkElems } from "../engine/stream";
 import { copyChunks } from "../engine/read_ahead";
 import { modelCard } from "../model_card";
 import { outputConfigFiles, readBaseInfo } from "../base_info";
-import { Progress, ProgressTracker } from "../engine/progress";
+import { ProgressTracker } from "../engine/progress";
 import { VERSION } from "../version";
 import { mergeProgressive } from "../progressive/engine";
 import type { CollectStats } from "../progressive/collect";
 
 export type { ResolvedExpert } from "../engine/inputs";
 
-export interface EngineOptions {
-  base: string;
+export interface EngineOptions extends CheckpointJobOptions {
   experts: ResolvedExpert[];
   method: string;
   params: Record<string, unknown>;
-  out: string;
-  dtype?: FloatDType;
-  /** The base's Hub id for the model card. */
-  baseModel?: string;
-  maxShardSize?: number;
-  chunkElems?: number;
-  onProgress?: (p: Progress) => void;
   /** Called once per warning about the inputs, before merging starts (also listed in the report). */
   onWarning?: (message: string) => void;
-  signal?: AbortSignal;
   /** Statistics collector of a progressive merge (lot, regmean with progressive: true). */
   collectStats?: CollectStats;
   /** The backend the native ops run on (resolved: lib/device.ts). */

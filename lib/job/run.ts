@@ -10,12 +10,27 @@ import { OutputSlot } from "../out_path/slot";
 import { checkInputClash } from "../out_path/clash";
 import type { OutputKind } from "../out_path/owned";
 import { throwIfAborted } from "../errors";
+import type { FloatDType } from "../safetensors/dtypes";
+import type { Progress } from "../engine/progress";
 
 interface Closable {
   close(): Promise<void>;
 }
 interface Abortable {
   abort(): Promise<void>;
+}
+
+/** What every job that writes a checkpoint (merge, extract) takes about its output and its run. */
+export interface CheckpointJobOptions {
+  base: string;
+  out: string;
+  dtype?: FloatDType;
+  /** The base's Hub id for the model card. */
+  baseModel?: string;
+  maxShardSize?: number;
+  chunkElems?: number;
+  onProgress?: (p: Progress) => void;
+  signal?: AbortSignal;
 }
 
 export interface JobSpec {
