@@ -6,7 +6,16 @@
 //   node bench/kernel_bench.js [--experts 8] [--mib 32] [--repeats 5]
 "use strict";
 const { arg, median } = require("./common");
-const { runOp } = require("../dist/native");
+const { allocState, freeState, runOp } = require("../dist/native");
+
+async function withStates(sizes, fn) {
+  const states = await Promise.all(sizes.map((b) => allocState(b)));
+  try {
+    return await fn(...states);
+  } finally {
+    await freeState(...states);
+  }
+}
 
 const T = Number(arg("experts", 8));
 const n = (Number(arg("mib", 32)) << 20) / 2;
@@ -42,11 +51,11 @@ const thr = new Array(T).fill(0x3b000000);
 
 const cases = {
   task_arithmetic: () => runOp("task_arithmetic", { ...chunk, out, outDtype: "BF16", coeffs: new Array(T).fill(0.3) }),
-  "magnitude_hist L0": () => runOp("magnitude_hist", { ...chunk, level: 0, hist: new Float64Array(T * 32768) }),
-  "magnitude_hist L1+signs": () => runOp("magnitude_hist", {
-    ...chunk, level: 1, hist: new Float64Array(T * 65536), prefix: thr.map((b) => b >>> 16),
-    signDiff: new Float64Array(T * 65536), multiCap: 1 << 20,
-  }),
+  // Fresh zeroed state buffers per call, as a selection allocates them.
+  "magnitude_hist L0": () => withStates([T * 32768 * 8], (hist) => runOp("magnitude_hist", { ...chunk, level: 0, hist })),
+  "magnitude_hist L1+signs": () => withStates([T * 65536 * 8, T * 65536 * 8], (hist, signDiff) => runOp("magnitude_hist", {
+    ...chunk, level: 1, hist, prefix: thr.map((b) => b >>> 16), signDiff, multiCap: 1 << 20,
+  })),
   ties_merge: () => runOp("ties_merge", { ...chunk, out, outDtype: "BF16", trim: "magnitude", thresholds: thr, majority: 1, merge: "mean", lambda: 1 }),
   consensus_ta: () => runOp("consensus", { ...chunk, out, outDtype: "BF16", kind: "sum", tallLambda: 0.4, lambda: 0.3, k: 2 }),
   tall_compress: () => runOp("tall_compress", {

@@ -33,10 +33,10 @@ describe("argument errors name the argument", () => {
   test("a wrong-size output and a misaligned accumulator", async () => {
     const e = await rejection(runOp("task_arithmetic", { ...chunk(4), coeffs: [1, 1], out: Buffer.alloc(6), outDtype: "F16" }));
     expect(e).toMatchObject({ kind: "argument", arg: "out", message: "out: expected 8 bytes, got 6" });
-    const hist = new Float64Array(2 * 32768 + 1).subarray(0, 2 * 32768);
-    const odd = new Uint8Array(hist.buffer, 4, hist.byteLength);
-    const m = await rejection(runRawOp("magnitude_hist", { ...chunk(4), level: 0, hist: odd }));
-    expect(m).toMatchObject({ kind: "argument", arg: "hist", message: "hist: buffer is not 8-byte aligned" });
+    // (The selection histograms are state buffers now: the Gram accumulator is the float64 one left.)
+    const odd = new Uint8Array(new Float64Array(5).buffer, 4, 32);
+    const m = await rejection(runRawOp("gram_accumulate", { rows: f32([1, 2]), rowsDtype: "F32", width: 2, gram: odd, sum: new Float64Array(2) }));
+    expect(m).toMatchObject({ kind: "argument", arg: "gram", message: "gram: buffer is not 8-byte aligned" });
   });
 
   test("one value per expert, a dtype, a trim mode, a bounded integer", async () => {

@@ -11,8 +11,19 @@ import * as fs from "fs";
 import * as path from "path";
 import { envValue } from "../env";
 
-export type OpArg = number | boolean | string | Uint8Array | ArrayBufferView | number[] | string[] | ArrayBufferView[];
-export type OpResult = Record<string, number | number[] | Buffer>;
+declare const stateBrand: unique symbol;
+/**
+ * A state buffer in the memory of one device's backend (op state_alloc),
+ * held across op calls: what the selection ops take instead of typed arrays,
+ * so their state does not cross the boundary with every chunk. Opaque (a
+ * tagged Node-API external); freed with state_free, or when collected.
+ */
+export interface StateHandle {
+  readonly [stateBrand]: "StateHandle";
+}
+
+export type OpArg = number | boolean | string | Uint8Array | ArrayBufferView | number[] | string[] | ArrayBufferView[] | StateHandle;
+export type OpResult = Record<string, number | number[] | Buffer | StateHandle>;
 
 /** A backend ops can run on (the `device` argument), as the addon's registry reports it. */
 export interface BackendInfo {

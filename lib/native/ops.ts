@@ -5,7 +5,7 @@
  * The addon checks every argument again (native/boundary/args.h) and rejects
  * a wrong one with an error naming it (`arg`, `index`).
  */
-import { OpArg, runRawOp } from "./addon";
+import { OpArg, runRawOp, StateHandle } from "./addon";
 
 /** Raw bytes: a Buffer or any typed array, used in place (float64 accumulators must be 8-byte aligned). */
 export type Bytes = Uint8Array | ArrayBufferView;
@@ -96,7 +96,8 @@ export interface OpSignatures {
   };
   breadcrumbs_l1: { args: ChunkArgs & TopSetArgs; result: { l1: number[]; l1Kept: number[] } };
   /** mergekit in bfloat16 / float16 (`compute`), as torch on the CPU (native/kernels/mergekit_lowp.cpp; host only). */
-  mergekit_lowp_hist: { args: ChunkArgs & LowCompute & { hist: Bytes }; result: Empty };
+  /** hist: a state on "cpu" (T × 32768 float64), written in place on the host. */
+  mergekit_lowp_hist: { args: ChunkArgs & LowCompute & { hist: StateHandle }; result: Empty };
   mergekit_lowp_tie_cut: { args: ChunkArgs & LowCompute & { thresholds: number[]; need: number[] }; result: { count: number[]; at: number[] } };
   mergekit_lowp_l1: { args: ChunkArgs & LowCompute & TrimArgs; result: { l1: number[]; l1Kept: number[] } };
   mergekit_lowp_gta: {
@@ -118,29 +119,40 @@ export interface OpSignatures {
     };
     result: Empty;
   };
+  /** State buffers (native/boundary/state_buffer.h): zeroed `bytes` on the device's backend; a handle to pass to the ops below. */
+  state_alloc: { args: OnDevice & { bytes: number }; result: { state: StateHandle } };
+  state_fill: { args: { state: StateHandle; offset?: number; bytes: number; value?: number }; result: Empty };
+  /** Copies bytes [offset, offset + bytes) of the state into `into` (exactly `bytes` long). */
+  state_read: { args: { state: StateHandle; offset?: number; bytes: number; into: Bytes }; result: Empty };
+  state_free: { args: { state: StateHandle }; result: Empty };
+  /** hist, signDiff: states on the op's device (T × 32768 or T × 65536 float64; T × 65536 float64). */
   magnitude_hist: {
-    args: ChunkArgs & { level: 0 | 1; hist: Bytes; prefix?: number[]; signDiff?: Bytes; multiCap?: number };
+    args: ChunkArgs & { level: 0 | 1; hist: StateHandle; prefix?: number[]; signDiff?: StateHandle; multiCap?: number };
     /** With signDiff: the sign reduction's known part, whether `multi` overflowed, and the entries it holds (T float32 each). */
     result: { signBase?: number; overflow?: number; multi?: Buffer };
   };
-  magnitude_pick: { args: OnDevice & { hist: Bytes; bins: number; ks: number[] }; result: { bin: number[]; rank: number[] } };
+  magnitude_pick: { args: OnDevice & { hist: StateHandle; bins: number; ks: number[] }; result: { bin: number[]; rank: number[] } };
   magnitude_small: { args: ChunkArgs & { k: number }; result: { thresholds: number[]; signSum: number } };
-  ties_sample: { args: ChunkArgs & { bits: Bytes; m: number; at: number }; result: Empty };
+  /** bits: a state of T × m uint32 on the op's device (the sample). */
+  ties_sample: { args: ChunkArgs & { bits: StateHandle; m: number; at: number }; result: Empty };
+  /** On the host: reads the sample state once. */
   ties_window_bounds: {
-    args: { bits: Bytes; m: number; blockLens: number[]; p: number; z: number };
+    args: { bits: StateHandle; m: number; blockLens: number[]; p: number; z: number };
     result: { lo: number[]; hi: number[]; se: number[]; inWindow: number[]; table: number[] };
   };
+  /** The lists, cursors and tabled counts are states on the op's device (T × capacity uint32 / int8, T uint64, T × 16 uint64 / int64). */
   ties_window: {
     args: ChunkArgs & {
-      lo: number[]; hi: number[]; table: number[]; tableCounts: BigUint64Array; tableDiffs: BigInt64Array; capacity: number;
-      cand: Uint32Array; candDiff: Int8Array; used: BigUint64Array; multiCap: number;
+      lo: number[]; hi: number[]; table: number[]; tableCounts: StateHandle; tableDiffs: StateHandle; capacity: number;
+      cand: StateHandle; candDiff: StateHandle; used: StateHandle; multiCap: number;
     };
     result: { above: number[]; atHi: number[]; signBase: number; overflow: number; full: number; multi: Buffer };
   };
+  /** On the host: reads ties_window's states once (of each list only its used entries). */
   ties_window_pick: {
     args: {
-      cand: Uint32Array; candDiff: Int8Array; used: BigUint64Array; capacity: number; table: number[]; tableCounts: BigUint64Array;
-      tableDiffs: BigInt64Array; above: number[]; atHi: number[]; hi: number[]; k: number;
+      cand: StateHandle; candDiff: StateHandle; used: StateHandle; capacity: number; table: number[]; tableCounts: StateHandle;
+      tableDiffs: StateHandle; above: number[]; atHi: number[]; hi: number[]; k: number;
     };
     result: { thresholds: number[]; ok: number[]; diffSum: number };
   };

@@ -3,7 +3,8 @@
  * (the high then the low 16 bits of |τ|'s float32 bits), memory bounded by a
  * chunk and two histograms; the second pass can also sum the elected signs.
  */
-import { runOp } from "../native";
+import { allocState, freeState, readState, runOp } from "../native";
+import type { StateHandle } from "../native";
 import { chunkArgs } from "../engine/stream";
 import type { StreamContext } from "../engine/context";
 import type { Scan } from "./scan";
@@ -47,42 +48,58 @@ export async function selectThresholdsK(
   ctx: StreamContext, scan: Scan, scan2: Scan, ks: number[], withSigns = false,
 ): Promise<{ bits: number[]; rank: number[]; signSum?: number }> {
   const T = ctx.experts.length;
-  const high = new Float64Array(T * HIGH_BINS);
-  await scan((c) => runOp("magnitude_hist", { ...chunkArgs(ctx, c), level: 0, hist: high }).then(() => undefined));
-  const p0 = await runOp("magnitude_pick", { hist: high, bins: HIGH_BINS, ks });
-  const bins0 = p0.bin;
-  const low = new Float64Array(T * LOW_BINS);
-  const cap = candidateCap(T);
-  const signDiff = withSigns && cap >= 0 ? new Float64Array(T * LOW_BINS) : undefined;
-  let signBase = 0;
-  let overflow = false;
-  const multi: Buffer[] = [];
-  let multiCount = 0;
-  await scan2(async (c) => {
-    const r = await runOp("magnitude_hist", {
-      ...chunkArgs(ctx, c), level: 1, hist: low, prefix: bins0, ...(signDiff && !overflow ? { signDiff, multiCap: cap - multiCount } : {}),
+  const device = ctx.device;
+  // The histograms and sign differences stay in the device's memory for the passes; only the picks' results come back.
+  let high: StateHandle | undefined, low: StateHandle | undefined, signDiff: StateHandle | undefined;
+  try {
+    high = await allocState(T * HIGH_BINS * 8, device);
+    const h0 = high;
+    await scan((c) => runOp("magnitude_hist", { ...chunkArgs(ctx, c), level: 0, hist: h0 }).then(() => undefined));
+    const p0 = await runOp("magnitude_pick", { hist: h0, bins: HIGH_BINS, ks, device });
+    await freeState(high);
+    high = undefined;
+    const bins0 = p0.bin;
+    low = await allocState(T * LOW_BINS * 8, device);
+    const h1 = low;
+    const cap = candidateCap(T);
+    signDiff = withSigns && cap >= 0 ? await allocState(T * LOW_BINS * 8, device) : undefined;
+    const sd = signDiff;
+    let signBase = 0;
+    let overflow = false;
+    const multi: Buffer[] = [];
+    let multiCount = 0;
+    await scan2(async (c) => {
+      const r = await runOp("magnitude_hist", {
+        ...chunkArgs(ctx, c), level: 1, hist: h1, prefix: bins0, ...(sd && !overflow ? { signDiff: sd, multiCap: cap - multiCount } : {}),
+      });
+      if (!sd || overflow) return;
+      if (r.overflow) overflow = true;
+      signBase += r.signBase ?? 0;
+      const m = r.multi;
+      if (!m?.length) return;
+      // Own, aligned copy: the addon's buffer may sit at any offset.
+      multi.push(Buffer.from(m));
+      multiCount += m.length / (4 * T);
     });
-    if (!signDiff || overflow) return;
-    if (r.overflow) overflow = true;
-    signBase += r.signBase ?? 0;
-    const m = r.multi;
-    if (!m?.length) return;
-    // Own, aligned copy: the addon's buffer may sit at any offset.
-    multi.push(Buffer.from(m));
-    multiCount += m.length / (4 * T);
-  });
-  const p1 = await runOp("magnitude_pick", { hist: low, bins: LOW_BINS, ks: p0.rank });
-  const bins1 = p1.bin;
-  const bits = bins0.map((b, t) => b * LOW_BINS + bins1[t]);
-  const rank = p1.rank;
-  if (!signDiff || overflow) return { bits, rank };
-  // Entries with one task inside its threshold's bin: kept where the low bits reach the threshold's.
-  let signSum = signBase;
-  for (let t = 0; t < T; t++) for (let l = bins1[t]; l < LOW_BINS; l++) signSum += signDiff[t * LOW_BINS + l];
-  for (const m of multi) {
-    const f = new Float32Array(new Uint8Array(m).buffer);
-    const u = new Uint32Array(f.buffer);
-    for (let e = 0; e < f.length; e += T) signSum += entrySign(f.subarray(e, e + T), u.subarray(e, e + T), bits);
+    const p1 = await runOp("magnitude_pick", { hist: h1, bins: LOW_BINS, ks: p0.rank, device });
+    const bins1 = p1.bin;
+    const bits = bins0.map((b, t) => b * LOW_BINS + bins1[t]);
+    const rank = p1.rank;
+    if (!sd || overflow) return { bits, rank };
+    // Entries with one task inside its threshold's bin: kept where the low bits reach the threshold's.
+    let signSum = signBase;
+    for (let t = 0; t < T; t++) {
+      // Only the kept part of task t's row comes back.
+      const row = await readState(sd, (t * LOW_BINS + bins1[t]) * 8, new Float64Array(LOW_BINS - bins1[t]));
+      for (let l = 0; l < row.length; l++) signSum += row[l];
+    }
+    for (const m of multi) {
+      const f = new Float32Array(new Uint8Array(m).buffer);
+      const u = new Uint32Array(f.buffer);
+      for (let e = 0; e < f.length; e += T) signSum += entrySign(f.subarray(e, e + T), u.subarray(e, e + T), bits);
+    }
+    return { bits, rank, signSum };
+  } finally {
+    await freeState(high, low, signDiff);
   }
-  return { bits, rank, signSum };
 }

@@ -11,7 +11,8 @@
  * than the lists have room for, returns why, and the caller falls back to
  * the exact histogram passes.
  */
-import { runOp } from "../native";
+import { allocState, freeState, runOp } from "../native";
+import type { StateHandle } from "../native";
 import { blaming, chunkInputs } from "../engine/provenance";
 import { chunkArgs, Chunk, readChunk } from "../engine/stream";
 import type { StreamContext } from "../engine/context";
@@ -95,10 +96,8 @@ function readBlock(ctx: StreamContext, b: SampleBlock): Promise<Chunk> {
   return readChunk(ctx, b.key, b.offset, b.n, (ck, key, offset, n) => ck.read(key, offset, n));
 }
 
-/** Float32 bits of |τt| of every sampled entry, task-major. */
-async function sampleBits(ctx: StreamContext, blocks: SampleBlock[], m: number): Promise<Buffer> {
-  const T = ctx.experts.length;
-  const bits = Buffer.alloc(T * m * 4);
+/** Float32 bits of |τt| of every sampled entry, task-major, into `bits` (a state of T × m uint32). */
+async function sampleBits(ctx: StreamContext, blocks: SampleBlock[], m: number, bits: StateHandle): Promise<void> {
   const at: number[] = [];
   blocks.reduce((s, b) => (at.push(s), s + b.n), 0);
   let next = 0;
@@ -112,7 +111,6 @@ async function sampleBits(ctx: StreamContext, blocks: SampleBlock[], m: number):
     }
   };
   await Promise.all(Array.from({ length: SAMPLE_CONCURRENCY }, worker));
-  return bits;
 }
 
 /**
@@ -124,63 +122,79 @@ export async function windowThresholds(
   ctx: StreamContext, keys: string[], n: number, density: number, scan: Scan, multiCap: number,
 ): Promise<WindowSelection | WindowMiss> {
   const T = ctx.experts.length;
+  const device = ctx.device;
   const k = Math.max(1, Math.floor(n * density));
   const blocks = sampleBlocks(ctx, keys, n);
   const m = blocks.reduce((s, b) => s + b.n, 0);
   if (m === 0) return { miss: "empty scope", details: {} };
-  const bits = await sampleBits(ctx, blocks, m);
-  const bounds = await runOp("ties_window_bounds", { bits, m, blockLens: blocks.map((b) => b.n), p: k / n, z: windowZ() });
-  const lo = bounds.lo;
-  const hi = bounds.hi;
-  const table = bounds.table;
-  // Room for every in-window entry: the sample's share of the scope with a wide margin.
-  const expected = Math.max(...bounds.inWindow) * (n / m);
-  const capacity = Math.ceil(1.5 * expected + 8 * Math.sqrt(expected) + 4096);
-  const details: Record<string, unknown> = {
-    sample: m, sampleBlocks: blocks.length, windowCapacity: capacity, tabledValues: table.filter((v) => v >= 0).length,
-  };
-  if (T * capacity * 5 > WINDOW_BYTES) return { miss: `window too wide (${capacity} entries per task)`, details };
-  const tableCounts = new BigUint64Array(table.length);
-  const tableDiffs = new BigInt64Array(table.length);
-  const cand = new Uint32Array(T * capacity);
-  const candDiff = new Int8Array(T * capacity);
-  const used = new BigUint64Array(T);
-  const above = new Array<number>(T).fill(0);
-  const atHi = new Array<number>(T).fill(0);
-  let signBase = 0;
-  let overflow = false;
-  let full = false;
-  const multi: Float32Array[] = [];
-  let multiCount = 0;
-  await scan(async (c) => {
-    const r = await runOp("ties_window", { ...chunkArgs(ctx, c), lo, hi, table, tableCounts, tableDiffs, capacity, cand, candDiff, used, multiCap: overflow ? 0 : multiCap - multiCount });
-    r.above.forEach((a, t) => (above[t] += a));
-    r.atHi.forEach((a, t) => (atHi[t] += a));
-    signBase += r.signBase;
-    if (r.full) full = true;
-    if (overflow || r.overflow) return void (overflow = true);
-    const buf = r.multi;
-    if (!buf.length) return;
-    // Own, aligned copy: the addon's buffer may sit at any offset.
-    const f = new Float32Array(buf.length / 4);
-    new Uint8Array(f.buffer).set(buf);
-    multi.push(f);
-    multiCount += f.length / T;
-  });
-  if (full) return { miss: `more entries inside the window than the ${capacity} expected`, details };
-  const pick = await runOp("ties_window_pick", { cand, candDiff, used, capacity, table, tableCounts, tableDiffs, above, atHi, hi, k });
-  const missed = pick.ok.findIndex((ok) => !ok);
-  if (missed >= 0) {
-    const side = above[missed] - atHi[missed] >= k ? "above" : "below";
-    return { miss: `the k-th largest |τ| of expert '${ctx.experts[missed].name}' lies ${side} its window`, details: { ...details, lo, hi, above } };
+  // The sample, lists, cursors and tabled counts stay in the device's memory; bounds and pick read them once.
+  let sample: StateHandle | undefined;
+  const states: StateHandle[] = [];
+  try {
+    sample = await allocState(T * m * 4, device);
+    await sampleBits(ctx, blocks, m, sample);
+    const bounds = await runOp("ties_window_bounds", { bits: sample, m, blockLens: blocks.map((b) => b.n), p: k / n, z: windowZ() });
+    await freeState(sample);
+    sample = undefined;
+    const lo = bounds.lo;
+    const hi = bounds.hi;
+    const table = bounds.table;
+    // Room for every in-window entry: the sample's share of the scope with a wide margin.
+    const expected = Math.max(...bounds.inWindow) * (n / m);
+    const capacity = Math.ceil(1.5 * expected + 8 * Math.sqrt(expected) + 4096);
+    const details: Record<string, unknown> = {
+      sample: m, sampleBlocks: blocks.length, windowCapacity: capacity, tabledValues: table.filter((v) => v >= 0).length,
+    };
+    if (T * capacity * 5 > WINDOW_BYTES) return { miss: `window too wide (${capacity} entries per task)`, details };
+    const state = async (bytes: number) => {
+      const h = await allocState(bytes, device);
+      states.push(h);
+      return h;
+    };
+    const tableCounts = await state(table.length * 8);
+    const tableDiffs = await state(table.length * 8);
+    const cand = await state(T * capacity * 4);
+    const candDiff = await state(T * capacity);
+    const used = await state(T * 8);
+    const above = new Array<number>(T).fill(0);
+    const atHi = new Array<number>(T).fill(0);
+    let signBase = 0;
+    let overflow = false;
+    let full = false;
+    const multi: Float32Array[] = [];
+    let multiCount = 0;
+    await scan(async (c) => {
+      const r = await runOp("ties_window", { ...chunkArgs(ctx, c), lo, hi, table, tableCounts, tableDiffs, capacity, cand, candDiff, used, multiCap: overflow ? 0 : multiCap - multiCount });
+      r.above.forEach((a, t) => (above[t] += a));
+      r.atHi.forEach((a, t) => (atHi[t] += a));
+      signBase += r.signBase;
+      if (r.full) full = true;
+      if (overflow || r.overflow) return void (overflow = true);
+      const buf = r.multi;
+      if (!buf.length) return;
+      // Own, aligned copy: the addon's buffer may sit at any offset.
+      const f = new Float32Array(buf.length / 4);
+      new Uint8Array(f.buffer).set(buf);
+      multi.push(f);
+      multiCount += f.length / T;
+    });
+    if (full) return { miss: `more entries inside the window than the ${capacity} expected`, details };
+    const pick = await runOp("ties_window_pick", { cand, candDiff, used, capacity, table, tableCounts, tableDiffs, above, atHi, hi, k });
+    const missed = pick.ok.findIndex((ok) => !ok);
+    if (missed >= 0) {
+      const side = above[missed] - atHi[missed] >= k ? "above" : "below";
+      return { miss: `the k-th largest |τ| of expert '${ctx.experts[missed].name}' lies ${side} its window`, details: { ...details, lo, hi, above } };
+    }
+    const thr = pick.thresholds;
+    details.undecided = multiCount;
+    if (overflow) return { bits: thr, k, details: { ...details, undecided: "overflow" } };
+    let signSum = signBase + pick.diffSum;
+    for (const f of multi) {
+      const u = new Uint32Array(f.buffer);
+      for (let e = 0; e < f.length; e += T) signSum += entrySign(f.subarray(e, e + T), u.subarray(e, e + T), thr);
+    }
+    return { bits: thr, k, signSum, details };
+  } finally {
+    await freeState(sample, ...states);
   }
-  const thr = pick.thresholds;
-  details.undecided = multiCount;
-  if (overflow) return { bits: thr, k, details: { ...details, undecided: "overflow" } };
-  let signSum = signBase + pick.diffSum;
-  for (const f of multi) {
-    const u = new Uint32Array(f.buffer);
-    for (let e = 0; e < f.length; e += T) signSum += entrySign(f.subarray(e, e + T), u.subarray(e, e + T), thr);
-  }
-  return { bits: thr, k, signSum, details };
 }

@@ -42,6 +42,25 @@ Bytes floats(const OpArgs& a, const std::string& key, size_t n, tm_dtype t) {
   return sized(a, key, n * dtypeSize(DType(int(t))));
 }
 
+std::shared_ptr<StateHandle> stateHandle(const OpArgs& a, const std::string& key) {
+  auto it = a.states.find(key);
+  if (it == a.states.end() || !it->second) throw ArgumentError(key, -1, "missing state buffer (a handle from state_alloc)");
+  return it->second;
+}
+
+State state(const OpArgs& a, const std::string& key) {
+  std::shared_ptr<StateBuffer> b = stateHandle(a, key)->get();
+  if (!b) throw ArgumentError(key, -1, "the state buffer was freed (state_free) before this use");
+  return State(std::move(b), key);
+}
+
+State state(const OpArgs& a, const std::string& key, size_t bytes) {
+  State s = state(a, key);
+  if (s.buffer().bytes() != bytes)
+    throw ArgumentError(key, -1, "state buffer of " + std::to_string(s.buffer().bytes()) + " bytes, expected " + std::to_string(bytes));
+  return s;
+}
+
 const std::vector<double>& perExpert(const OpArgs& a, const std::string& key, size_t T) {
   const auto& v = a.numList(key);
   if (v.size() != T) throw ArgumentError(key, -1, "expected one value per expert (" + std::to_string(T) + "), got " + std::to_string(v.size()));

@@ -6,12 +6,14 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "../backend/backend.h"
 #include "../core/dtype.h"
 #include "../core/op.h"
+#include "state_buffer.h"
 
 namespace taskmerge {
 namespace boundary {
@@ -32,6 +34,29 @@ Bytes floats(const OpArgs& a, const std::string& key, size_t n, tm_dtype t);
 // A buffer of exactly n values of V, aligned for V (typed arrays from JS), used in place.
 template <class V>
 V* typed(const OpArgs& a, const std::string& key, size_t n);
+
+// A state buffer argument (a handle from state_alloc), held for the op's call.
+// state(a, key, bytes) wants exactly `bytes` bytes; a missing, freed or
+// other-sized handle is an ArgumentError naming the argument. Kernels take
+// its backend address through DeviceCall::state (which checks the device);
+// host-side ops read it with buffer().view / read, or use host<V>() where
+// they write it in place (host memory only: the CPU backend's states).
+class State {
+ public:
+  State(std::shared_ptr<StateBuffer> b, std::string arg) : buf_(std::move(b)), arg_(std::move(arg)) {}
+  StateBuffer& buffer() const { return *buf_; }
+  const std::string& arg() const { return arg_; }
+  template <class V>
+  V* host() const;
+
+ private:
+  std::shared_ptr<StateBuffer> buf_;
+  std::string arg_;
+};
+State state(const OpArgs& a, const std::string& key);
+State state(const OpArgs& a, const std::string& key, size_t bytes);
+// The handle itself (state_free).
+std::shared_ptr<StateHandle> stateHandle(const OpArgs& a, const std::string& key);
 
 // One entry per expert of a list argument.
 const std::vector<double>& perExpert(const OpArgs& a, const std::string& key, size_t T);
@@ -82,6 +107,14 @@ V* typed(const OpArgs& a, const std::string& key, size_t n) {
   if (reinterpret_cast<uintptr_t>(b.data) % alignof(V))
     throw ArgumentError(key, -1, "buffer is not " + std::to_string(alignof(V)) + "-byte aligned");
   return reinterpret_cast<V*>(b.data);
+}
+
+template <class V>
+V* State::host() const {
+  if (!buf_->host())
+    throw ArgumentError(arg_, -1, "this op runs on the host and needs a state buffer in host memory (device 'cpu'), got one on device '" +
+                                      buf_->device() + "'");
+  return static_cast<V*>(buf_->host());
 }
 
 }  // namespace boundary

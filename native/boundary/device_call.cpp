@@ -120,5 +120,14 @@ void DeviceCall::check(tm_status s, const char* entry) {
   finish();
 }
 
+// -- state buffers ------------------------------------------------------------
+
+void* DeviceCall::state(const State& s) const {
+  if (&s.buffer().backend() != be_)
+    throw ArgumentError(s.arg(), -1, "a state buffer of device '" + s.buffer().device() + "' passed to an op on device '" +
+                                         be_->iface->name(be_) + "'");
+  return s.buffer().address();
+}
+
 }  // namespace boundary
 }  // namespace taskmerge

@@ -9,6 +9,7 @@
 
 #include "../backend/backend.h"
 #include "../core/op.h"
+#include "args.h"
 
 namespace taskmerge {
 namespace boundary {
@@ -50,6 +51,14 @@ class DeviceCall {
 
   // Copies every out/inout buffer back to host memory (check() does it on success).
   void finish();
+
+  // -- state buffers (state_buffer.h): already backend memory, never staged --
+  // The backend address of a state argument; one of another device is an ArgumentError naming it.
+  void* state(const State& s) const;
+  template <class V>
+  V* state(const State& s) const {
+    return static_cast<V*>(state(s));
+  }
 
  private:
   [[noreturn]] void unsupported(const char* name) const;

@@ -49,7 +49,7 @@ std::vector<std::string> opNames() {
 
 bool OpArgs::has(const std::string& k) const {
   return nums.count(k) || strs.count(k) || bufs.count(k) || numLists.count(k) ||
-         strLists.count(k) || bufLists.count(k);
+         strLists.count(k) || bufLists.count(k) || states.count(k);
 }
 double OpArgs::num(const std::string& k) const { return lookup(nums, k, "number"); }
 double OpArgs::num(const std::string& k, double fallback) const {

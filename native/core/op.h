@@ -6,11 +6,16 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace taskmerge {
+
+namespace boundary {
+class StateHandle;  // a state buffer held by JS across op calls (boundary/state_buffer.h)
+}
 
 // A view of caller-owned memory (a Node Buffer or TypedArray kept alive by the glue).
 struct Bytes {
@@ -59,6 +64,7 @@ class OpArgs {
   std::map<std::string, std::vector<double>> numLists;
   std::map<std::string, std::vector<std::string>> strLists;
   std::map<std::string, std::vector<Bytes>> bufLists;
+  std::map<std::string, std::shared_ptr<boundary::StateHandle>> states;
 
   bool has(const std::string& k) const;
   double num(const std::string& k) const;
@@ -75,6 +81,7 @@ struct OpResult {
   std::map<std::string, double> nums;
   std::map<std::string, std::vector<double>> numLists;
   std::map<std::string, std::vector<uint8_t>> bufs;
+  std::map<std::string, std::shared_ptr<boundary::StateHandle>> states;  // new handles (state_alloc)
 };
 
 using OpFn = void (*)(const OpArgs&, OpResult&);

@@ -2,13 +2,14 @@
 // For non-negative floats the IEEE bit pattern orders like the value, so the
 // k-th largest |τ| is found on the float32 bits of |τ| with two histogram
 // passes: the high 16 bits (pass 0), then the low 16 bits of the entries in
-// the chosen high bin (pass 1). Histograms live in caller-owned Float64
-// buffers (T × bins counts) so a pass can span many chunks and tensors.
+// the chosen high bin (pass 1). Histograms live in state buffers (handles from
+// state_alloc, on the op's device: T × bins float64 counts) so a pass can span
+// many chunks and tensors without the counts crossing the boundary per chunk.
 //
 // Op "magnitude_hist": chunk arguments (base, experts, dtypes, n, offset),
-//   level 0|1, hist (T × 32768 or T × 65536 float64), prefix (level 1: the
-//   high bin per expert, −1 to skip the expert). Adds the chunk's counts.
-//   With signDiff (T × 65536 float64) and multiCap, the level-1 pass also
+//   level 0|1, hist (state: T × 32768 or T × 65536 float64), prefix (level 1:
+//   the high bin per expert, −1 to skip the expert). Adds the chunk's counts.
+//   With signDiff (state: T × 65536 float64) and multiCap, the level-1 pass also
 //   gathers the TIES majority-sign reduction Σ sign(Σt τ̂t) for thresholds not
 //   yet known exactly (only their high 16 bits, the prefix): an entry whose
 //   |τt| all lie outside their prefix bins has a known elected sign (added to
@@ -17,10 +18,11 @@
 //   exact sum is signBase + Σu Σ_{l ≥ Lu} signDiff[u][l] once the low bits Lu
 //   are picked; entries with several tasks inside their bins are returned as
 //   multi (T float32 τ per entry, at most multiCap entries, else overflow = 1).
-// Op "magnitude_pick": hist, bins, ks (k per expert) → bin (per expert, the
+// Op "magnitude_pick": hist (state), bins, ks (k per expert) → bin (per expert, the
 //   bin holding the k-th largest) and rank (its rank from the top inside the bin).
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "../boundary/args.h"
 #include "../boundary/device_call.h"
@@ -36,15 +38,15 @@ static void magnitudeHistOp(const OpArgs& a, OpResult& r) {
   const double level = a.num("level");
   if (level != 0 && level != 1) throw ArgumentError("level", -1, "must be 0 or 1");
   const size_t bins = level == 0 ? kHighBins : kLowBins;
-  double* hist = boundary::typed<double>(a, "hist", T * bins);
+  const boundary::State hist = boundary::state(a, "hist", T * bins * sizeof(double));
   std::vector<int64_t> prefix(T, 0);
   if (level == 1)
     for (size_t t = 0; t < T; t++) prefix[t] = int64_t(boundary::perExpert(a, "prefix", T)[t]);
   const bool fused = level == 1 && a.has("signDiff");
-  double* signDiff = nullptr;
+  std::optional<boundary::State> signDiff;
   size_t cap = 0;
   if (fused) {
-    signDiff = boundary::typed<double>(a, "signDiff", T * kLowBins);
+    signDiff.emplace(boundary::state(a, "signDiff", T * kLowBins * sizeof(double)));
     cap = size_t(std::max(0.0, a.num("multiCap")));
     for (size_t t = 0; t < T; t++)
       if (prefix[t] < 0) throw ArgumentError("prefix", (long long)t, "the sign reduction needs a prefix for every expert");
@@ -52,7 +54,7 @@ static void magnitudeHistOp(const OpArgs& a, OpResult& r) {
   std::vector<float> multi(fused ? std::min(cap, c.n()) * T : 0);
   boundary::DeviceCall d(a);
   tm_chunk dc = d.chunk(c.get());
-  const tm_hist_args args{int(level), prefix.data(), d.inout(hist, T * bins), fused ? d.inout(signDiff, T * kLowBins) : nullptr,
+  const tm_hist_args args{int(level), prefix.data(), d.state<double>(hist), fused ? d.state<double>(*signDiff) : nullptr,
                           std::min(cap, c.n()), multi.data()};
   tm_hist_result res{};
   auto fn = d.entry(d.iface().magnitude_hist, "magnitude_hist");
@@ -70,13 +72,13 @@ static void magnitudePickOp(const OpArgs& a, OpResult& r) {
   const auto& ks = a.numList("ks");
   const size_t T = ks.size();
   if (bins == 0) throw ArgumentError("bins", -1, "must be at least 1");
-  const double* hist = boundary::typed<double>(a, "hist", T * bins);
+  const boundary::State hist = boundary::state(a, "hist", T * bins * sizeof(double));
   for (size_t t = 0; t < T; t++)
     if (!(ks[t] >= 1)) throw ArgumentError("ks", (long long)t, "k must be at least 1");
   std::vector<double> bin(T), rank(T);
   boundary::DeviceCall d(a);
   auto fn = d.entry(d.iface().magnitude_pick, "magnitude_pick");
-  d.check(fn(&d.backend(), static_cast<const double*>(d.in(hist, T * bins * 8)), bins, T, ks.data(), bin.data(), rank.data(), d.err()),
+  d.check(fn(&d.backend(), d.state<const double>(hist), bins, T, ks.data(), bin.data(), rank.data(), d.err()),
           "magnitude_pick");
   r.numLists["bin"] = bin;
   r.numLists["rank"] = rank;

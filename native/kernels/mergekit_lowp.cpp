@@ -10,7 +10,7 @@
 // All ops take the chunk arguments and compute ("BF16" | "F16"); τt is
 // P(P(θt) − P(θ0)). Thresholds are float32 bits of P values, so core/trim.h's
 // modes apply to τt unchanged.
-// Op "mergekit_lowp_hist": + hist (T × 32768 float64) → adds the counts of
+// Op "mergekit_lowp_hist": + hist (a host state: T × 32768 float64) → adds the counts of
 //   the 15-bit P patterns of |τt| (for magnitude_pick: P has 2¹⁵ magnitudes).
 // Op "mergekit_lowp_tie_cut": + thresholds, need → count, at: as
 //   magnitude_tie_cut (kernels/mergekit.cpp), over τt.
@@ -109,7 +109,8 @@ void lowHistOp(const OpArgs& a, OpResult&) {
   const tm_chunk& c = chunk.get();
   const Low p = parseLow(a);
   const size_t T = c.T, bins = size_t(1) << 15;
-  double* hist = boundary::typed<double>(a, "hist", T * bins);
+  const boundary::State histState = boundary::state(a, "hist", T * bins * sizeof(double));
+  double* hist = histState.host<double>();
   std::mutex mu;
   forEachLowBlock(c, p, true, [&](LowBlock& b) {
     // Sorted per block, then added as runs under the lock: no T × 32768 scratch per block.

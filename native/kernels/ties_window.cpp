@@ -17,9 +17,14 @@
 // with several tasks inside are returned whole (multi: T float32 τ per entry,
 // at most multiCap entries, else overflow).
 //
-// Op "ties_sample": chunk arguments + bits (T regions of m uint32) + m + at →
-//   writes the float32 bits of |τt| of the chunk's entries to region t at `at`.
-// Op "ties_window_bounds": bits (as above, in sample order) + m + blockLens +
+// The lists, cursors, tabled counts and the sample are state buffers (handles
+// from state_alloc, on the op's device): they stay there for the whole pass,
+// and the host-side ops (bounds, pick) read back once per selection only what
+// they use (on the CPU backend they read them in place).
+//
+// Op "ties_sample": chunk arguments + bits (state: T regions of m uint32) + m +
+//   at → writes the float32 bits of |τt| of the chunk's entries to region t at `at`.
+// Op "ties_window_bounds": bits (state, as above, in sample order) + m + blockLens +
 //   p (= k/n) + z → lo, hi per task: the sample's ranks p·m ∓ z·se, where se is
 //   the larger of the binomial and the block-to-block standard error of the
 //   sample fraction above the sample's own threshold; table (T × 16): the
@@ -29,13 +34,15 @@
 //   Heavily tied windows (bf16 task vectors take few distinct values) get a
 //   table of up to 16 values per task (−1 = none), counted per value.
 // Op "ties_window": chunk arguments + lo, hi, table, tableCounts / tableDiffs
-//   (T × 16 uint64 / int64), capacity C, cand (T × C uint32), candDiff (T × C
-//   int8), used (T uint64 cursors), multiCap → above (per task), signBase,
+//   (states: T × 16 uint64 / int64), capacity C, cand (state: T × C uint32),
+//   candDiff (state: T × C int8), used (state: T uint64 cursors), multiCap →
+//   above (per task), signBase,
 //   atHi (per task: entries equal to hi), multi, overflow (multi), full (a
 //   candidate list overflowed).
-// Op "ties_window_pick": cand, candDiff, used, capacity, table, tableCounts,
-//   tableDiffs, above, atHi, k → thresholds (bits), ok (per task: 0 when the k-th
-//   largest lies outside the window), diffSum.
+// Op "ties_window_pick": cand, candDiff, used, tableCounts, tableDiffs (the
+//   states of ties_window; of each task's list only the used[t] entries are
+//   read), capacity, table, above, atHi, k → thresholds (bits), ok (per task: 0
+//   when the k-th largest lies outside the window), diffSum.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -58,26 +65,27 @@ static void tiesSampleOp(const OpArgs& a, OpResult&) {
   boundary::Chunk c(a, boundary::Out::None);
   const size_t T = c.T(), m = boundary::count(a, "m"), at = boundary::count(a, "at");
   if (at + c.n() > m) throw ArgumentError("at", -1, "the chunk must fit in the sample of m entries at `at`");
-  uint32_t* bits = boundary::typed<uint32_t>(a, "bits", T * m);
+  const boundary::State bits = boundary::state(a, "bits", T * m * sizeof(uint32_t));
   boundary::DeviceCall d(a);
   tm_chunk dc = d.chunk(c.get());
   auto fn = d.entry(d.iface().ties_sample, "ties_sample");
-  d.check(fn(&d.backend(), &dc, d.inout(bits, T * m), m, at, d.work(TM_K_TIES_SAMPLE, T, c.n()), d.err()), "ties_sample");
+  d.check(fn(&d.backend(), &dc, d.state<uint32_t>(bits), m, at, d.work(TM_K_TIES_SAMPLE, T, c.n()), d.err()), "ties_sample");
 }
 
 static void tiesWindowBoundsOp(const OpArgs& a, OpResult& r) {
   const size_t m = boundary::count(a, "m");
   const double p = a.num("p"), z = a.num("z");
   const auto& lens = a.numList("blockLens");
-  Bytes bits = a.buf("bits");
-  if (m == 0 || bits.size % (m * 4)) throw ArgumentError("bits", -1, "must hold T × m uint32");
-  if (reinterpret_cast<uintptr_t>(bits.data) % alignof(uint32_t)) throw ArgumentError("bits", -1, "buffer is not 4-byte aligned");
+  const boundary::State bits = boundary::state(a, "bits");
+  const size_t bytes = bits.buffer().bytes();
+  if (m == 0 || bytes % (m * 4)) throw ArgumentError("bits", -1, "must hold T × m uint32");
   if (!(p > 0 && p <= 1) || !(z >= 0)) throw ArgumentError("p", -1, "p must be in (0, 1] and z ≥ 0");
   double total = 0;
   for (double l : lens) total += l;
   if (total != double(m) || lens.size() < 1) throw ArgumentError("blockLens", -1, "block lengths must add up to m");
-  const size_t T = bits.size / (m * 4);
-  const uint32_t* all = reinterpret_cast<const uint32_t*>(bits.data);
+  const size_t T = bytes / (m * 4);
+  std::vector<uint8_t> copy;
+  const uint32_t* all = static_cast<const uint32_t*>(bits.buffer().view(0, bytes, copy));
   auto& lo = r.numLists["lo"];
   auto& hi = r.numLists["hi"];
   auto& se = r.numLists["se"];
@@ -144,23 +152,22 @@ static void tiesWindowOp(const OpArgs& a, OpResult& r) {
   for (size_t t = 0; t < T; t++)
     if (hi[t] < lo[t]) throw ArgumentError("hi", (long long)t, "below lo");
   const size_t C = boundary::count(a, "capacity");
-  uint32_t* cand = boundary::typed<uint32_t>(a, "cand", T * C);
-  int8_t* candDiff = boundary::typed<int8_t>(a, "candDiff", T * C);
-  uint64_t* used = boundary::typed<uint64_t>(a, "used", T);
+  const boundary::State cand = boundary::state(a, "cand", T * C * 4), candDiff = boundary::state(a, "candDiff", T * C),
+                        used = boundary::state(a, "used", T * 8);
   const auto& tableArg = a.numList("table");
   if (tableArg.size() != T * kTable) throw ArgumentError("table", -1, "must hold T × 16 values (−1 for none)");
   std::vector<uint32_t> table(T * kTable, 0xffffffffu);  // no |τ| has these bits
   for (size_t j = 0; j < T * kTable; j++)
     if (tableArg[j] >= 0) table[j] = uint32_t(tableArg[j]);
-  uint64_t* tableCounts = boundary::typed<uint64_t>(a, "tableCounts", T * kTable);
-  int64_t* tableDiffs = boundary::typed<int64_t>(a, "tableDiffs", T * kTable);
+  const boundary::State tableCounts = boundary::state(a, "tableCounts", T * kTable * 8),
+                        tableDiffs = boundary::state(a, "tableDiffs", T * kTable * 8);
   const size_t cap = std::min(size_t(std::max(0.0, a.num("multiCap"))), c.n());
   std::vector<float> multi(cap * T);
   std::vector<uint64_t> above(T, 0), atHi(T, 0);
   boundary::DeviceCall d(a);
   tm_chunk dc = d.chunk(c.get());
-  const tm_window_args args{lo.data(), hi.data(), table.data(), C, d.inout(cand, T * C), d.inout(candDiff, T * C), d.inout(used, T),
-                            d.inout(tableCounts, T * kTable), d.inout(tableDiffs, T * kTable), cap, multi.data()};
+  const tm_window_args args{lo.data(), hi.data(), table.data(), C, d.state<uint32_t>(cand), d.state<int8_t>(candDiff), d.state<uint64_t>(used),
+                            d.state<uint64_t>(tableCounts), d.state<int64_t>(tableDiffs), cap, multi.data()};
   tm_window_result res{above.data(), atHi.data(), 0, 0, 0, 0};
   auto fn = d.entry(d.iface().ties_window, "ties_window");
   d.check(fn(&d.backend(), &dc, &args, &res, d.work(TM_K_TIES_WINDOW, T, c.n()), d.err()), "ties_window");
@@ -184,15 +191,25 @@ static void tiesWindowPickOp(const OpArgs& a, OpResult& r) {
   const size_t C = boundary::count(a, "capacity");
   const double k = a.num("k");
   if (!(k >= 1)) throw ArgumentError("k", -1, "must be at least 1");
-  const uint32_t* cand = boundary::typed<uint32_t>(a, "cand", T * C);
-  const int8_t* candDiff = boundary::typed<int8_t>(a, "candDiff", T * C);
-  const uint64_t* used = boundary::typed<uint64_t>(a, "used", T);
+  const boundary::State candState = boundary::state(a, "cand", T * C * 4), candDiffState = boundary::state(a, "candDiff", T * C);
   const auto& table = a.numList("table");
   if (table.size() != T * kTable) throw ArgumentError("table", -1, "must hold T × 16 values");
-  const uint64_t* tableCounts = boundary::typed<uint64_t>(a, "tableCounts", T * kTable);
-  const int64_t* tableDiffs = boundary::typed<int64_t>(a, "tableDiffs", T * kTable);
+  // Read back once per selection: the cursors and tables, then each list's used part only.
+  std::vector<uint8_t> usedCopy, countsCopy, diffsCopy;
+  const uint64_t* used = static_cast<const uint64_t*>(boundary::state(a, "used", T * 8).buffer().view(0, T * 8, usedCopy));
+  const uint64_t* tableCounts =
+      static_cast<const uint64_t*>(boundary::state(a, "tableCounts", T * kTable * 8).buffer().view(0, T * kTable * 8, countsCopy));
+  const int64_t* tableDiffs =
+      static_cast<const int64_t*>(boundary::state(a, "tableDiffs", T * kTable * 8).buffer().view(0, T * kTable * 8, diffsCopy));
   for (size_t t = 0; t < T; t++)
     if (used[t] > C) throw ArgumentError("used", (long long)t, "a candidate list overflowed");
+  std::vector<std::vector<uint8_t>> candCopy(T), diffCopy(T);
+  std::vector<const uint32_t*> cands(T);
+  std::vector<const int8_t*> candDiffs(T);
+  for (size_t t = 0; t < T; t++) {
+    cands[t] = static_cast<const uint32_t*>(candState.buffer().view(t * C * 4, size_t(used[t]) * 4, candCopy[t]));
+    candDiffs[t] = static_cast<const int8_t*>(candDiffState.buffer().view(t * C, size_t(used[t]), diffCopy[t]));
+  }
   std::vector<double> thr(T, 0), ok(T, 0), dsum(T, 0);
   parallelFor(T, 1, [&](size_t t0, size_t t1) {
     for (size_t t = t0; t < t1; t++) {
@@ -206,8 +223,8 @@ static void tiesWindowPickOp(const OpArgs& a, OpResult& r) {
       for (size_t j = 0; j < kTable; j++)
         if (table[t * kTable + j] >= 0 && tableCounts[t * kTable + j])
           e.push_back({uint32_t(table[t * kTable + j]), tableCounts[t * kTable + j], tableDiffs[t * kTable + j]});
-      const uint32_t* ct = cand + t * C;
-      const int8_t* dt = candDiff + t * C;
+      const uint32_t* ct = cands[t];
+      const int8_t* dt = candDiffs[t];
       for (size_t i = 0; i < size_t(used[t]); i++) e.push_back({ct[i], 1, dt[i]});
       std::sort(e.begin(), e.end(), [](const Entry& x, const Entry& y) { return x.bits > y.bits; });
       if (above[t] - atHi[t] >= k) continue;  // the threshold lies above hi: a miss

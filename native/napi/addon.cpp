@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "../backend/registry.h"
+#include "../boundary/state_buffer.h"
 #include "../core/op.h"
 #include "../core/parallel.h"
 #include "../linalg/linalg.h"
@@ -30,6 +31,20 @@ taskmerge::Bytes bytesOf(const Napi::Value& v) {
 
 bool isBytes(const Napi::Value& v) { return v.IsBuffer() || v.IsTypedArray() || v.IsArrayBuffer(); }
 
+// State buffers reach JS as externals tagged as ours (nothing else can pass
+// for one) holding a shared StateHandle; the finalizer drops that share, so a
+// handle JS loses without state_free still frees its buffer.
+using StateRef = std::shared_ptr<taskmerge::boundary::StateHandle>;
+constexpr napi_type_tag kStateTag = {0x7461736b6d657267ULL, 0x7374617465627566ULL};
+
+bool isState(const Napi::Value& v) { return v.IsExternal() && v.As<Napi::External<StateRef>>().CheckTypeTag(&kStateTag); }
+
+Napi::Value wrapState(Napi::Env env, const StateRef& s) {
+  auto ext = Napi::External<StateRef>::New(env, new StateRef(s), [](Napi::Env, StateRef* p) { delete p; });
+  ext.TypeTag(&kStateTag);
+  return ext;
+}
+
 void convertArgs(const Napi::Object& obj, taskmerge::OpArgs& a) {
   Napi::Env env = obj.Env();
   Napi::Array names = obj.GetPropertyNames();
@@ -41,6 +56,7 @@ void convertArgs(const Napi::Object& obj, taskmerge::OpArgs& a) {
     else if (v.IsBoolean()) a.nums[k] = v.As<Napi::Boolean>().Value() ? 1 : 0;
     else if (v.IsString()) a.strs[k] = v.As<Napi::String>().Utf8Value();
     else if (isBytes(v)) a.bufs[k] = bytesOf(v);
+    else if (isState(v)) a.states[k] = *v.As<Napi::External<StateRef>>().Data();
     else if (v.IsArray()) {
       Napi::Array arr = v.As<Napi::Array>();
       uint32_t n = arr.Length();
@@ -105,6 +121,7 @@ class OpWorker : public Napi::AsyncWorker {
       for (size_t i = 0; i < kv.second.size(); i++) arr.Set(uint32_t(i), kv.second[i]);
       out.Set(kv.first, arr);
     }
+    for (auto& kv : result_.states) out.Set(kv.first, wrapState(env, kv.second));
     for (auto& kv : result_.bufs) {
       auto* vec = new std::vector<uint8_t>(std::move(kv.second));
       out.Set(kv.first, Napi::Buffer<uint8_t>::New(env, vec->data(), vec->size(),

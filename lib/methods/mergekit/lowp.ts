@@ -11,7 +11,8 @@
  * models to the base's dtype; linear: the models' common dtype, float32 when
  * they differ, as torch.stack promotes).
  */
-import { runOp } from "../../native";
+import { allocState, freeState, runOp } from "../../native";
+import type { OpResultOf } from "../../native";
 import { chunkArgs } from "../../engine/stream";
 import type { MergeContext, ParamSpec, TensorSink } from "../../engine/context";
 import { KeyScan } from "../../select/scan";
@@ -91,9 +92,15 @@ async function lowTrim(ctx: MergeContext, scan: KeyScan, o: LowGta): Promise<{ t
   if (!sparse || !o.sparsify) return { trim: {} };
   if (o.sparsify === "random") return { trim: { trim: "bernoulli", densities: o.densities, seed: o.seed, key: scan.key } };
   const T = ctx.experts.length, bins = 1 << 15;
-  const hist = new Float64Array(T * bins);
-  await scan.scan((c) => runOp("mergekit_lowp_hist", { ...chunkArgs(ctx, c), compute: o.p, hist }).then(() => undefined));
-  const pick = await runOp("magnitude_pick", { hist, bins, ks: o.ks! });
+  // mergekit_lowp_hist runs on the host: its histogram is a "cpu" state, picked there.
+  const hist = await allocState(T * bins * 8, "cpu");
+  let pick: OpResultOf<"magnitude_pick">;
+  try {
+    await scan.scan((c) => runOp("mergekit_lowp_hist", { ...chunkArgs(ctx, c), compute: o.p, hist }).then(() => undefined));
+    pick = await runOp("magnitude_pick", { hist, bins, ks: o.ks!, device: "cpu" });
+  } finally {
+    await freeState(hist);
+  }
   const values = await Promise.all((pick.bin as number[]).map((b) => lowValue(b, o.p)));
   const bits = values.map((v, t) => (o.densities[t] >= 1 ? 0 : f32Bits(v)));
   if (!o.exactK) return { trim: { trim: "magnitude", thresholds: bits }, thresholds: values };
