@@ -154,3 +154,11 @@ const backend::Registrar kRegistered(&kBackend, "built in");
 }  // namespace
 }  // namespace cpu
 }  // namespace taskmerge
+
+// The CPU backend's table, exported (the addon's only symbol besides Node-API's):
+// a backend built apart may run the CPU kernels behind buffers of its own.
+// test/fixtures/backends/fake_backend.c does, to count the bytes that cross the
+// boundary on a backend without host views.
+extern "C" __attribute__((visibility("default"))) const tm_backend_iface* taskmerge_cpu_iface(void) {
+  return &taskmerge::cpu::kIface;
+}
