@@ -15,9 +15,22 @@
  *    tm_buffer, plus an offset) for a GPU one. Arguments documented as "host"
  *    are always host memory, whatever the backend (small per-task arrays,
  *    scalar results).
- *  - What stays on the host, over data copied back: the sample statistics of
- *    the TIES window (ties_window_bounds, ties_window_pick read small sorted
- *    lists), the Gram plausibility check and file-format work.
+ *  - Selection state (TIES / top-k histograms, sign differences, the window's
+ *    sample, candidate lists, cursors and tabled counts: the "backend" arrays
+ *    of magnitude_hist, magnitude_pick, ties_sample and ties_window) lives in
+ *    buffers of the backend that runs the selection, allocated by the host
+ *    (native/boundary/state_buffer.h: buffer_host_view over zeroed host memory
+ *    where the backend has host views, else buffer_alloc + buffer_fill) and
+ *    kept across calls: JS holds them as handles and frees them when its
+ *    selection ends (op state_free; a finalizer frees a dropped handle). They
+ *    never cross the boundary per chunk; the host copies back (copy_to_host)
+ *    only what it reads, once per selection. A backend keeps no state itself.
+ *  - What stays on the host, over state copied back once: the sample
+ *    statistics of the TIES window (ties_window_bounds sorts the sample;
+ *    ties_window_pick reads the cursors, tables and the used part of each
+ *    candidate list), the Gram plausibility check and file-format work.
+ *    Small per-task arrays (prefix, lo/hi, tables of values, above, atHi,
+ *    thresholds, multi lists) and sign sums are host arguments.
  *  - Every result must be bit-identical to the CPU backend's (the merged
  *    files are compared byte for byte): same float32/float64 operations in the
  *    same order per element, sums over tasks t in order, round-to-nearest-even
@@ -279,10 +292,10 @@ typedef struct tm_breadcrumbs_args {
 
 /*
  * magnitude_hist: adds the chunk's counts of the float32 bits of |τt| to hist
- * (backend, T × bins float64): level 0 the high 16 bits (bins 32768), level 1
+ * (backend: a state buffer, T × bins float64, kept across chunks): level 0 the high 16 bits (bins 32768), level 1
  * the low 16 bits of entries whose high bits equal prefix[t] (bins 65536;
- * prefix: host, T, −1 skips task t). With sign_diff (backend, T × 65536 float64,
- * level 1 only) also gathers the majority-sign reduction (see
+ * prefix: host, T, −1 skips task t). With sign_diff (backend: a state buffer,
+ * T × 65536 float64, level 1 only) also gathers the majority-sign reduction (see
  * native/kernels/magnitude_select.cpp): sign_base, and up to multi_cap entries
  * with several undecided tasks into multi (host, multi_cap × T float32),
  * multi_count of them, overflow = 1 when more did not fit.
@@ -309,7 +322,8 @@ typedef struct tm_hist_result {
  * uint32) with their sign differences cand_diff (backend, T × capacity int8)
  * at cursors used (backend, T uint64, advanced), counts tabled values
  * (table: host, T × 16, 0xffffffff = none) in table_counts / table_diffs
- * (backend, T × 16 uint64 / int64), and returns entries with several
+ * (backend, T × 16 uint64 / int64) — all five state buffers kept across the
+ * pass's chunks — and returns entries with several
  * undecided tasks in multi (host, multi_cap × T float32).
  */
 typedef struct tm_window_args {
@@ -428,13 +442,15 @@ typedef struct tm_backend_iface {
 
   /* -- TIES / top-k selection ---------------------------------------------- */
   tm_status (*magnitude_hist)(tm_backend* be, const tm_chunk* c, const tm_hist_args* a, tm_hist_result* r, tm_work work, tm_error* err);
-  /* Per task, the bin holding the ks[t]-th largest of hist (backend, T × bins) and
-   * its rank from the top inside it (ks, bin, rank: host, T). */
+  /* Per task, the bin holding the ks[t]-th largest of hist (backend: the state
+   * buffer magnitude_hist filled, T × bins) and its rank from the top inside it
+   * (ks, bin, rank: host, T). */
   tm_status (*magnitude_pick)(tm_backend* be, const double* hist, size_t bins, size_t T, const double* ks, double* bin, double* rank, tm_error* err);
   /* A whole small tensor (offset 0): thresholds[t] (host) = bits of the k-th largest |τt|,
    * *sign_sum (host) = the majority-sign reduction with those thresholds. */
   tm_status (*magnitude_small)(tm_backend* be, const tm_chunk* c, size_t k, uint32_t* thresholds, int64_t* sign_sum, tm_work work, tm_error* err);
-  /* bits[t·m + at + i] = bits(|τt[i]|) (bits: backend, T × m uint32). */
+  /* bits[t·m + at + i] = bits(|τt[i]|) (bits: backend, a state buffer of T × m uint32:
+   * the window's sample, filled block by block, read back once by ties_window_bounds). */
   tm_status (*ties_sample)(tm_backend* be, const tm_chunk* c, uint32_t* bits, size_t m, size_t at, tm_work work, tm_error* err);
   tm_status (*ties_window)(tm_backend* be, const tm_chunk* c, const tm_window_args* a, tm_window_result* r, tm_work work, tm_error* err);
 
