@@ -78,9 +78,11 @@ void* DeviceCall::address(void* host, size_t bytes, bool copyIn, bool copyOut) {
     hostViews_ = false;
   }
   hostViews_ = false;
-  check(entry(be_->iface->buffer_alloc, "buffer_alloc")(be_, bytes, &b, &err_), "buffer_alloc");
+  // backend::check, not check(): check() also copies the outputs staged so far back (finish),
+  // which before the kernel runs would return them unwritten and never after.
+  backend::check(entry(be_->iface->buffer_alloc, "buffer_alloc")(be_, bytes, &b, &err_), err_, "buffer_alloc");
   staged_.push_back({b, host, bytes, copyOut});
-  if (copyIn) check(entry(be_->iface->copy_to_backend, "copy_to_backend")(be_, b, 0, host, bytes, &err_), "copy_to_backend");
+  if (copyIn) backend::check(entry(be_->iface->copy_to_backend, "copy_to_backend")(be_, b, 0, host, bytes, &err_), err_, "copy_to_backend");
   return be_->iface->buffer_data(be_, b);
 }
 
