@@ -67,7 +67,7 @@ export async function runCompress(o: CompressEngineOptions): Promise<CompressRep
     signal: o.signal,
   }, async (job) => {
     // Per-expert weights do not apply to TALL masks.
-    const inputs = job.track(await openInputs(o.base, o.experts.map((e) => ({ ...e, weight: 1, stats: undefined })), false));
+    const inputs = job.track(await openInputs(o.base, o.experts.map((e) => ({ ...e, weight: 1, stats: undefined })), false, { signal: o.signal }));
     const { base, experts } = inputs;
     await job.checkInputFiles(inputs.files);
     const floatKeys = base.keys().filter((k) => isFloatDType(base.get(k).dtype));
@@ -96,7 +96,7 @@ export async function runCompress(o: CompressEngineOptions): Promise<CompressRep
     let lambdas = fixed;
     let scores: { lambda: number; score: number }[][] = [];
     if (!lambdas) {
-      const tauFile = job.track(await SafetensorsFile.open(tauPath));
+      const tauFile = job.track(await SafetensorsFile.open(tauPath, { signal: o.signal }));
       ({ scores, lambdas } = await searchLambdas(ctx, tauFile, o.tallLambda as LambdaSearch, tmpDir));
       maskW = job.track(await createMaskWriter(tmpDir, maskPlan));
       await masksFromTau(ctx, tauFile, lambdas, maskW);

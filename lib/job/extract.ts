@@ -40,11 +40,11 @@ export async function runExtract(o: ExtractEngineOptions): Promise<ExtractReport
     out: { path: o.out, kind: checkpointKind(o.out) },
     signal: o.signal,
   }, async (job) => {
-    const bundle = job.track(await openBundle(o.bundle));
+    const bundle = job.track(await openBundle(o.bundle, o.signal));
     const task = bundle.manifest.tasks.find((t) => t.name === o.task);
     if (!task)
       throw new TaskmergeError(`task '${o.task}' is not in the bundle (tasks: ${bundle.manifest.tasks.map((t) => t.name).join(", ")})`, o.bundle);
-    const inputs = job.track(await openInputs(o.base, [], false));
+    const inputs = job.track(await openInputs(o.base, [], false, { signal: o.signal }));
     const b = inputs.base;
     await checkBase(bundle.manifest, b, o.bundle);
     await job.checkInputFiles([path.join(o.bundle, BUNDLE_JSON), bundle.tau.path, bundle.masks.path, ...inputs.files]);

@@ -66,7 +66,7 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
     signal: o.signal,
   }, async (job) => {
     // A progressive merge collects its statistics itself.
-    const inputs = job.track(await openInputs(o.base, o.experts, !!method.needsStats && !progressive));
+    const inputs = job.track(await openInputs(o.base, o.experts, !!method.needsStats && !progressive, { signal: o.signal }));
     const { base, experts } = inputs;
     // Shards and index files of the inputs, now that they are known.
     await job.checkInputFiles(inputs.files);
