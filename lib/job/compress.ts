@@ -21,6 +21,7 @@ import { createMaskWriter, LambdaSearch, masksFromTau, phaseBytes, searchLambdas
 import { BUNDLE_FORMAT, BUNDLE_JSON, BUNDLE_VERSION, BundleManifest, MASKS_FILE, maskBytes, maskKey, TAU_FILE } from "../tall/bundle";
 import { fingerprint } from "../fingerprint";
 import { runJob } from "./run";
+import type { ResolvedDevice } from "../device";
 
 export { DEFAULT_GRID, DEFAULT_TALL_LAMBDA } from "../tall/compress";
 export type { LambdaSearch } from "../tall/compress";
@@ -36,6 +37,8 @@ export interface CompressEngineOptions {
   scope: "global" | "tensor";
   dtype?: FloatDType;
   chunkElems?: number;
+  /** The backend every native op of the job runs on (lib/device.ts resolved it); "cpu" when absent. */
+  device?: ResolvedDevice;
   onProgress?: (p: Progress) => void;
   signal?: AbortSignal;
 }
@@ -54,6 +57,8 @@ export interface CompressReport {
   details: Record<string, unknown>;
   /** Leftovers of killed runs on the same output that were removed or restored, one line each. */
   reclaimed: string[];
+  /** The backend the native ops ran on. */
+  device: ResolvedDevice;
 }
 
 /** A bundle directory: bundle.json marks it, and it holds nothing else than its three files. */
@@ -73,7 +78,7 @@ export async function runCompress(o: CompressEngineOptions): Promise<CompressRep
     const floatKeys = base.keys().filter((k) => isFloatDType(base.get(k).dtype));
     const tauDtype = (k: string): FloatDType => o.dtype ?? (base.get(k).dtype as FloatDType);
     const progress = new ProgressTracker(o.onProgress);
-    const ctx: StreamContext = { base, experts, floatKeys, signal: o.signal, progress, chunkElems: roundUp8(o.chunkElems ?? defaultChunkElems()) };
+    const ctx: StreamContext = { base, experts, floatKeys, signal: o.signal, progress, chunkElems: roundUp8(o.chunkElems ?? defaultChunkElems()), device: o.device };
     const details: Record<string, unknown> = {};
 
     const staged = job.output(await job.slot.stage("dir"));
@@ -121,6 +126,7 @@ export async function runCompress(o: CompressEngineOptions): Promise<CompressRep
       tasks: experts.map((e, t) => ({ name: e.name, lambda: lambdas![t], ...(scores[t] ? { scores: scores[t] } : {}) })),
       tau: manifest.tau, tensors: floatKeys.length, bytesExperts, bytesBundle, ratio: bytesExperts / bytesBundle,
       bytesRead: progress.bytesRead, seconds: (Date.now() - t0) / 1000, details, reclaimed: job.slot.reclaimed,
+      device: o.device ?? "cpu",
     };
   });
 }

@@ -49,7 +49,7 @@ export async function selectThresholdsK(
   const T = ctx.experts.length;
   const high = new Float64Array(T * HIGH_BINS);
   await scan((c) => runOp("magnitude_hist", { ...chunkArgs(ctx, c), level: 0, hist: high }).then(() => undefined));
-  const p0 = await runOp("magnitude_pick", { hist: high, bins: HIGH_BINS, ks });
+  const p0 = await runOp("magnitude_pick", { hist: high, bins: HIGH_BINS, ks, device: ctx.device });
   const bins0 = p0.bin;
   const low = new Float64Array(T * LOW_BINS);
   const cap = candidateCap(T);
@@ -71,7 +71,7 @@ export async function selectThresholdsK(
     multi.push(Buffer.from(m));
     multiCount += m.length / (4 * T);
   });
-  const p1 = await runOp("magnitude_pick", { hist: low, bins: LOW_BINS, ks: p0.rank });
+  const p1 = await runOp("magnitude_pick", { hist: low, bins: LOW_BINS, ks: p0.rank, device: ctx.device });
   const bins1 = p1.bin;
   const bits = bins0.map((b, t) => b * LOW_BINS + bins1[t]);
   const rank = p1.rank;

@@ -93,7 +93,7 @@ async function lowTrim(ctx: MergeContext, scan: KeyScan, o: LowGta): Promise<{ t
   const T = ctx.experts.length, bins = 1 << 15;
   const hist = new Float64Array(T * bins);
   await scan.scan((c) => runOp("mergekit_lowp_hist", { ...chunkArgs(ctx, c), compute: o.p, hist }).then(() => undefined));
-  const pick = await runOp("magnitude_pick", { hist, bins, ks: o.ks! });
+  const pick = await runOp("magnitude_pick", { hist, bins, ks: o.ks!, device: ctx.device });
   const values = await Promise.all((pick.bin as number[]).map((b) => lowValue(b, o.p)));
   const bits = values.map((v, t) => (o.densities[t] >= 1 ? 0 : f32Bits(v)));
   if (!o.exactK) return { trim: { trim: "magnitude", thresholds: bits }, thresholds: values };
