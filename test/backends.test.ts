@@ -5,25 +5,13 @@
  * TASKMERGE_CUDA_LIBRARY) is listed when it loads, noted when it does not,
  * and `device` resolves from what the registry reports.
  */
-import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { nativeInfo } from "../lib/native";
 import { resolveDevice } from "../lib/device";
 import { UsageError } from "../lib/errors";
 import { tmpDir } from "./helpers/fixtures";
-
-const ROOT = path.join(__dirname, "..");
-const cc = ["cc", "gcc", "clang"].find((c) => spawnSync(c, ["--version"]).status === 0);
-
-/** Runs `script` in a fresh node (the loader runs once per process) with the built dist/ and TASKMERGE_CUDA_LIBRARY=lib. */
-function probe(lib: string, script: string): { out: unknown; stderr: string } {
-  const r = spawnSync(process.execPath, ["-e", script], {
-    cwd: ROOT, env: { ...process.env, TASKMERGE_CUDA_LIBRARY: lib }, encoding: "utf8",
-  });
-  if (r.status !== 0) throw new Error(`probe failed: ${r.stderr}`);
-  return { out: JSON.parse(r.stdout), stderr: r.stderr };
-}
+import { buildFake, cc, probe } from "./helpers/fake_backend";
 
 /** What the registry says and what each device resolves to, as \`rep\`. */
 const GATHER = `
@@ -33,15 +21,6 @@ const tryDev = (d) => { try { return resolveDevice(d); } catch (e) { return "err
 const i = nativeInfo();
 const rep = { backends: i.backends, loads: i.backendLoads, cpu: tryDev("cpu"), auto: tryDev("auto"), cuda: tryDev("cuda") };`;
 const REPORT = `${GATHER}\nconsole.log(JSON.stringify(rep));`;
-
-function buildFake(mode: number): string {
-  const dir = tmpDir("tm-fake-backend-");
-  const out = path.join(dir, `fake_${mode}.so`);
-  const r = spawnSync(cc!, ["-shared", "-fPIC", "-std=c99", `-DFAKE_MODE=${mode}`, "-I", path.join(ROOT, "native", "backend"),
-    path.join(ROOT, "test", "fixtures", "backends", "fake_backend.c"), "-o", out], { encoding: "utf8" });
-  if (r.status !== 0) throw new Error(r.stderr);
-  return out;
-}
 
 describe("backend registry", () => {
   test("lists the CPU backend with its device and linear algebra", () => {
