@@ -1,13 +1,13 @@
 /**
- * norm_accumulate and mergekit's low-precision ops run on the backend their
- * `device` names (backend.h's norm_accumulate and mergekit_lowp_* entries),
+ * norm_accumulate, drift_norm and mergekit's low-precision ops run on the
+ * backend their `device` names (backend.h's entries of the same names),
  * no longer on the host whatever the device: on a backend that leaves those
  * entries NULL (the fake "cuda" backend with a device, test/helpers/
  * fake_backend.ts) each is refused naming the entry, and on the CPU it runs.
  */
 import { buildFake, cc, probe } from "./helpers/fake_backend";
 
-const OPS = ["norm_accumulate", "mergekit_lowp_hist", "mergekit_lowp_tie_cut", "mergekit_lowp_l1", "mergekit_lowp_gta", "mergekit_lowp_linear"];
+const OPS = ["norm_accumulate", "drift_norm", "mergekit_lowp_hist", "mergekit_lowp_tie_cut", "mergekit_lowp_l1", "mergekit_lowp_gta", "mergekit_lowp_linear"];
 
 /** Each op once per device, with valid arguments: its message or "ok". */
 const SCRIPT = `
@@ -17,6 +17,7 @@ const chunk = () => ({ n, base: f32(0.5), baseDtype: "F32", experts: [f32(0.75)]
 const out = () => ({ out: Buffer.alloc(4 * n), outDtype: "F32" });
 const args = {
   norm_accumulate: { rows: new Float32Array([1, 2, 3, 4]), rowsDtype: "F32", width: 2, sqsum: new Float64Array(2), sum: new Float64Array(2) },
+  drift_norm: { n, merged: f32(1), mergedDtype: "F32", expert: f32(2), expertDtype: "F32", base: f32(0), baseDtype: "F32", scale: f32(1), scaleDtype: "F32" },
   mergekit_lowp_hist: { ...chunk(), hist: new Float64Array(32768) },
   mergekit_lowp_tie_cut: { ...chunk(), thresholds: [0], need: [1] },
   mergekit_lowp_l1: { ...chunk() },

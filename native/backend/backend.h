@@ -17,7 +17,12 @@
  *    scalar results).
  *  - What stays on the host, over data copied back: the sample statistics of
  *    the TIES window (ties_window_bounds, ties_window_pick read small sorted
- *    lists), the Gram plausibility check and file-format work.
+ *    lists), the Gram plausibility check (gram_check) and file-format work.
+ *    Every other op computes through the entries below; the dense ones
+ *    (gram_accumulate, gram_products_accumulate, gram_solve, drift_linear) are
+ *    compositions of the linear-algebra entries, whose float64 conversions of
+ *    the inputs and row updates around those calls still run on the host
+ *    (native/linalg/solve.cpp, native/kernels/).
  *  - Every result must be bit-identical to the CPU backend's (the merged
  *    files are compared byte for byte): same float32/float64 operations in the
  *    same order per element, sums over tasks t in order, round-to-nearest-even
@@ -498,13 +503,21 @@ typedef struct tm_backend_iface {
   /* l1[t] += Σ|τt|, l1_kept[t] += Σ|τt| over the kept entries, in double (host, T): the L1 rescale. */
   tm_status (*breadcrumbs_l1)(tm_backend* be, const tm_chunk* c, const tm_top_sets* sets, double* l1, double* l1_kept, tm_work work, tm_error* err);
 
-  /* -- added in ABI 1: norm statistics and mergekit's low-precision ops, once host-only (NULL in a backend built before) -- */
+  /* -- added in ABI 1: norm statistics, norm drift and mergekit's low-precision ops, once host-only (NULL in a backend built before) -- */
   /* Statistics of norm layers (GramAccumulator): `count` rows of `width` values of rows_dtype
    * (TM_F32 or TM_F64; rows: backend) are converted to float64 (exactly) and checked first: a
    * NaN/±Inf fails naming the row ("input row 3 holds a non-finite value (NaN or Inf)") and
    * adds nothing. Then per feature j, over the rows in order, in float64:
    * sqsum[j] += x², sum[j] += x (sqsum, sum: backend, width float64 each). */
   tm_status (*norm_accumulate)(tm_backend* be, const void* rows, tm_dtype rows_dtype, size_t count, size_t width, double* sqsum, double* sum, tm_error* err);
+  /* Feature drift of a norm layer (taskmerge drift): merged w, expert wt, base w0 and the expert's
+   * norm_sq_sum s (backend, n values each of their dtypes) converted to float64; a negative or
+   * non-finite s is an error ("statistics: norm_sq_sum holds a negative or non-finite value");
+   * *drift = Σi s[i]·(w[i] − wt[i])·(w[i] − wt[i]) and *base_drift the same with w0 (host), over i
+   * in order, in float64, multiplied left to right. */
+  tm_status (*drift_norm)(tm_backend* be, size_t n, const void* merged, tm_dtype merged_dtype, const void* expert, tm_dtype expert_dtype,
+                          const void* base, tm_dtype base_dtype, const void* scale, tm_dtype scale_dtype, double* drift, double* base_drift,
+                          tm_error* err);
   /* mergekit's low-precision ops (P, τt, rounding: see tm_lowp_gta_args); only gta and linear write chunk.out.
    * They take no tm_work: a backend allocates what it needs within the call. */
   /* hist (backend, T × 32768 float64) += the counts of the 15-bit P magnitude patterns of |τt|

@@ -42,8 +42,10 @@ tm_status choleskySolveRows(tm_backend*, size_t n, const double* L, size_t lda, 
 tm_status eigh(tm_backend*, size_t n, double* A, size_t lda, double* w, tm_work work, tm_error* err);
 const char* linalgName(tm_backend*);
 
-// Norm statistics and mergekit's low-precision ops (stats_kernels.cpp, mergekit_lowp_kernels.cpp).
+// Norm statistics, norm drift and mergekit's low-precision ops (stats_kernels.cpp, mergekit_lowp_kernels.cpp).
 tm_status normAccumulate(tm_backend*, const void* rows, tm_dtype rowsDtype, size_t count, size_t width, double* sqsum, double* sum, tm_error* err);
+tm_status driftNorm(tm_backend*, size_t n, const void* merged, tm_dtype mergedDtype, const void* expert, tm_dtype expertDtype, const void* base,
+                    tm_dtype baseDtype, const void* scale, tm_dtype scaleDtype, double* drift, double* baseDrift, tm_error* err);
 tm_status mergekitLowpHist(tm_backend*, const tm_chunk* c, tm_dtype compute, double* hist, tm_error* err);
 tm_status mergekitLowpTieCut(tm_backend*, const tm_chunk* c, tm_dtype compute, const uint32_t* thresholds, const double* need, double* count,
                              double* at, tm_error* err);
