@@ -28,7 +28,8 @@ export class Checkpoint {
     private readonly refs: Map<string, TensorRef>,
   ) {}
 
-  static async open(p: string): Promise<Checkpoint> {
+  /** `signal` stops the reading of the headers (a large one's worker is terminated at once). */
+  static async open(p: string, opts: { signal?: AbortSignal } = {}): Promise<Checkpoint> {
     const abs = path.resolve(p);
     let st;
     try {
@@ -37,21 +38,21 @@ export class Checkpoint {
       throw new TaskmergeError("checkpoint not found", p);
     }
     if (st.isFile()) {
-      const f = await SafetensorsFile.open(abs);
+      const f = await SafetensorsFile.open(abs, opts);
       return new Checkpoint(abs, "file", [f], undefined, await byKey([f]));
     }
     if (!st.isDirectory()) throw new TaskmergeError(`not a regular file (${fileKind(st)}) nor a checkpoint directory`, p);
     const single = path.join(abs, "model.safetensors");
     const index = path.join(abs, "model.safetensors.index.json");
-    if (await exists(index)) return Checkpoint.openSharded(abs, index);
+    if (await exists(index)) return Checkpoint.openSharded(abs, index, opts.signal);
     if (await exists(single)) {
-      const f = await SafetensorsFile.open(single);
+      const f = await SafetensorsFile.open(single, opts);
       return new Checkpoint(abs, "directory", [f], abs, await byKey([f]));
     }
     throw new TaskmergeError("directory holds neither model.safetensors nor model.safetensors.index.json", p);
   }
 
-  private static async openSharded(dir: string, indexPath: string): Promise<Checkpoint> {
+  private static async openSharded(dir: string, indexPath: string, signal?: AbortSignal): Promise<Checkpoint> {
     let index: { weight_map?: unknown };
     try {
       const text = (await readRegularFile(indexPath)).toString("utf8");
@@ -74,7 +75,7 @@ export class Checkpoint {
     shardNames.sort();
     const files: SafetensorsFile[] = [];
     try {
-      for (const s of shardNames) files.push(await SafetensorsFile.open(path.join(dir, s)));
+      for (const s of shardNames) files.push(await SafetensorsFile.open(path.join(dir, s), { signal }));
       const byShard = new Map(shardNames.map((s, i) => [s, files[i]]));
       // Storage order: shard by shard, tensors in data order.
       const wanted = new Map(Object.entries(wm as Record<string, string>));

@@ -5,6 +5,7 @@ import { runCompress, CompressReport, LambdaSearch, DEFAULT_TALL_LAMBDA } from "
 import { resolveCompressParams } from "../tall/params";
 import type { Progress } from "../engine/progress";
 import type { OutputDType } from "../safetensors/dtypes";
+import { resolveDevice, Device } from "../device";
 
 export interface CompressOptions {
   base: string;
@@ -24,6 +25,8 @@ export interface CompressOptions {
   scope?: "global" | "tensor";
   /** dtype of tau.safetensors (default: the base's). */
   dtype?: OutputDType;
+  /** Where the native ops run: "auto" (default: cuda where a CUDA backend reports a device, else cpu), "cpu" or "cuda". */
+  device?: Device;
   onProgress?: (p: Progress) => void;
   signal?: AbortSignal;
 }
@@ -53,8 +56,9 @@ export async function compress(opts: CompressOptions): Promise<CompressReport> {
     tallLambda = tl;
   } else throw new UsageError("tallLambda must be a number, a list of numbers, or { grid, score }");
   const { tau, density, scope } = resolveCompressParams(opts);
+  const device = resolveDevice(opts.device);
   return runCompress({
-    base: opts.base, experts, out: opts.out, tallLambda, tau, density, scope, dtype: parseDTypeOption(opts.dtype),
+    base: opts.base, experts, out: opts.out, tallLambda, tau, density, scope, dtype: parseDTypeOption(opts.dtype), device,
     onProgress: opts.onProgress, signal: opts.signal,
   });
 }

@@ -6,6 +6,7 @@ import type { OutputDType } from "../safetensors/dtypes";
 import { isHubId } from "../base_info";
 import { runExtract, ExtractReport } from "../job/extract";
 import type { Progress } from "../engine/progress";
+import { resolveDevice, Device } from "../device";
 
 export interface ExtractOptions {
   bundle: string;
@@ -17,6 +18,8 @@ export interface ExtractOptions {
   /** The base's Hugging Face Hub id for the model card (default: the base's config.json `_name_or_path` when that is one). */
   baseModel?: string;
   maxShardSize?: string | number;
+  /** Where the native ops run: "auto" (default: cuda where a CUDA backend reports a device, else cpu), "cpu" or "cuda". */
+  device?: Device;
   onProgress?: (p: Progress) => void;
   signal?: AbortSignal;
 }
@@ -34,5 +37,6 @@ export async function extract(opts: ExtractOptions): Promise<ExtractReport> {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  return runExtract({ ...opts, dtype: parseDTypeOption(opts.dtype), maxShardSize });
+  const device = resolveDevice(opts.device);
+  return runExtract({ ...opts, dtype: parseDTypeOption(opts.dtype), maxShardSize, device });
 }

@@ -8,7 +8,8 @@ import { VERSION } from "../version";
 import { withSignals } from "./signals";
 import { printReclaimed } from "./reclaimed";
 import { dtypeOption, toOutputDType } from "./dtype_option";
-import { paramOption } from "./param_flags";
+import { deviceOption, paramOption } from "./param_flags";
+import type { Device } from "../device";
 import { COMPRESS_PARAMS, resolveCompressParams } from "../tall/params";
 import { formatDefault } from "../methods/describe";
 
@@ -21,6 +22,8 @@ interface CompressFlags {
   density?: string;
   scope?: "global" | "tensor";
   dtype?: string;
+  /** DEVICE_PARAM's flag (compress() resolves it). */
+  device?: Device;
   out?: string;
   quiet?: boolean;
   json?: boolean;
@@ -54,6 +57,7 @@ export function registerCompress(program: Command): void {
   for (const p of COMPRESS_PARAMS) cmd.addOption(paramOption(p, `${p.description} (default ${formatDefault(p.default)})`));
   cmd
     .addOption(dtypeOption("dtype of tau.safetensors (default: the base's)"))
+    .addOption(deviceOption())
     .option("--out <dir>", "bundle directory (bundle.json, tau.safetensors, masks.safetensors)")
     .option("-q, --quiet", "no progress and no summary (errors still go to stderr)")
     .option("--json", "print the final report as JSON on stdout")
@@ -66,7 +70,7 @@ export function registerCompress(program: Command): void {
       const report = await withSignals((signal) =>
         compress({
           base: flags.base!, experts: flags.expert!, out: flags.out!, tallLambda: parseLambdas(flags.tallLambda),
-          ...resolveCompressParams(flags), dtype: toOutputDType(flags.dtype), onProgress: (p) => view.update(p), signal,
+          ...resolveCompressParams(flags), dtype: toOutputDType(flags.dtype), device: flags.device, onProgress: (p) => view.update(p), signal,
         }),
       ).finally(() => view.stop());
       printReclaimed(report.reclaimed);

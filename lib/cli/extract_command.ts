@@ -8,6 +8,8 @@ import { VERSION } from "../version";
 import { withSignals } from "./signals";
 import { printReclaimed } from "./reclaimed";
 import { dtypeOption, toOutputDType } from "./dtype_option";
+import { deviceOption } from "./param_flags";
+import type { Device } from "../device";
 
 interface ExtractFlags {
   bundle?: string;
@@ -17,6 +19,8 @@ interface ExtractFlags {
   dtype?: string;
   baseModel?: string;
   maxShardSize?: string;
+  /** DEVICE_PARAM's flag (extract() resolves it). */
+  device?: Device;
   quiet?: boolean;
   json?: boolean;
 }
@@ -29,6 +33,7 @@ export function registerExtract(program: Command): void {
     .option("--task <name>", "task (expert name) to rebuild")
     .option("--base <path>", "the base checkpoint the bundle was made from")
     .addOption(dtypeOption("output dtype of float tensors (default: the base's)"))
+    .addOption(deviceOption())
     .option("--base-model <id>", "the base's Hugging Face Hub id for the model card's base_model (default: the base's config.json _name_or_path)")
     .option("--max-shard-size <size>", "shard limit for directory output (default: 5GB)")
     .option("--out <path>", "output: X.safetensors (one file) or a directory (Hugging Face layout)")
@@ -44,7 +49,7 @@ Examples:
       const report = await withSignals((signal) =>
         extract({
           bundle: flags.bundle!, task: flags.task!, base: flags.base!, out: flags.out!, dtype: toOutputDType(flags.dtype), baseModel: flags.baseModel, maxShardSize: flags.maxShardSize,
-          onProgress: (p) => view.update(p), signal,
+          device: flags.device, onProgress: (p) => view.update(p), signal,
         }),
       ).finally(() => view.stop());
       printReclaimed(report.reclaimed);

@@ -1,5 +1,5 @@
 /** `taskmerge merge`: flags or --config merge.yaml (flags override) into merge() or planMerge(). */
-import { Command, Option } from "commander";
+import { Command } from "commander";
 import { merge, ExpertSpec, MergeOptions } from "../api/merge";
 import { planMerge } from "../api/plan";
 import { checkConfigMethod, configError, loadMergeConfig, MergeConfig } from "./config";
@@ -8,7 +8,7 @@ import { formatPlan } from "./plan_view";
 import { UsageError } from "../errors";
 import { listMethods } from "../methods";
 import { formatMethodsText, formatParams, paramFlags } from "../methods/describe";
-import { paramOption } from "./param_flags";
+import { deviceOption, paramOption } from "./param_flags";
 import { dtypeOption, toOutputDType } from "./dtype_option";
 import { formatBytes } from "../units";
 import { VERSION } from "../version";
@@ -105,7 +105,7 @@ export function registerMerge(program: Command): void {
     .option("--method <name>", `merge method: ${listMethods().map((m) => m.name).join(", ")}`)
     .option("--stats-command <cmd>", "progressive: command run per group and expert to write statistics; placeholders {model} {expert} {keys} {out}")
     .addOption(dtypeOption("output dtype of float tensors (default: the base's); mergekit's names too"))
-    .addOption(new Option("--device <device>", "compute device").choices(["auto", "cpu", "cuda"]))
+    .addOption(deviceOption())
     .option("--base-model <id>", "the base's Hugging Face Hub id for the model card's base_model (default: the base's config.json _name_or_path)")
     .option("--max-shard-size <size>", "shard limit for directory output (default: 5GB)")
     .option("--out <path>", "output: X.safetensors (one file) or a directory (Hugging Face layout)")

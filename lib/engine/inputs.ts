@@ -26,6 +26,8 @@ export interface OpenOptions {
   also?: string[];
   /** The command that needs a statistics file per expert (drift): checked before the key/shape check. */
   requireStats?: string;
+  /** The job's signal: an abort stops the reading of the headers (a large one's worker is terminated at once). */
+  signal?: AbortSignal;
 }
 
 export interface Inputs {
@@ -51,13 +53,14 @@ export async function openInputs(base: string, experts: ResolvedExpert[], withSt
     await Promise.all(opened.splice(0).map((x) => x.close().catch(() => undefined)));
   };
   try {
-    const b = track(await Checkpoint.open(base));
+    const opening = { signal: o.signal };
+    const b = track(await Checkpoint.open(base, opening));
     const also: Checkpoint[] = [];
-    for (const p of o.also ?? []) also.push(track(await Checkpoint.open(p)));
+    for (const p of o.also ?? []) also.push(track(await Checkpoint.open(p, opening)));
     const list: Expert[] = [];
     for (const e of experts) {
-      const checkpoint = track(await Checkpoint.open(e.path));
-      const stats = e.stats && withStats ? track(await SafetensorsFile.open(e.stats)) : undefined;
+      const checkpoint = track(await Checkpoint.open(e.path, opening));
+      const stats = e.stats && withStats ? track(await SafetensorsFile.open(e.stats, opening)) : undefined;
       list.push({ name: e.name, checkpoint, weight: e.weight, stats, ...(e.parameters ? { parameters: e.parameters } : {}) });
     }
     if (o.requireStats) requireStatsFiles(o.requireStats, list);

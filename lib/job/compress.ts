@@ -21,6 +21,7 @@ import { createMaskWriter, LambdaSearch, masksFromTau, phaseBytes, searchLambdas
 import { BUNDLE_FORMAT, BUNDLE_JSON, BUNDLE_VERSION, BundleManifest, MASKS_FILE, maskBytes, maskKey, TAU_FILE } from "../tall/bundle";
 import { fingerprint } from "../fingerprint";
 import { runJob } from "./run";
+import type { ResolvedDevice } from "../device";
 
 export { DEFAULT_GRID, DEFAULT_TALL_LAMBDA } from "../tall/compress";
 export type { LambdaSearch } from "../tall/compress";
@@ -36,6 +37,8 @@ export interface CompressEngineOptions {
   scope: "global" | "tensor";
   dtype?: FloatDType;
   chunkElems?: number;
+  /** The backend every native op of the job runs on (lib/device.ts resolved it); "cpu" when absent. */
+  device?: ResolvedDevice;
   onProgress?: (p: Progress) => void;
   signal?: AbortSignal;
 }
@@ -54,6 +57,8 @@ export interface CompressReport {
   details: Record<string, unknown>;
   /** Leftovers of killed runs on the same output that were removed or restored, one line each. */
   reclaimed: string[];
+  /** The backend the native ops ran on. */
+  device: ResolvedDevice;
 }
 
 /** A bundle directory: bundle.json marks it, and it holds nothing else than its three files. */
@@ -67,13 +72,13 @@ export async function runCompress(o: CompressEngineOptions): Promise<CompressRep
     signal: o.signal,
   }, async (job) => {
     // Per-expert weights do not apply to TALL masks.
-    const inputs = job.track(await openInputs(o.base, o.experts.map((e) => ({ ...e, weight: 1, stats: undefined })), false));
+    const inputs = job.track(await openInputs(o.base, o.experts.map((e) => ({ ...e, weight: 1, stats: undefined })), false, { signal: o.signal }));
     const { base, experts } = inputs;
     await job.checkInputFiles(inputs.files);
     const floatKeys = base.keys().filter((k) => isFloatDType(base.get(k).dtype));
     const tauDtype = (k: string): FloatDType => o.dtype ?? (base.get(k).dtype as FloatDType);
     const progress = new ProgressTracker(o.onProgress);
-    const ctx: StreamContext = { base, experts, floatKeys, signal: o.signal, progress, chunkElems: roundUp8(o.chunkElems ?? defaultChunkElems()) };
+    const ctx: StreamContext = { base, experts, floatKeys, signal: o.signal, progress, chunkElems: roundUp8(o.chunkElems ?? defaultChunkElems()), device: o.device };
     const details: Record<string, unknown> = {};
 
     const staged = job.output(await job.slot.stage("dir"));
@@ -96,7 +101,7 @@ export async function runCompress(o: CompressEngineOptions): Promise<CompressRep
     let lambdas = fixed;
     let scores: { lambda: number; score: number }[][] = [];
     if (!lambdas) {
-      const tauFile = job.track(await SafetensorsFile.open(tauPath));
+      const tauFile = job.track(await SafetensorsFile.open(tauPath, { signal: o.signal }));
       ({ scores, lambdas } = await searchLambdas(ctx, tauFile, o.tallLambda as LambdaSearch, tmpDir));
       maskW = job.track(await createMaskWriter(tmpDir, maskPlan));
       await masksFromTau(ctx, tauFile, lambdas, maskW);
@@ -121,6 +126,7 @@ export async function runCompress(o: CompressEngineOptions): Promise<CompressRep
       tasks: experts.map((e, t) => ({ name: e.name, lambda: lambdas![t], ...(scores[t] ? { scores: scores[t] } : {}) })),
       tau: manifest.tau, tensors: floatKeys.length, bytesExperts, bytesBundle, ratio: bytesExperts / bytesBundle,
       bytesRead: progress.bytesRead, seconds: (Date.now() - t0) / 1000, details, reclaimed: job.slot.reclaimed,
+      device: o.device ?? "cpu",
     };
   });
 }

@@ -66,7 +66,7 @@ export function runDrift(opts: DriftJobOptions): Promise<DriftReport> {
     signal: opts.signal,
   }, async (job) => {
     // Statistics measured against the wrong expert would give wrong numbers: the same checks as a merge's.
-    const inputs = job.track(await openInputs(opts.base, opts.experts, true, { also: [opts.merged], requireStats: "drift" }));
+    const inputs = job.track(await openInputs(opts.base, opts.experts, true, { also: [opts.merged], requireStats: "drift", signal: opts.signal }));
     const { base, experts } = inputs;
     const [merged] = inputs.also;
     const warnings = inputs.warnings;

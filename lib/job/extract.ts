@@ -15,6 +15,7 @@ import { reconstruct } from "../tall/reconstruct";
 import { runJob, CheckpointJobOptions } from "./run";
 import { extractCard } from "../model_card";
 import { outputConfigFiles, readBaseInfo } from "../base_info";
+import type { ResolvedDevice } from "../device";
 
 export interface ExtractEngineOptions extends CheckpointJobOptions {
   bundle: string;
@@ -31,6 +32,8 @@ export interface ExtractReport {
   seconds: number;
   /** Leftovers of killed runs on the same output that were removed or restored, one line each. */
   reclaimed: string[];
+  /** The backend the native ops ran on. */
+  device: ResolvedDevice;
 }
 
 export async function runExtract(o: ExtractEngineOptions): Promise<ExtractReport> {
@@ -40,11 +43,11 @@ export async function runExtract(o: ExtractEngineOptions): Promise<ExtractReport
     out: { path: o.out, kind: checkpointKind(o.out) },
     signal: o.signal,
   }, async (job) => {
-    const bundle = job.track(await openBundle(o.bundle));
+    const bundle = job.track(await openBundle(o.bundle, o.signal));
     const task = bundle.manifest.tasks.find((t) => t.name === o.task);
     if (!task)
       throw new TaskmergeError(`task '${o.task}' is not in the bundle (tasks: ${bundle.manifest.tasks.map((t) => t.name).join(", ")})`, o.bundle);
-    const inputs = job.track(await openInputs(o.base, [], false));
+    const inputs = job.track(await openInputs(o.base, [], false, { signal: o.signal }));
     const b = inputs.base;
     await checkBase(bundle.manifest, b, o.bundle);
     await job.checkInputFiles([path.join(o.bundle, BUNDLE_JSON), bundle.tau.path, bundle.masks.path, ...inputs.files]);
@@ -61,14 +64,14 @@ export async function runExtract(o: ExtractEngineOptions): Promise<ExtractReport
     progress.phase("extract", plan.length, toRead);
     const bytesWritten = await reconstruct({
       base: b, tau: bundle.tau, source: { masks: bundle.masks, task: task.name }, outDtype, chunkElems: o.chunkElems ?? defaultChunkElems(),
-      write: (k, d) => output.write(k, d), progress, signal: o.signal,
+      write: (k, d) => output.write(k, d), progress, signal: o.signal, device: o.device,
     });
     throwIfAborted(o.signal);
     const info = await readBaseInfo(b.dir, o.baseModel);
     await output.commit({ "README.md": extractCard(manifest, { outDir: o.out, base: info }), ...outputConfigFiles(info, o.dtype) }, manifest);
     return {
       task: task.name, lambda: task.lambda, out: path.resolve(o.out), tensors: plan.length, bytesRead: progress.bytesRead, bytesWritten,
-      seconds: (Date.now() - t0) / 1000, reclaimed: job.slot.reclaimed,
+      seconds: (Date.now() - t0) / 1000, reclaimed: job.slot.reclaimed, device: o.device ?? "cpu",
     };
   });
 }

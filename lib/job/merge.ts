@@ -22,6 +22,7 @@ import { ProgressTracker } from "../engine/progress";
 import { VERSION } from "../version";
 import { mergeProgressive } from "../progressive/engine";
 import type { CollectStats } from "../progressive/collect";
+import type { ResolvedDevice } from "../device";
 
 export type { ResolvedExpert } from "../engine/inputs";
 
@@ -33,8 +34,6 @@ export interface EngineOptions extends CheckpointJobOptions {
   onWarning?: (message: string) => void;
   /** Statistics collector of a progressive merge (lot, regmean with progressive: true). */
   collectStats?: CollectStats;
-  /** The backend the native ops run on (resolved: lib/device.ts). */
-  device?: "cpu" | "cuda";
 }
 
 export interface MergeReport {
@@ -50,6 +49,8 @@ export interface MergeReport {
   details: Record<string, unknown>;
   /** Leftovers of killed runs on the same output that were removed or restored, one line each. */
   reclaimed: string[];
+  /** The backend the native ops ran on. */
+  device: ResolvedDevice;
 }
 
 export async function runMerge(o: EngineOptions): Promise<MergeReport> {
@@ -66,7 +67,7 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
     signal: o.signal,
   }, async (job) => {
     // A progressive merge collects its statistics itself.
-    const inputs = job.track(await openInputs(o.base, o.experts, !!method.needsStats && !progressive));
+    const inputs = job.track(await openInputs(o.base, o.experts, !!method.needsStats && !progressive, { signal: o.signal }));
     const { base, experts } = inputs;
     // Shards and index files of the inputs, now that they are known.
     await job.checkInputFiles(inputs.files);
@@ -120,6 +121,7 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
     return {
       method: method.name, params, out: path.resolve(o.out), tensors: keys.length, bytesRead: progress.bytesRead,
       bytesWritten, seconds: (Date.now() - t0) / 1000, warnings: inputs.warnings, details: ctx.details, reclaimed: job.slot.reclaimed,
+      device: o.device ?? "cpu",
     };
   });
 }

@@ -78,7 +78,7 @@ export async function planMerge(o: EngineOptions): Promise<MergePlan> {
   const named = namedPaths(o.base, o.experts);
   await checkInputClash(o.out, named);
   await checkReplaceable(path.resolve(o.out), o.out, checkpointKind(o.out));
-  const inputs = await openInputs(o.base, o.experts, !!method.needsStats && !progressive);
+  const inputs = await openInputs(o.base, o.experts, !!method.needsStats && !progressive, { signal: o.signal });
   try {
     const { base } = inputs;
     method.validate?.(base, inputs.experts, params);

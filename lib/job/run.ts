@@ -12,6 +12,7 @@ import type { OutputKind } from "../out_path/owned";
 import { throwIfAborted } from "../errors";
 import type { FloatDType } from "../safetensors/dtypes";
 import type { Progress } from "../engine/progress";
+import type { ResolvedDevice } from "../device";
 
 interface Closable {
   close(): Promise<void>;
@@ -29,6 +30,8 @@ export interface CheckpointJobOptions {
   baseModel?: string;
   maxShardSize?: number;
   chunkElems?: number;
+  /** The backend every native op of the job runs on (lib/device.ts resolved it); "cpu" when absent. */
+  device?: ResolvedDevice;
   onProgress?: (p: Progress) => void;
   signal?: AbortSignal;
 }

@@ -95,8 +95,8 @@ export interface OpSignatures {
     result: Empty;
   };
   breadcrumbs_l1: { args: ChunkArgs & TopSetArgs; result: { l1: number[]; l1Kept: number[] } };
-  /** mergekit in bfloat16 / float16 (`compute`), as torch on the CPU (native/kernels/mergekit_lowp.cpp; host only). */
-  /** hist: a state on "cpu" (T × 32768 float64), written in place on the host. */
+  /** mergekit in bfloat16 / float16 (`compute`), as torch on the CPU (native/kernels/mergekit_lowp.cpp; backend.h's mergekit_lowp_* entries). */
+  /** hist: a state (T × 32768 float64) on the op's device. */
   mergekit_lowp_hist: { args: ChunkArgs & LowCompute & { hist: StateHandle }; result: Empty };
   mergekit_lowp_tie_cut: { args: ChunkArgs & LowCompute & { thresholds: number[]; need: number[] }; result: { count: number[]; at: number[] } };
   mergekit_lowp_l1: { args: ChunkArgs & LowCompute & TrimArgs; result: { l1: number[]; l1Kept: number[] } };
@@ -160,7 +160,7 @@ export interface OpSignatures {
   gram_check: { args: { gram: Bytes; gramDtype: DTypeName; n: number; tol: number }; result: Empty };
   convert: { args: OnDevice & { src: Bytes; dst: Bytes; fromDtype: DTypeName; toDtype: DTypeName }; result: Empty };
   gram_accumulate: { args: LinalgChoice & { rows: Bytes; rowsDtype: DTypeName; width: number; gram: Bytes; sum: Bytes }; result: Empty };
-  norm_accumulate: { args: { rows: Bytes; rowsDtype: DTypeName; width: number; sqsum: Bytes; sum: Bytes }; result: Empty };
+  norm_accumulate: { args: OnDevice & { rows: Bytes; rowsDtype: DTypeName; width: number; sqsum: Bytes; sum: Bytes }; result: Empty };
   gram_products_accumulate: {
     args: LinalgChoice & {
       out: number; in: number; base: Bytes; baseDtype: DTypeName; expert: Bytes; expertDtype: DTypeName; gram: Bytes; gramDtype: DTypeName;

@@ -15,7 +15,7 @@ import type { Expert, MergeContext, MergeMethod } from "../engine/context";
 import type { OutTensor } from "../safetensors/writer";
 import type { Output } from "../output";
 import { SafetensorsFile } from "../safetensors/file";
-import { TaskmergeError, UsageError, throwIfAborted } from "../errors";
+import { AbortError, TaskmergeError, UsageError, throwIfAborted } from "../errors";
 import { finiteSink } from "../engine/finite_output";
 import { copyChunks } from "../engine/read_ahead";
 import { blockGroups, moduleGroups, parseModuleOrder, KeyGroup } from "./groups";
@@ -107,7 +107,8 @@ export async function mergeProgressive(ctx: MergeContext, o: ProgressiveOptions)
           callCollector(o.collect, { model: p.path, expert: e.name, keys: g.keys, group: g.name, groupIndex: gi, groups: groups.length, out, signal: ac.signal }),
         );
         d.collectorRuns++;
-        const stats = await SafetensorsFile.open(file).catch((err) => {
+        const stats = await SafetensorsFile.open(file, { signal: ctx.signal }).catch((err) => {
+          if (err instanceof AbortError) throw err;
           throw new TaskmergeError(`statistics of expert '${e.name}' for group '${g.name}' from the collector: ${(err as Error).message}`);
         });
         open.push(stats);

@@ -62,8 +62,8 @@ export interface Bundle {
   close(): Promise<void>;
 }
 
-/** Opens and validates a bundle directory. */
-export async function openBundle(dir: string): Promise<Bundle> {
+/** Opens and validates a bundle directory; `signal` stops the reading of its headers. */
+export async function openBundle(dir: string, signal?: AbortSignal): Promise<Bundle> {
   const jsonPath = path.join(dir, BUNDLE_JSON);
   let text: string;
   try {
@@ -81,9 +81,9 @@ export async function openBundle(dir: string): Promise<Bundle> {
   checkManifest(m, jsonPath);
   const files: SafetensorsFile[] = [];
   try {
-    const tau = await SafetensorsFile.open(path.join(dir, TAU_FILE));
+    const tau = await SafetensorsFile.open(path.join(dir, TAU_FILE), { signal });
     files.push(tau);
-    const masks = await SafetensorsFile.open(path.join(dir, MASKS_FILE));
+    const masks = await SafetensorsFile.open(path.join(dir, MASKS_FILE), { signal });
     files.push(masks);
     checkTau(m, tau);
     checkMasks(m, masks);

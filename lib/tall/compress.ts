@@ -120,7 +120,7 @@ async function scoreGrid(ctx: StreamContext, tau: SafetensorsFile, e: Expert, se
       ctx.progress.phase(`candidate ${e.name} λ=${lambda}`, plan.length, ctx.base.totalBytes * 2 + tau.size);
       await reconstruct({
         base: ctx.base, tau, source: { expert: e.checkpoint, lambda }, outDtype: (k) => ctx.base.get(k).dtype as FloatDType,
-        chunkElems: ctx.chunkElems, write: (k, d) => w.write(k, d), progress: ctx.progress, signal: ctx.signal,
+        chunkElems: ctx.chunkElems, write: (k, d) => w.write(k, d), progress: ctx.progress, signal: ctx.signal, device: ctx.device,
       });
       await w.finish();
       const score = Number(await search.score(e.name, cand));

@@ -12,6 +12,7 @@ import { throwIfAborted } from "../errors";
 import { maskBytes, maskKey } from "./bundle";
 import { copyChunks, readChunks } from "../engine/read_ahead";
 import { withWriteBehind } from "../engine/write_behind";
+import type { ResolvedDevice } from "../device";
 
 export type MaskSource = { masks: SafetensorsFile; task: string } | { expert: Checkpoint; lambda: number };
 
@@ -25,6 +26,8 @@ export interface ReconstructOptions {
   write(key: string, data: Uint8Array): Promise<void>;
   progress?: ProgressTracker;
   signal?: AbortSignal;
+  /** The backend tall_apply runs on (the job's); "cpu" when absent. */
+  device?: ResolvedDevice;
 }
 
 export const roundUp8 = (n: number) => Math.max(8, Math.ceil(n / 8) * 8);
@@ -64,6 +67,7 @@ export async function reconstruct(o: ReconstructOptions): Promise<number> {
         await runOp("tall_apply", {
           n: c.n, offset: c.offset, base: c.base, baseDtype: t.dtype, tau: c.tau, tauDtype: o.tau.tensor(key)!.dtype, out, outDtype: outType,
           ...("masks" in src ? { mask: c.extra } : { expert: c.extra, expertDtype: src.expert.get(key).dtype, lambda: src.lambda }),
+          device: o.device,
         });
         o.progress?.bytes(c.base.length + c.tau.length + c.extra.length, key);
         await writes.push(() => [o.write(key, out)], []);

@@ -28,9 +28,14 @@
  *  - What stays on the host, over state copied back once: the sample
  *    statistics of the TIES window (ties_window_bounds sorts the sample;
  *    ties_window_pick reads the cursors, tables and the used part of each
- *    candidate list), the Gram plausibility check and file-format work.
+ *    candidate list), the Gram plausibility check (gram_check) and file-format work.
  *    Small per-task arrays (prefix, lo/hi, tables of values, above, atHi,
  *    thresholds, multi lists) and sign sums are host arguments.
+ *    Every other op computes through the entries below; the dense ones
+ *    (gram_accumulate, gram_products_accumulate, gram_solve, drift_linear) are
+ *    compositions of the linear-algebra entries, whose float64 conversions of
+ *    the inputs and row updates around those calls still run on the host
+ *    (native/linalg/solve.cpp, native/kernels/).
  *  - Every result must be bit-identical to the CPU backend's (the merged
  *    files are compared byte for byte): same float32/float64 operations in the
  *    same order per element, sums over tasks t in order, round-to-nearest-even
@@ -260,6 +265,45 @@ typedef struct tm_gta_args {
   double base_scale;
 } tm_gta_args;
 
+/* ---- argument structs of mergekit's low-precision ops (added in ABI 1) -- */
+
+/*
+ * mergekit computed in bfloat16 or float16 (its `dtype`), as torch runs it on
+ * the CPU. P is `compute` (TM_BF16 or TM_F16; any other value: TM_UNSUPPORTED)
+ * and P(x) rounds a float32 x to P, to nearest, ties to even, back in float32.
+ * Every input is converted to float32, checked finite (an input error naming
+ * base or expert t and the element), then rounded to P; τt = P(P(θt) − P(θ0)).
+ * Each torch op is one float32 operation on P operands rounded once to P; a
+ * sum over the models is a float32 sum in model order, rounded once. The
+ * output block holds P values, stored in out_dtype (round to nearest even).
+ */
+/* mergekit_lowp_gta: τ̂t = trim(τt) (thresholds: float32 bits of P values),
+ * vt = P(τ̂t·st) (only where st ≠ 1, else τ̂t), dt = P(vt·wt);
+ * consensus_sum: m = (P(Σt dt) ≥ 0 ? +1 : −1), mixed = P(Σ_{sign dt = m} dt),
+ * div = P(Σ_{sign dt = m} wt) (1 where 0); else mixed = P(Σt dt), div = divisor;
+ * normalize: mixed = P(mixed / div); λ ≠ 1: mixed = P(mixed·λ); out = P(P(θ0) + mixed).
+ * Sums over t in float32 in order. weights, scales: host, T float32 values. */
+typedef struct tm_lowp_gta_args {
+  tm_dtype compute;
+  const float* weights;
+  const float* scales;
+  int consensus_sum;
+  int normalize;
+  float divisor;
+  float lambda;
+} tm_lowp_gta_args;
+
+/* mergekit_lowp_linear: acc = (base_weight ≠ 0 ? P(base_weight·P(θ0)) : 0) + Σt P(wt·P(θt))
+ * in float32 (the base first, then t in order), out = P(acc), then P(out / divisor) when
+ * normalize. weights: host, T float32 values. */
+typedef struct tm_lowp_linear_args {
+  tm_dtype compute;
+  const float* weights;
+  float base_weight;
+  int normalize;
+  float divisor;
+} tm_lowp_linear_args;
+
 /*
  * Breadcrumbs (Model Breadcrumbs; mergekit's magnitude_outliers): task t keeps
  * the entries ranked [top, top + k) by |τt| (descending, ties by lower tensor
@@ -474,6 +518,35 @@ typedef struct tm_backend_iface {
   tm_status (*breadcrumbs_merge)(tm_backend* be, const tm_chunk* c, const tm_breadcrumbs_args* a, tm_work work, tm_error* err);
   /* l1[t] += Σ|τt|, l1_kept[t] += Σ|τt| over the kept entries, in double (host, T): the L1 rescale. */
   tm_status (*breadcrumbs_l1)(tm_backend* be, const tm_chunk* c, const tm_top_sets* sets, double* l1, double* l1_kept, tm_work work, tm_error* err);
+
+  /* -- added in ABI 1: norm statistics, norm drift and mergekit's low-precision ops, once host-only (NULL in a backend built before) -- */
+  /* Statistics of norm layers (GramAccumulator): `count` rows of `width` values of rows_dtype
+   * (TM_F32 or TM_F64; rows: backend) are converted to float64 (exactly) and checked first: a
+   * NaN/±Inf fails naming the row ("input row 3 holds a non-finite value (NaN or Inf)") and
+   * adds nothing. Then per feature j, over the rows in order, in float64:
+   * sqsum[j] += x², sum[j] += x (sqsum, sum: backend, width float64 each). */
+  tm_status (*norm_accumulate)(tm_backend* be, const void* rows, tm_dtype rows_dtype, size_t count, size_t width, double* sqsum, double* sum, tm_error* err);
+  /* Feature drift of a norm layer (taskmerge drift): merged w, expert wt, base w0 and the expert's
+   * norm_sq_sum s (backend, n values each of their dtypes) converted to float64; a negative or
+   * non-finite s is an error ("statistics: norm_sq_sum holds a negative or non-finite value");
+   * *drift = Σi s[i]·(w[i] − wt[i])·(w[i] − wt[i]) and *base_drift the same with w0 (host), over i
+   * in order, in float64, multiplied left to right. */
+  tm_status (*drift_norm)(tm_backend* be, size_t n, const void* merged, tm_dtype merged_dtype, const void* expert, tm_dtype expert_dtype,
+                          const void* base, tm_dtype base_dtype, const void* scale, tm_dtype scale_dtype, double* drift, double* base_drift,
+                          tm_error* err);
+  /* mergekit's low-precision ops (P, τt, rounding: see tm_lowp_gta_args); only gta and linear write chunk.out.
+   * They take no tm_work: a backend allocates what it needs within the call. */
+  /* hist (backend, T × 32768 float64) += the counts of the 15-bit P magnitude patterns of |τt|
+   * (ordered like the magnitude; for magnitude_pick). */
+  tm_status (*mergekit_lowp_hist)(tm_backend* be, const tm_chunk* c, tm_dtype compute, double* hist, tm_error* err);
+  /* As magnitude_tie_cut over the τt of P: count[t] = entries with bits(|τt|) == thresholds[t],
+   * at[t] = chunk index + 1 of the need[t]-th of them in index order, 0 when fewer (all host, T). */
+  tm_status (*mergekit_lowp_tie_cut)(tm_backend* be, const tm_chunk* c, tm_dtype compute, const uint32_t* thresholds, const double* need,
+                                     double* count, double* at, tm_error* err);
+  /* l1[t] += Σ|τt|, l1_kept[t] += Σ|τ̂t| in double (host, T), the τt of P, trimmed by `trim`. */
+  tm_status (*mergekit_lowp_l1)(tm_backend* be, const tm_chunk* c, tm_dtype compute, const tm_trim* trim, double* l1, double* l1_kept, tm_error* err);
+  tm_status (*mergekit_lowp_gta)(tm_backend* be, const tm_chunk* c, const tm_trim* trim, const tm_lowp_gta_args* a, tm_error* err);
+  tm_status (*mergekit_lowp_linear)(tm_backend* be, const tm_chunk* c, const tm_lowp_linear_args* a, tm_error* err);
 } tm_backend_iface;
 
 /* A backend: its table and its own state. */

@@ -1,13 +1,15 @@
 // Feature drift of a merged model against one task (taskmerge drift):
 //  "drift_linear": tr((W − Wt) Gt (W − Wt)ᵀ) for the merged W and, for scale,
 //                  the same for the base W0 (how far the task moved the layer).
-//  "drift_norm":   Σd st[d] (w[d] − wt[d])², likewise for the base.
+//  "drift_norm":   Σd st[d] (w[d] − wt[d])², likewise for the base (the
+//                  backend's drift_norm entry).
 #include <cmath>
 #include <string>
 #include <vector>
 
 #include "../boundary/args.h"
 #include "../boundary/dense.h"
+#include "../boundary/device_call.h"
 #include "../core/dtype.h"
 #include "../core/op.h"
 #include "../core/parallel.h"
@@ -57,18 +59,26 @@ static void driftLinearOp(const OpArgs& a, OpResult& res) {
   res.nums["baseDrift"] = quadForm(W0, out, in, g.data, gt, la);
 }
 
+// One float input of n values, checked (its dtype, its size).
+struct Floats {
+  Bytes bytes;
+  tm_dtype type;
+};
+static Floats floatsArg(const OpArgs& a, const std::string& k, size_t n) {
+  const tm_dtype t = boundary::floatDtype(a, k + "Dtype");
+  return {boundary::floats(a, k, n, t), t};
+}
+
 static void driftNormOp(const OpArgs& a, OpResult& res) {
-  linalg::ScopedBuiltin forced(a.str("linalg", "") == "builtin");
   const size_t n = boundary::count(a, "n");
-  auto w = loadF64(a, "merged", n), wt = loadF64(a, "expert", n), w0 = loadF64(a, "base", n), s = loadF64(a, "scale", n);
-  double d = 0, d0 = 0;
-  for (size_t i = 0; i < n; i++) {
-    if (!std::isfinite(s[i]) || s[i] < 0) throw Error("statistics: norm_sq_sum holds a negative or non-finite value");
-    d += s[i] * (w[i] - wt[i]) * (w[i] - wt[i]);
-    d0 += s[i] * (w0[i] - wt[i]) * (w0[i] - wt[i]);
-  }
-  res.nums["drift"] = d;
-  res.nums["baseDrift"] = d0;
+  const Floats w = floatsArg(a, "merged", n), wt = floatsArg(a, "expert", n), w0 = floatsArg(a, "base", n), s = floatsArg(a, "scale", n);
+  boundary::DeviceCall d(a);
+  auto fn = d.entry(d.iface().drift_norm, "drift_norm");
+  auto at = [&](const Floats& f) { return d.in(f.bytes.data, f.bytes.size); };
+  double drift = 0, baseDrift = 0;
+  d.check(fn(&d.backend(), n, at(w), w.type, at(wt), wt.type, at(w0), w0.type, at(s), s.type, &drift, &baseDrift, d.err()), "drift_norm");
+  res.nums["drift"] = drift;
+  res.nums["baseDrift"] = baseDrift;
 }
 
 TM_REGISTER_OP("drift_linear", driftLinearOp);

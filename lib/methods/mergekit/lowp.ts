@@ -92,11 +92,13 @@ async function lowTrim(ctx: MergeContext, scan: KeyScan, o: LowGta): Promise<{ t
   if (!sparse || !o.sparsify) return { trim: {} };
   if (o.sparsify === "random") return { trim: { trim: "bernoulli", densities: o.densities, seed: o.seed, key: scan.key } };
   const T = ctx.experts.length, bins = 1 << 15;
-  // mergekit_lowp_hist runs on the host: its histogram is a "cpu" state, picked there.
+  // The low-precision entries exist on the CPU backend only (backend.h), so the
+  // histogram and its passes run there whatever the job's device: a state must
+  // live on the device of the ops that use it.
   const hist = await allocState(T * bins * 8, "cpu");
   let pick: OpResultOf<"magnitude_pick">;
   try {
-    await scan.scan((c) => runOp("mergekit_lowp_hist", { ...chunkArgs(ctx, c), compute: o.p, hist }).then(() => undefined));
+    await scan.scan((c) => runOp("mergekit_lowp_hist", { ...chunkArgs(ctx, c), device: "cpu", compute: o.p, hist }).then(() => undefined));
     pick = await runOp("magnitude_pick", { hist, bins, ks: o.ks!, device: "cpu" });
   } finally {
     await freeState(hist);

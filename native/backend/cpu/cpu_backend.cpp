@@ -144,6 +144,14 @@ const tm_backend_iface kIface = [] {
   f.eigh = eigh;
   f.breadcrumbs_merge = breadcrumbsMerge;
   f.breadcrumbs_l1 = breadcrumbsL1;
+  // Norm statistics, norm drift and mergekit's low precision.
+  f.norm_accumulate = normAccumulate;
+  f.drift_norm = driftNorm;
+  f.mergekit_lowp_hist = mergekitLowpHist;
+  f.mergekit_lowp_tie_cut = mergekitLowpTieCut;
+  f.mergekit_lowp_l1 = mergekitLowpL1;
+  f.mergekit_lowp_gta = mergekitLowpGta;
+  f.mergekit_lowp_linear = mergekitLowpLinear;
   return f;
 }();
 

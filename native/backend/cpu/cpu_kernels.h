@@ -1,7 +1,8 @@
 // The CPU backend's entries of the tm_backend_iface table, one file per group:
 // merge_kernels.cpp (the methods' block kernels), tall_kernels.cpp (TALL
 // masks), select_kernels.cpp (TIES / top-k selection), linalg.cpp (BLAS or
-// built-in dense linear algebra). cpu_backend.cpp assembles the table.
+// built-in dense linear algebra), breadcrumbs_kernels.cpp, stats_kernels.cpp,
+// mergekit_lowp_kernels.cpp. cpu_backend.cpp assembles the table.
 #pragma once
 #include "../backend.h"
 
@@ -40,6 +41,17 @@ tm_status cholesky(tm_backend*, size_t n, double* A, size_t lda, tm_work work, t
 tm_status choleskySolveRows(tm_backend*, size_t n, const double* L, size_t lda, size_t nrhs, double* B, size_t ldb, tm_error* err);
 tm_status eigh(tm_backend*, size_t n, double* A, size_t lda, double* w, tm_work work, tm_error* err);
 const char* linalgName(tm_backend*);
+
+// Norm statistics, norm drift and mergekit's low-precision ops (stats_kernels.cpp, mergekit_lowp_kernels.cpp).
+tm_status normAccumulate(tm_backend*, const void* rows, tm_dtype rowsDtype, size_t count, size_t width, double* sqsum, double* sum, tm_error* err);
+tm_status driftNorm(tm_backend*, size_t n, const void* merged, tm_dtype mergedDtype, const void* expert, tm_dtype expertDtype, const void* base,
+                    tm_dtype baseDtype, const void* scale, tm_dtype scaleDtype, double* drift, double* baseDrift, tm_error* err);
+tm_status mergekitLowpHist(tm_backend*, const tm_chunk* c, tm_dtype compute, double* hist, tm_error* err);
+tm_status mergekitLowpTieCut(tm_backend*, const tm_chunk* c, tm_dtype compute, const uint32_t* thresholds, const double* need, double* count,
+                             double* at, tm_error* err);
+tm_status mergekitLowpL1(tm_backend*, const tm_chunk* c, tm_dtype compute, const tm_trim* trim, double* l1, double* l1Kept, tm_error* err);
+tm_status mergekitLowpGta(tm_backend*, const tm_chunk* c, const tm_trim* trim, const tm_lowp_gta_args* a, tm_error* err);
+tm_status mergekitLowpLinear(tm_backend*, const tm_chunk* c, const tm_lowp_linear_args* a, tm_error* err);
 
 }  // namespace cpu
 }  // namespace taskmerge
