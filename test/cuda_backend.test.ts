@@ -55,6 +55,16 @@ test("the CUDA backend's environment knobs are validated like the others", () =>
   expect(() => checkEnvironment({ TASKMERGE_CUDA_PRECISION: "tf32", TASKMERGE_CUDA_DEVICE: "1" })).not.toThrow();
 });
 
+/** The entries the CUDA backend gained with the mergekit, breadcrumbs and TIES-window kernels. */
+const newerEntries = ["mergekit_gta", "trim_l1", "magnitude_tie_cut", "magnitude_small", "ties_sample", "ties_window", "breadcrumbs_merge", "breadcrumbs_l1"];
+
+/** The tm_backend_iface entries of backend.h that take work memory or a chunk: every one must be implemented. */
+function tableKernelEntries(): string[] {
+  const h = fs.readFileSync(path.join(root, "native", "backend", "backend.h"), "utf8");
+  const iface = h.slice(h.indexOf("typedef struct tm_backend_iface {"), h.indexOf("} tm_backend_iface;"));
+  return [...iface.matchAll(/tm_status \(\*(\w+)\)\(tm_backend\* be, (?:const tm_chunk\*|const tm_tall_apply_args\*|const double\* hist)/g)].map((m) => m[1]);
+}
+
 const suite = built ? describe : describe.skip;
 const why = built ? "" : ` (skipped: ${path.relative(root, lib)} not built; run npm run build:cuda)`;
 
@@ -68,6 +78,11 @@ suite(`CUDA backend${why}`, () => {
     expect(info!.entries).toEqual(
       expect.arrayContaining(["convert", "linear_combine", "ties_merge", "ties_signs", "consensus", "tall_compress", "tall_mask", "tall_apply", "magnitude_hist", "gemm", "syrk_rows", "cholesky", "cholesky_solve_rows", "eigh"]),
     );
+    // mergekit:*, breadcrumbs and TIES's global (sampled window) and small-tensor selections
+    expect(info!.entries).toEqual(expect.arrayContaining(newerEntries));
+    // Every block kernel and selection entry of the table is implemented (buffer views, the rest of the
+    // buffer and identity entries are not listed: they cannot refuse).
+    expect(info!.entries).toEqual(expect.arrayContaining(tableKernelEntries()));
     expect(info!.device.description.length).toBeGreaterThan(0);
   });
 
@@ -79,6 +94,7 @@ suite(`CUDA backend${why}`, () => {
     const rep = JSON.parse(r.stdout) as { calls: { entry: string; status: number; message: string }[]; listed: number; called: number };
     expect(rep.called).toBe(info!.entries.length);
     expect(rep.calls.map((c) => c.entry).sort()).toEqual([...info!.entries].sort());
+    expect(rep.calls.map((c) => c.entry)).toEqual(expect.arrayContaining([...newerEntries, ...tableKernelEntries()]));
     for (const c of rep.calls) expect(c).toEqual({ entry: c.entry, status: headerValue("TM_NO_DEVICE"), message: expect.stringMatching(/no CUDA device/) });
     expect(r.status).toBe(0);
   });

@@ -249,4 +249,156 @@ TM_HD float selectBits(bool c, float a, float b) {
   return floatOf((bitsOf(a) & m) | (bitsOf(b) & ~m));
 }
 
+
+// ---- mergekit's generalized task arithmetic and breadcrumbs ---------------------
+// (backend/cpu/merge_kernels.cpp mergekitGta, breadcrumbs_kernels.cpp)
+
+// absBits (trim.h): the float32 bits of |x|.
+TM_HD uint32_t absBits(float x) { return bitsOf(x) & 0x7fffffffu; }
+
+// The per-entry mix of mergekitGta and breadcrumbsMerge over dt = d(t)
+// (double, t in order). consensus: m = (Σ dt ≥ 0 ? +1 : −1), mixed = the sum
+// of the dt of sign m, divided when normalize by the sum of their wt (1 where
+// that is 0); else mixed = Σ dt, divided when normalize by `divisor`.
+template <class D>
+TM_HD double mixTasks(int T, D d, const double* w, bool consensus, bool normalize, double divisor) {
+  double total = 0;
+  for (int t = 0; t < T; t++) total += d(t);
+  double mixed = total, div = divisor;
+  if (consensus) {
+    const int m = total >= 0 ? 1 : -1;
+    mixed = 0;
+    div = 0;
+    for (int t = 0; t < T; t++) {
+      const double x = d(t);
+      const int sg = (x > 0) - (x < 0);
+      if (sg == m) {
+        mixed += x;
+        div += w[t];
+      }
+    }
+    if (div == 0) div = 1;
+  }
+  if (normalize) mixed /= div;
+  return mixed;
+}
+
+// mergekitGta: dt = wt·(st·τ̂t), out = float(baseScale·θ0 + λ·mixed).
+TM_HD double gtaTask(double w, double s, float hat) { return w * (s * double(hat)); }
+TM_HD float gtaMerged(float base, double baseScale, double lambda, double mixed) {
+  return float(baseScale * double(base) + lambda * mixed);
+}
+
+// breadcrumbs_kernels.cpp inSet / kept: entry `index` with |τ| bits u is in the
+// top set (bits, cut) when u > bits, or u == bits at an index below cut; a
+// task keeps the entries of its keep set that are not in its drop set.
+TM_HD bool inTopSet(uint32_t u, uint64_t index, uint32_t bits, double cut) { return u > bits || (u == bits && double(index) < cut); }
+TM_HD bool breadcrumbsKept(float tau, uint64_t index, uint32_t dropBits, double dropCut, uint32_t keepBits, double keepCut) {
+  const uint32_t u = absBits(tau);
+  return inTopSet(u, index, keepBits, keepCut) && !inTopSet(u, index, dropBits, dropCut);
+}
+// breadcrumbsMerge: dt = kept ? wt·(st·τt) : 0, out = float(θ0 + λ·mixed).
+TM_HD double breadcrumbsTask(bool kept, double w, double s, float tau) { return kept ? w * (s * double(tau)) : 0.0; }
+TM_HD float breadcrumbsMerged(float base, double lambda, double mixed) { return float(double(base) + lambda * mixed); }
+
+// ---- L1 norms of a chunk (trimL1, breadcrumbsL1) ----------------------------------
+// The CPU sums each block of kSumBlock entries (from the chunk's start) in
+// index order from 0, then adds the block sums to the result in block order.
+
+constexpr uint64_t kSumBlock = 4096;  // native/core/elementwise.h, kBlockElems
+
+// One block's sums: a = Σ|τ(i)|, k = Σ|kept(i, τ(i))| (kept: τ̂ for trim_l1,
+// τ or +0 for breadcrumbs_l1, where adding |+0| leaves the sum as the CPU's
+// skipped entry does).
+template <class Tau, class Kept>
+TM_HD void l1Block(uint64_t n, Tau tau, Kept kept, double& a, double& k) {
+  a = k = 0;
+  for (uint64_t i = 0; i < n; i++) {
+    const float x = tau(i);
+    a += std::fabs(double(x));
+    k += std::fabs(double(kept(i, x)));
+  }
+}
+// acc plus the `blocks` block sums p[b·stride], in block order.
+TM_HD double addBlockSums(double acc, const double* p, uint64_t blocks, uint64_t stride) {
+  for (uint64_t b = 0; b < blocks; b++) acc += p[b * stride];
+  return acc;
+}
+
+// ---- magnitude_tie_cut (merge_kernels.cpp magnitudeTieCut) ------------------------
+// From the per-block counts of entries at the threshold (counts[b·stride]):
+// count = their total; the need-th of them, in index order, lies in the first
+// block where the running count reaches need, at rank need − (those before)
+// inside it. Returns that block, or −1 when need is not in 1..count (the CPU
+// then reports at = 0).
+TM_HD int64_t tieCutBlock(const uint32_t* counts, uint64_t blocks, uint64_t stride, double need, double& count, double& rank) {
+  count = 0;
+  int64_t found = -1;
+  for (uint64_t b = 0; b < blocks; b++) {
+    const double before = count;
+    count += double(counts[b * stride]);
+    if (found < 0 && before < need && need <= count && need == std::floor(need)) {
+      found = int64_t(b);
+      rank = need - before;
+    }
+  }
+  return found;
+}
+
+// The position in a block (0-based) of its rank-th entry whose |τ| has the
+// bits thr, in index order, or −1 (tau(q): τ of the block's entry q).
+template <class Tau>
+TM_HD int64_t nthTie(uint64_t n, Tau tau, uint32_t thr, double rank) {
+  double seen = 0;
+  for (uint64_t q = 0; q < n; q++)
+    if (absBits(tau(q)) == thr && (seen += 1) == rank) return int64_t(q);
+  return -1;
+}
+
+// ---- TIES selection: the small in-memory pass and the window pass -----------------
+// (backend/cpu/select_kernels.cpp magnitudeSmall, classifyWindow, tiesWindow)
+
+TM_HD int signOf(double v) { return (v > 0) - (v < 0); }
+
+// magnitudeSmall's elected sign: sign(Σ of the τt with |τt| ≥ thresholds[t]), t in order.
+template <class Tau>
+TM_HD int thresholdSign(int T, Tau tau, const uint32_t* thr) {
+  double s = 0;
+  for (int t = 0; t < T; t++) {
+    const float v = tau(t);
+    if (absBits(v) >= thr[t]) s += v;
+  }
+  return (s > 0) - (s < 0);
+}
+
+// classifyWindow for one entry: sum over the tasks at or above their window
+// (|τ| bits ≥ hi), keep over those at or above or inside it ([lo, hi)), how
+// many are inside (nin) and the last of them.
+struct WindowEntry {
+  double sum, keep;
+  int32_t nin, last;
+};
+template <class Tau>
+TM_HD WindowEntry windowEntry(int T, Tau tau, const uint32_t* lo, const uint32_t* hi) {
+  WindowEntry e{0, 0, 0, 0};
+  for (int t = 0; t < T; t++) {
+    const float x = tau(t);
+    const uint32_t u = absBits(x);
+    const int32_t a = u >= hi[t], in = (u >= lo[t]) & (u < hi[t]);
+    e.sum += double(x) * double(a);
+    e.keep += double(x) * double(a | in);
+    e.nin += in;
+    e.last = in ? t : e.last;
+  }
+  return e;
+}
+
+// The table slot of task t holding bits x (table: T × 16, 0xffffffff = none), or −1.
+constexpr int kWindowTable = 16;
+TM_HD int tableSlot(const uint32_t* row, uint32_t x) {
+  for (int j = 0; j < kWindowTable; j++)
+    if (row[j] == x) return j;
+  return -1;
+}
+
 }  // namespace tmcuda

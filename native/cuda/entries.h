@@ -42,6 +42,19 @@ tm_status tallApply(tm_backend* be, const tm_tall_apply_args* a, tm_work work, t
 tm_status magnitudeHist(tm_backend* be, const tm_chunk* c, const tm_hist_args* a, tm_hist_result* r, tm_work work, tm_error* err);
 tm_status magnitudePick(tm_backend* be, const double* hist, size_t bins, size_t T, const double* ks, double* bin, double* rank, tm_error* err);
 
+// kernels_mergekit.cu
+tm_status mergekitGta(tm_backend* be, const tm_chunk* c, const tm_trim* trim, const tm_gta_args* a, tm_work work, tm_error* err);
+tm_status trimL1(tm_backend* be, const tm_chunk* c, const tm_trim* trim, double* l1, double* kept, tm_work work, tm_error* err);
+tm_status magnitudeTieCut(tm_backend* be, const tm_chunk* c, const uint32_t* thresholds, const double* need, double* count, double* at,
+                          tm_work work, tm_error* err);
+tm_status breadcrumbsMerge(tm_backend* be, const tm_chunk* c, const tm_breadcrumbs_args* a, tm_work work, tm_error* err);
+tm_status breadcrumbsL1(tm_backend* be, const tm_chunk* c, const tm_top_sets* sets, double* l1, double* kept, tm_work work, tm_error* err);
+
+// kernels_window.cu
+tm_status magnitudeSmall(tm_backend* be, const tm_chunk* c, size_t k, uint32_t* thresholds, int64_t* signSum, tm_work work, tm_error* err);
+tm_status tiesSample(tm_backend* be, const tm_chunk* c, uint32_t* bits, size_t m, size_t at, tm_work work, tm_error* err);
+tm_status tiesWindow(tm_backend* be, const tm_chunk* c, const tm_window_args* a, tm_window_result* r, tm_work work, tm_error* err);
+
 // linalg.cu
 tm_status gemm(tm_backend* be, int transA, int transB, size_t m, size_t n, size_t k, double alpha, const double* A, size_t lda,
                const double* B, size_t ldb, double beta, double* C, size_t ldc, tm_error* err);

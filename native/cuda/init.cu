@@ -1,6 +1,7 @@
 // The exported entry point tm_backend_init and the table of the CUDA backend.
 // Without a usable device (no driver, no GPU) init still succeeds: the
 // backend reports "no device" and every entry refuses with TM_NO_DEVICE.
+// Every entry of the table is implemented.
 #include <cstring>
 
 #include "context.h"
@@ -16,27 +17,6 @@ const char* linalgName(tm_backend*) { return "cublas+cusolver"; }
 void destroy(tm_backend* be) {
   destroyContext(&ctx(be));
   delete be;
-}
-
-// Entries this backend does not implement: the host runs them on the CPU.
-tm_status refuse(tm_error* err, const char* entry) {
-  return fail(err, TM_UNSUPPORTED, "the CUDA backend does not implement %s", entry);
-}
-tm_status gta(tm_backend*, const tm_chunk*, const tm_trim*, const tm_gta_args*, tm_work, tm_error* err) { return refuse(err, "mergekit_gta"); }
-tm_status trimL1(tm_backend*, const tm_chunk*, const tm_trim*, double*, double*, tm_work, tm_error* err) { return refuse(err, "trim_l1"); }
-tm_status tieCut(tm_backend*, const tm_chunk*, const uint32_t*, const double*, double*, double*, tm_work, tm_error* err) {
-  return refuse(err, "magnitude_tie_cut");
-}
-tm_status small(tm_backend*, const tm_chunk*, size_t, uint32_t*, int64_t*, tm_work, tm_error* err) { return refuse(err, "magnitude_small"); }
-tm_status sample(tm_backend*, const tm_chunk*, uint32_t*, size_t, size_t, tm_work, tm_error* err) { return refuse(err, "ties_sample"); }
-tm_status window(tm_backend*, const tm_chunk*, const tm_window_args*, tm_window_result*, tm_work, tm_error* err) {
-  return refuse(err, "ties_window");
-}
-tm_status breadcrumbs(tm_backend*, const tm_chunk*, const tm_breadcrumbs_args*, tm_work, tm_error* err) {
-  return refuse(err, "breadcrumbs_merge");
-}
-tm_status breadcrumbsL1(tm_backend*, const tm_chunk*, const tm_top_sets*, double*, double*, tm_work, tm_error* err) {
-  return refuse(err, "breadcrumbs_l1");
 }
 
 tm_backend_iface makeTable() {
@@ -67,21 +47,21 @@ tm_backend_iface makeTable() {
   t.tall_compress = tallCompress;
   t.tall_mask = tallMask;
   t.tall_apply = tallApply;
-  t.mergekit_gta = gta;
+  t.mergekit_gta = mergekitGta;
   t.trim_l1 = trimL1;
-  t.magnitude_tie_cut = tieCut;
+  t.magnitude_tie_cut = magnitudeTieCut;
   t.lot_norm = lotNorm;
   t.magnitude_hist = magnitudeHist;
   t.magnitude_pick = magnitudePick;
-  t.magnitude_small = small;
-  t.ties_sample = sample;
-  t.ties_window = window;
+  t.magnitude_small = magnitudeSmall;
+  t.ties_sample = tiesSample;
+  t.ties_window = tiesWindow;
   t.gemm = gemm;
   t.syrk_rows = syrkRows;
   t.cholesky = cholesky;
   t.cholesky_solve_rows = choleskySolveRows;
   t.eigh = eigh;
-  t.breadcrumbs_merge = breadcrumbs;
+  t.breadcrumbs_merge = breadcrumbsMerge;
   t.breadcrumbs_l1 = breadcrumbsL1;
   return t;
 }
@@ -92,7 +72,8 @@ const char* const kEntries[] = {"buffer_alloc", "copy_to_backend", "copy_to_host
                                 "convert", "check_finite", "linear_combine", "ties_merge", "ties_signs", "consensus",
                                 "tall_compress", "tall_mask", "tall_apply", "lot_norm", "magnitude_hist",
                                 "magnitude_pick", "gemm", "syrk_rows", "cholesky", "cholesky_solve_rows", "eigh",
-                                nullptr};
+                                "mergekit_gta", "trim_l1", "magnitude_tie_cut", "magnitude_small", "ties_sample", "ties_window",
+                                "breadcrumbs_merge", "breadcrumbs_l1", nullptr};
 
 }  // namespace
 }  // namespace tmcuda

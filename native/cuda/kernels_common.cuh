@@ -108,4 +108,57 @@ tm_status finishCall(CallArgs& args, uint64_t offset, InputName (*name)(uint32_t
 // The chunk inputs: 0 the base, 1 + t expert t.
 InputName chunkInputName(uint32_t input, const void*);
 
+
+// Device memory for one call beyond CallArgs (per-block partial sums, lists),
+// stream-ordered: freed on the compute stream when the call ends.
+class CallScratch {
+ public:
+  explicit CallScratch(Context& c) : c_(c) {}
+  ~CallScratch() {
+    if (p_) cudaFreeAsync(p_, c_.compute);
+  }
+  CallScratch(const CallScratch&) = delete;
+  CallScratch& operator=(const CallScratch&) = delete;
+  // `bytes` of device memory set to zero (none when bytes is 0).
+  tm_status alloc(size_t bytes, tm_error* err) {
+    if (!bytes) return TM_OK;
+    TM_CUDA_TRY(cudaMallocAsync(&p_, bytes, c_.compute));
+    TM_CUDA_TRY(cudaMemsetAsync(p_, 0, bytes, c_.compute));
+    return TM_OK;
+  }
+  template <class V>
+  V* as() const {
+    return static_cast<V*>(p_);
+  }
+
+ private:
+  Context& c_;
+  void* p_ = nullptr;
+};
+
+// Copies `bytes` of device memory to the host once the compute stream has reached this point.
+inline tm_status readBack(Context& c, void* dst, const void* src, size_t bytes, tm_error* err) {
+  if (!bytes) return TM_OK;
+  TM_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c.compute));
+  TM_CUDA_TRY(cudaStreamSynchronize(c.compute));
+  return TM_OK;
+}
+
+// One chunk call: prepares the device view, runs `launch(view)`, reports.
+template <class Launch>
+tm_status runChunk(tm_backend* be, const tm_chunk* ch, const tm_trim* trim, const void* extra, size_t extraBytes,
+                          bool needOut, uint64_t* sum, tm_error* err, Launch launch) {
+  TM_CHECK(requireDevice(be, err));
+  if (needOut && !ch->out) return fail(err, TM_INPUT, "missing out buffer");
+  Context& c = ctx(be);
+  std::lock_guard<std::mutex> lock(c.mu);
+  CallArgs args(c);
+  ChunkArgs at;
+  TM_CHECK(prepareChunk(ch, trim, args, at, err));
+  const size_t extraAt = args.putBytes(extra, extraBytes);
+  TM_CHECK(args.upload(err));
+  if (ch->n) launch(chunkDev(ch, trim, args, at), args.at<const double>(extraAt), c.compute);
+  return finishCall(args, ch->offset, chunkInputName, nullptr, sum, err);
+}
+
 }  // namespace tmcuda

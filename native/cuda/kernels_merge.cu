@@ -112,23 +112,6 @@ __global__ void consensusKernel(ChunkDev c, const double* lam, int ties, int maj
   }
 }
 
-// One chunk call: prepares the device view, runs `launch(view)`, reports.
-template <class Launch>
-static tm_status runChunk(tm_backend* be, const tm_chunk* ch, const tm_trim* trim, const void* extra, size_t extraBytes,
-                          bool needOut, uint64_t* sum, tm_error* err, Launch launch) {
-  TM_CHECK(requireDevice(be, err));
-  if (needOut && !ch->out) return fail(err, TM_INPUT, "missing out buffer");
-  Context& c = ctx(be);
-  std::lock_guard<std::mutex> lock(c.mu);
-  CallArgs args(c);
-  ChunkArgs at;
-  TM_CHECK(prepareChunk(ch, trim, args, at, err));
-  const size_t extraAt = args.putBytes(extra, extraBytes);
-  TM_CHECK(args.upload(err));
-  if (ch->n) launch(chunkDev(ch, trim, args, at), args.at<const double>(extraAt), c.compute);
-  return finishCall(args, ch->offset, chunkInputName, nullptr, sum, err);
-}
-
 tm_status linearCombine(tm_backend* be, const tm_chunk* ch, const tm_trim* trim, const double* coeffs, tm_work, tm_error* err) {
   return runChunk(be, ch, trim, coeffs, ch->T * sizeof(double), true, nullptr, err,
                   [&](const ChunkDev& d, const double* co, cudaStream_t s) { linearKernel<<<gridFor(d.n), kThreads, 0, s>>>(d, co); });

@@ -3,10 +3,11 @@
 // top sets (bits, cut) per task.
 #include <cmath>
 #include <cstring>
-#include <mutex>
+#include <vector>
 
 #include "../../core/elementwise.h"
 #include "../status.h"
+#include "block_sums.h"
 #include "cpu_kernels.h"
 #include "work_size.h"
 
@@ -62,24 +63,22 @@ tm_status breadcrumbsMerge(tm_backend*, const tm_chunk* c, const tm_breadcrumbs_
 tm_status breadcrumbsL1(tm_backend*, const tm_chunk* c, const tm_top_sets* sets, double* l1, double* l1Kept, tm_work work, tm_error* err) {
   return guarded(err, [&] {
     const size_t T = c->T;
-    std::mutex mu;
+    // Each block's sums, added in block order afterwards (as trim_l1).
+    std::vector<double> part(blockCount(c->n) * 2 * T);
     forEachBlock(*c, work, slabBytes(TM_K_BREADCRUMBS, T), [&](Block& b) {
-      double* a1 = b.scratch->take<double>(T);
-      double* k1 = b.scratch->take<double>(T);
+      double* p = part.data() + (b.index - c->offset) / kBlockElems * 2 * T;
       for (size_t t = 0; t < T; t++) {
-        a1[t] = k1[t] = 0;
+        double a1 = 0, k1 = 0;
         for (size_t i = 0; i < b.n; i++) {
           const double x = std::fabs(double(b.tau[t][i]));
-          a1[t] += x;
-          if (kept(*sets, t, b.tau[t][i], b.index + i)) k1[t] += x;
+          a1 += x;
+          if (kept(*sets, t, b.tau[t][i], b.index + i)) k1 += x;
         }
-      }
-      std::lock_guard<std::mutex> lock(mu);
-      for (size_t t = 0; t < T; t++) {
-        l1[t] += a1[t];
-        l1Kept[t] += k1[t];
+        p[2 * t] = a1;
+        p[2 * t + 1] = k1;
       }
     });
+    addBlockSums(part, T, l1, l1Kept);
   });
 }
 

@@ -4,13 +4,13 @@
 // norm layers. Each runs forEachBlock over the chunk with one scratch slab per
 // worker carved from the caller's tm_work (work_size.h).
 #include <atomic>
-#include <mutex>
 #include <vector>
 
 #include "../../core/linear_combine.h"
 #include "../../core/tall_mask.h"
 #include "../../core/trim.h"
 #include "../status.h"
+#include "block_sums.h"
 #include "cpu_kernels.h"
 #include "work_size.h"
 
@@ -129,24 +129,23 @@ tm_status trimL1(tm_backend*, const tm_chunk* c, const tm_trim* tr, double* l1, 
   return guarded(err, [&] {
     const size_t T = c->T;
     Trim trim(tr, T);
-    std::mutex mu;
+    // Each block's sums, added in block order afterwards: the result must not
+    // depend on which thread finishes first (backend.h: trim_l1).
+    std::vector<double> part(blockCount(c->n) * 2 * T);
     forEachBlock(*c, work, slabBytes(TM_K_TRIM_L1, T), [&](Block& b) {
       const float* const* v = trim.block(b);
-      double* a1 = b.scratch->take<double>(T);
-      double* k1 = b.scratch->take<double>(T);
+      double* p = part.data() + (b.index - c->offset) / kBlockElems * 2 * T;
       for (size_t t = 0; t < T; t++) {
-        a1[t] = k1[t] = 0;
+        double a1 = 0, k1 = 0;
         for (size_t i = 0; i < b.n; i++) {
-          a1[t] += std::fabs(double(b.tau[t][i]));
-          k1[t] += std::fabs(double(v[t][i]));
+          a1 += std::fabs(double(b.tau[t][i]));
+          k1 += std::fabs(double(v[t][i]));
         }
-      }
-      std::lock_guard<std::mutex> lock(mu);
-      for (size_t t = 0; t < T; t++) {
-        l1[t] += a1[t];
-        kept[t] += k1[t];
+        p[2 * t] = a1;
+        p[2 * t + 1] = k1;
       }
     });
+    addBlockSums(part, T, l1, kept);
   });
 }
 

@@ -25,8 +25,8 @@ constexpr size_t slabBytes(tm_kernel kernel, size_t T) {
     case TM_K_TALL_COMPRESS: return common + trim + dbl + scratchBytes<double>(3 * B) + scratchBytes<uint8_t*>(T);
     case TM_K_TALL_MASK: return common + scratchBytes<uint8_t*>(T);
     case TM_K_MERGEKIT_GTA: return common + trim + scratchBytes<double>(T);
-    case TM_K_BREADCRUMBS: return common + 2 * scratchBytes<double>(T);
-    case TM_K_TRIM_L1: return common + trim + 2 * scratchBytes<double>(T);
+    case TM_K_BREADCRUMBS: return common + scratchBytes<double>(T);
+    case TM_K_TRIM_L1: return common + trim;
     case TM_K_MAGNITUDE_TIE_CUT:
     case TM_K_LOT_NORM:
     case TM_K_TIES_SAMPLE: return common;

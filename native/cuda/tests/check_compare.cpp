@@ -1,7 +1,8 @@
 // "compare" mode (needs a GPU): every implemented entry of the CUDA backend
 // against the CPU ops (the same native/ sources the addon is built from,
 // called through the op registry) on random data in several dtypes.
-// Elementwise outputs, masks, DARE and histograms must be bit-identical;
+// Elementwise outputs, masks, DARE, histograms, the L1 sums and the window
+// pass's counts must be bit-identical;
 // dense linear algebra (float64) within the tolerances of docs/cuda.md.
 #include <algorithm>
 #include <cmath>
@@ -433,6 +434,228 @@ void elementwise(Loaded& l, std::mt19937_64& rng) {
   }
 }
 
+
+// The bits of the q-quantile-th largest |τt| of a case, per task.
+std::vector<uint32_t> quantiles(const Case& c, double q) {
+  std::vector<uint32_t> out;
+  const std::vector<float> b = asF32(c.base, c.bt);
+  for (size_t t = 0; t < c.T; t++) {
+    const std::vector<float> x = asF32(c.experts[t], c.et[t]);
+    std::vector<uint32_t> bits(c.n);
+    for (size_t i = 0; i < c.n; i++) bits[i] = tm::absBits(x[i] - b[i]);
+    const size_t r = std::min(c.n - 1, size_t(q * double(c.n)));
+    std::nth_element(bits.begin(), bits.begin() + r, bits.end(), std::greater<uint32_t>());
+    out.push_back(bits[r]);
+  }
+  return out;
+}
+
+std::vector<double> doublesOfBits(const std::vector<uint32_t>& v) { return std::vector<double>(v.begin(), v.end()); }
+
+template <class V>
+Bytes rawBytes(const std::vector<V>& v) {
+  Bytes b(v.size() * sizeof(V));
+  std::memcpy(b.data(), v.data(), b.size());
+  return b;
+}
+template <class V>
+std::vector<V> rawValues(const Bytes& b) {
+  std::vector<V> v(b.size() / sizeof(V));
+  std::memcpy(v.data(), b.data(), b.size());
+  return v;
+}
+
+// mergekit_gta, trim_l1, magnitude_tie_cut, breadcrumbs_merge / _l1,
+// magnitude_small, ties_sample, ties_window against the CPU ops. Candidate
+// lists and multi entries (whose order is the threads') compare as multisets.
+void mergekitAndWindow(Loaded& l, std::mt19937_64& rng) {
+  const tm_backend_iface* f = l.be->iface;
+  tm_backend* be = l.be;
+  const tm_work w{nullptr, 0};
+  for (tm_dtype bt : {TM_F32, TM_BF16, TM_F16}) {
+    Dev d(l);
+    const size_t n = 1000003 + (rng() % 8) * 8, T = 2 + rng() % 4;
+    Case c = makeCase(rng, d, n, T, bt, bt == TM_F32 ? TM_BF16 : bt, bt);
+    const tm_chunk ch = c.chunk(), noOut = c.chunk(false);
+    tm_error err{};
+    std::vector<double> wt, sc;
+    for (size_t t = 0; t < T; t++) wt.push_back(t == 1 ? -0.4 : 0.3 + 0.2 * double(t)), sc.push_back(1.0 + 0.125 * double(t));
+    const std::vector<uint32_t> th = quantiles(c, 0.3);
+    std::vector<double> cuts;
+    for (size_t t = 0; t < T; t++) cuts.push_back(double(c.offset + rng() % n));
+    const std::string key = "model.layers.3.mlp.up_proj.weight";
+    std::vector<double> dens;
+    for (size_t t = 0; t < T; t++) dens.push_back(t == 0 ? 1.0 : 0.3 + 0.1 * double(t));
+    // mergekit_gta (magnitude_cut and bernoulli trims, both consensus modes) and trim_l1
+    for (int sum : {0, 1}) {
+      tm::OpArgs a = c.args();
+      const tm_trim trim = sum ? tm_trim{TM_TRIM_MAGNITUDE_CUT, th.data(), cuts.data(), 1, nullptr, 0, 0}
+                               : tm_trim{TM_TRIM_BERNOULLI, nullptr, nullptr, 1, dens.data(), 99, tm::fnv1a64(key)};
+      if (sum) {
+        a.strs["trim"] = "magnitude_cut";
+        a.numLists["thresholds"] = doublesOfBits(th);
+        a.numLists["cuts"] = cuts;
+      } else {
+        a.strs["trim"] = "bernoulli";
+        a.numLists["densities"] = dens;
+        a.nums["seed"] = 99;
+        a.strs["key"] = key;
+      }
+      a.numLists["weights"] = wt;
+      a.numLists["scales"] = sc;
+      a.strs["consensus"] = sum ? "sum" : "none";
+      a.nums["normalize"] = 1;
+      a.nums["lambda"] = 0.8;
+      a.nums["divisor"] = 1.5;
+      a.nums["baseScale"] = sum ? 1.0 : 0.5;
+      cpuOp("mergekit_gta", a);
+      const tm_gta_args ga{wt.data(), sc.data(), sum, 1, 0.8, 1.5, sum ? 1.0 : 0.5};
+      bool ok = call(f->mergekit_gta(be, &ch, &trim, &ga, w, &err), err, "mergekit_gta");
+      report(ok && d.down(c.dOut, c.out.size()) == c.out, std::string("mergekit_gta ") + (sum ? "sum " : "none ") + c.label);
+      a.bufs.erase("out");
+      tm::OpResult r = cpuOp("trim_l1", a);
+      std::vector<double> l1(T, 0.0), kept(T, 0.0);
+      ok = call(f->trim_l1(be, &noOut, &trim, l1.data(), kept.data(), w, &err), err, "trim_l1");
+      report(ok && l1 == r.numLists["l1"] && kept == r.numLists["l1Kept"], std::string("trim_l1 (exact doubles) ") + a.strs["trim"] + " " + c.label);
+    }
+    // magnitude_tie_cut: the need-th tie at a threshold, first, last, past the end
+    {
+      const std::vector<uint32_t> tb = quantiles(c, 0.2);
+      tm::OpArgs a = c.args();
+      a.bufs.erase("out");
+      a.numLists["thresholds"] = doublesOfBits(tb);
+      a.numLists["need"] = std::vector<double>(T, 1.0);
+      const double total = cpuOp("magnitude_tie_cut", a).numLists["count"][0];
+      std::vector<double> need;
+      for (size_t t = 0; t < T; t++) need.push_back(t == 0 ? total : t == 1 ? total + 1 : double(1 + rng() % 3));
+      a.numLists["need"] = need;
+      tm::OpResult r = cpuOp("magnitude_tie_cut", a);
+      std::vector<double> count(T), at(T);
+      const bool ok = call(f->magnitude_tie_cut(be, &noOut, tb.data(), need.data(), count.data(), at.data(), w, &err), err, "magnitude_tie_cut");
+      report(ok && count == r.numLists["count"] && at == r.numLists["at"], "magnitude_tie_cut (" + std::to_string(size_t(total)) + " ties) " + c.label);
+    }
+    // breadcrumbs: keep ranks [5%, 40%) by |τ|, ties cut by index; one task keeps all
+    for (int consensus : {0, 1}) {
+      std::vector<uint32_t> dropB = quantiles(c, 0.05), keepB = quantiles(c, 0.4);
+      std::vector<double> dropC, keepC;
+      for (size_t t = 0; t < T; t++) dropC.push_back(double(c.offset + rng() % n)), keepC.push_back(double(c.offset + rng() % n));
+      dropB[T - 1] = 0x7f800000u, dropC[T - 1] = 0, keepB[T - 1] = 0, keepC[T - 1] = double(c.offset + n);
+      tm::OpArgs a = c.args();
+      a.numLists["dropBits"] = doublesOfBits(dropB);
+      a.numLists["dropCuts"] = dropC;
+      a.numLists["keepBits"] = doublesOfBits(keepB);
+      a.numLists["keepCuts"] = keepC;
+      a.numLists["weights"] = wt;
+      a.numLists["scales"] = sc;
+      a.nums["consensus"] = consensus;
+      a.nums["normalize"] = consensus;
+      a.nums["lambda"] = 0.7;
+      a.nums["divisor"] = 2;
+      cpuOp("breadcrumbs_merge", a);
+      const tm_top_sets sets{dropB.data(), dropC.data(), keepB.data(), keepC.data()};
+      const tm_breadcrumbs_args ba{sets, wt.data(), sc.data(), consensus, consensus, 0.7, 2};
+      bool ok = call(f->breadcrumbs_merge(be, &ch, &ba, w, &err), err, "breadcrumbs_merge");
+      report(ok && d.down(c.dOut, c.out.size()) == c.out, std::string("breadcrumbs_merge ") + (consensus ? "consensus " : "") + c.label);
+      a.bufs.erase("out");
+      tm::OpResult r = cpuOp("breadcrumbs_l1", a);
+      std::vector<double> l1(T, 0.0), kept(T, 0.0);
+      ok = call(f->breadcrumbs_l1(be, &noOut, &sets, l1.data(), kept.data(), w, &err), err, "breadcrumbs_l1");
+      report(ok && l1 == r.numLists["l1"] && kept == r.numLists["l1Kept"], "breadcrumbs_l1 (exact doubles) " + c.label);
+    }
+    // ties_sample into a region at `at`
+    {
+      const size_t m = n + 64, at = 40;
+      Bytes bits(T * m * 4, 0);
+      tm::OpArgs a = c.args();
+      a.bufs.erase("out");
+      a.bufs["bits"] = view(bits);
+      a.nums["m"] = double(m);
+      a.nums["at"] = double(at);
+      cpuOp("ties_sample", a);
+      void* dBits = d.zeros(bits.size());
+      const bool ok = call(f->ties_sample(be, &noOut, static_cast<uint32_t*>(dBits), m, at, w, &err), err, "ties_sample");
+      report(ok && d.down(dBits, bits.size()) == bits, "ties_sample " + c.label);
+    }
+    // ties_window around the 30% magnitude; half the tasks with tabled values
+    {
+      constexpr size_t W = 16;
+      const std::vector<uint32_t> hi = quantiles(c, 0.28), lo = quantiles(c, 0.32);
+      std::vector<uint32_t> table(T * W, 0xffffffffu);
+      for (size_t t = 0; t < T; t += 2)
+        for (size_t j = 0; j < 4 && lo[t] + j < hi[t]; j++) table[t * W + j] = lo[t] + uint32_t(j);
+      const size_t C = n / 8, cap = n / 4;
+      std::vector<double> tab;
+      for (uint32_t v : table) tab.push_back(v == 0xffffffffu ? -1.0 : double(v));
+      Bytes cand(T * C * 4, 0), candDiff(T * C, 0), used(T * 8, 0), tc(T * W * 8, 0), td(T * W * 8, 0);
+      tm::OpArgs a = c.args();
+      a.bufs.erase("out");
+      a.numLists["lo"] = doublesOfBits(lo);
+      a.numLists["hi"] = doublesOfBits(hi);
+      a.numLists["table"] = tab;
+      a.nums["capacity"] = double(C);
+      a.bufs["cand"] = view(cand);
+      a.bufs["candDiff"] = view(candDiff);
+      a.bufs["used"] = view(used);
+      a.bufs["tableCounts"] = view(tc);
+      a.bufs["tableDiffs"] = view(td);
+      a.nums["multiCap"] = double(cap);
+      tm::OpResult r = cpuOp("ties_window", a);
+      void* dCand = d.zeros(cand.size());
+      void* dDiff = d.zeros(candDiff.size());
+      void* dUsed = d.zeros(used.size());
+      void* dTc = d.zeros(tc.size());
+      void* dTd = d.zeros(td.size());
+      std::vector<float> multi(cap * T);
+      std::vector<uint64_t> above(T, 0), atHi(T, 0);
+      const tm_window_args wa{lo.data(), hi.data(), table.data(), C, static_cast<uint32_t*>(dCand), static_cast<int8_t*>(dDiff),
+                              static_cast<uint64_t*>(dUsed), static_cast<uint64_t*>(dTc), static_cast<int64_t*>(dTd), cap, multi.data()};
+      tm_window_result wr{above.data(), atHi.data(), 0, 0, 0, 0};
+      bool ok = call(f->ties_window(be, &noOut, &wa, &wr, w, &err), err, "ties_window");
+      const std::vector<uint64_t> usedGot = ok ? rawValues<uint64_t>(d.down(dUsed, used.size())) : std::vector<uint64_t>();
+      ok = ok && usedGot == rawValues<uint64_t>(used) && d.down(dTc, tc.size()) == tc && d.down(dTd, td.size()) == td;
+      ok = ok && double(wr.sign_base) == r.nums["signBase"] && double(wr.full) == r.nums["full"] && double(wr.overflow) == r.nums["overflow"];
+      for (size_t t = 0; ok && t < T; t++) ok = double(above[t]) == r.numLists["above"][t] && double(atHi[t]) == r.numLists["atHi"][t];
+      // each task's candidates as a multiset of (bits, sign difference)
+      const Bytes gc = d.down(dCand, cand.size()), gd = d.down(dDiff, candDiff.size());
+      const std::vector<uint32_t> gcv = rawValues<uint32_t>(gc), wcv = rawValues<uint32_t>(cand);
+      for (size_t t = 0; ok && t < T; t++) {
+        std::vector<std::pair<uint32_t, int8_t>> got, want;
+        for (size_t j = 0; j < std::min<uint64_t>(usedGot[t], C); j++) {
+          got.push_back({gcv[t * C + j], int8_t(gd[t * C + j])});
+          want.push_back({wcv[t * C + j], int8_t(candDiff[t * C + j])});
+        }
+        std::sort(got.begin(), got.end());
+        std::sort(want.begin(), want.end());
+        ok = got == want;
+      }
+      std::vector<std::vector<float>> gotRows, wantRows;
+      const float* wm = reinterpret_cast<const float*>(r.bufs["multi"].data());
+      for (size_t e = 0; e < r.bufs["multi"].size() / (4 * T); e++) wantRows.emplace_back(wm + e * T, wm + (e + 1) * T);
+      for (size_t e = 0; ok && e < wr.multi_count; e++) gotRows.emplace_back(multi.data() + e * T, multi.data() + (e + 1) * T);
+      std::sort(gotRows.begin(), gotRows.end());
+      std::sort(wantRows.begin(), wantRows.end());
+      uint64_t listed = 0;
+      for (uint64_t u : usedGot) listed += u;
+      report(ok && gotRows == wantRows, "ties_window (" + std::to_string(listed) + " candidates, " + std::to_string(wantRows.size()) + " multi) " + c.label);
+    }
+    // magnitude_small on a whole small tensor (offset 0)
+    {
+      Case s = makeCase(rng, d, 40000 + 8 * (rng() % 100), T, bt, bt == TM_F32 ? TM_BF16 : bt, bt);
+      s.offset = 0;
+      const size_t k = s.n / 5;
+      tm::OpArgs a = s.args();
+      a.bufs.erase("out");
+      a.nums["k"] = double(k);
+      tm::OpResult r = cpuOp("magnitude_small", a);
+      std::vector<uint32_t> thr(T);
+      int64_t sum = 0;
+      const tm_chunk sc2 = s.chunk(false);
+      const bool ok = call(f->magnitude_small(be, &sc2, k, thr.data(), &sum, w, &err), err, "magnitude_small");
+      report(ok && doublesOfBits(thr) == r.numLists["thresholds"] && double(sum) == r.nums["signSum"], "magnitude_small " + s.label);
+    }
+  }
+}
+
 double relDiff(const std::vector<double>& a, const std::vector<double>& b) {
   double num = 0, den = 0;
   for (size_t i = 0; i < a.size(); i++) {
@@ -594,6 +817,7 @@ int runCompare(Loaded& l) {
   std::printf("device: %s\n", l.device.description);
   std::mt19937_64 rng(7);
   elementwise(l, rng);
+  mergekitAndWindow(l, rng);
   linearAlgebra(l, rng);
   std::printf("%zu checks, %zu failed\n", checks, failures);
   return failures ? 1 : 0;

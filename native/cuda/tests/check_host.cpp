@@ -7,6 +7,7 @@
 // ties_signs, consensus, tall_compress) through the op registry. It checks the
 // source the kernels are compiled from, not the device compiler's output (that
 // is the GPU comparison, mode "compare").
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -314,11 +315,377 @@ static void combining(std::mt19937_64& rng) {
   }
 }
 
+// ---- the entries of mergekit, breadcrumbs and the TIES window/small selection ----
+
+// θ values with the hard cases: ±0, subnormals, huge magnitudes (|θ| ≤ 2¹²⁶,
+// so τ stays finite), exact repeats, and ordinary values.
+static std::vector<float> hardValues(std::mt19937_64& rng, size_t n) {
+  std::vector<float> v = randomValues(rng, n);
+  for (size_t i = 0; i < n; i++) {
+    const int kind = int(rng() % 12);
+    const uint32_t sign = uint32_t(rng() & 1) << 31;
+    if (kind == 0) v[i] = bitsFloat(sign | uint32_t(1 + rng() % 0x7fffff));                 // subnormal
+    else if (kind == 1) v[i] = bitsFloat(sign | uint32_t((253u - rng() % 20) << 23) | uint32_t(rng() % 0x800000));  // huge
+    else if (kind == 2) v[i] = sign ? -0.25f : 0.25f;
+  }
+  return v;
+}
+
+// A chunk whose task vectors are exact and heavily tied: θ0 small dyadic
+// values, τ from {0, ±0.25, ±0.5, ±1} (so ties at any threshold).
+static Chunk tiedChunk(std::mt19937_64& rng, size_t T, size_t n) {
+  Chunk c;
+  c.n = n;
+  c.T = T;
+  c.offset = size_t(rng() % 1000) * 8;
+  const float steps[] = {0.0f, 0.25f, -0.25f, 0.5f, -0.5f, 1.0f, -1.0f, 0.5f};
+  c.base.resize(n);
+  for (size_t i = 0; i < n; i++) c.base[i] = float(int(rng() % 64) - 32) * 0.125f;
+  for (size_t t = 0; t < T; t++) {
+    std::vector<float> e(n);
+    for (size_t i = 0; i < n; i++) e[i] = c.base[i] + steps[rng() % 8];
+    c.experts.push_back(e);
+  }
+  c.out.assign(n, 0.0f);
+  c.trims.assign(T, tmcuda::TaskTrim{});
+  return c;
+}
+
+static Chunk hardChunk(std::mt19937_64& rng, size_t T) {
+  Chunk c = makeChunk(rng, T);
+  c.base = hardValues(rng, c.n);
+  for (size_t t = 0; t < T; t++) {
+    std::vector<float> d = hardValues(rng, c.n);
+    for (size_t i = 0; i < c.n; i++) c.experts[t][i] = (rng() % 5 == 0) ? c.base[i] : c.base[i] + d[i] * 0.5f;
+  }
+  return c;
+}
+
+// The bits of the q-quantile-th largest |τt| (a threshold with entries on both sides).
+static uint32_t quantileBits(const Chunk& c, size_t t, double q) {
+  std::vector<uint32_t> b(c.n);
+  for (size_t i = 0; i < c.n; i++) b[i] = tmcuda::absBits(c.tau(t, i));
+  const size_t r = std::min(c.n - 1, size_t(q * double(c.n)));
+  std::nth_element(b.begin(), b.begin() + r, b.end(), std::greater<uint32_t>());
+  return b[r];
+}
+
+static std::vector<double> asDoubles(const std::vector<uint32_t>& v) { return std::vector<double>(v.begin(), v.end()); }
+
+static void mergekitEntries(std::mt19937_64& rng) {
+  for (size_t T : {1, 2, 3, 8}) {
+    for (int variant = 0; variant < 2; variant++) {
+      // mergekit_gta under its trims, both consensus modes, with and without normalize
+      for (const char* mode : {"none", "magnitude_cut", "bernoulli", "dare"}) {
+        for (int sum : {0, 1}) {
+          Chunk c = variant ? hardChunk(rng, T) : makeChunk(rng, T);
+          tm::OpArgs a = c.args();
+          if (std::string(mode) != "none") setTrim(c, a, mode, rng);
+          std::vector<double> w, sc;
+          for (size_t t = 0; t < T; t++) w.push_back(t == 1 ? -0.4 : 0.3 + 0.21 * double(t)), sc.push_back(t == 2 ? 0.0 : 1.0 + 0.37 * double(t));
+          const int normalize = int(rng() % 2);
+          const double lambda = 0.85, divisor = 1.7, baseScale = sum ? 1.0 : 0.5;
+          a.numLists["weights"] = w;
+          a.numLists["scales"] = sc;
+          a.strs["consensus"] = sum ? "sum" : "none";
+          a.nums["normalize"] = normalize;
+          a.nums["lambda"] = lambda;
+          a.nums["divisor"] = divisor;
+          a.nums["baseScale"] = baseScale;
+          cpuOp("mergekit_gta", a);
+          const std::string what = std::string("mergekit_gta ") + mode + (sum ? " sum" : " none");
+          for (size_t i = 0; i < c.n; i++) {
+            auto d = [&](int t) { return tmcuda::gtaTask(w[t], sc[t], c.hat(t, i)); };
+            same(what.c_str(), tmcuda::gtaMerged(c.base[i], baseScale, lambda, tmcuda::mixTasks(int(T), d, w.data(), sum != 0, normalize != 0, divisor)),
+                 c.out[i], double(i));
+          }
+          // trim_l1 of the same chunk and trim: block sums in index order, added in block order
+          tm::OpArgs la = a;
+          la.bufs.erase("out");
+          tm::OpResult lr = cpuOp("trim_l1", la);
+          std::vector<double> part;
+          for (size_t b = 0; b * tmcuda::kSumBlock < c.n; b++)
+            for (size_t t = 0; t < T; t++) {
+              const size_t start = b * tmcuda::kSumBlock, len = std::min<size_t>(tmcuda::kSumBlock, c.n - start);
+              double x, k;
+              tmcuda::l1Block(len, [&](uint64_t q) { return c.tau(t, start + q); },
+                              [&](uint64_t q, float v) { return tmcuda::trimEntry(c.mode, c.trims[t], c.density, v, c.offset + start + q); }, x, k);
+              part.push_back(x);
+              part.push_back(k);
+            }
+          for (size_t t = 0; t < T; t++) {
+            const uint64_t blocks = part.size() / (2 * T);
+            same((std::string("trim_l1 ") + mode).c_str(), tmcuda::addBlockSums(0.0, part.data() + 2 * t, blocks, 2 * T), lr.numLists["l1"][t], double(t));
+            same((std::string("trim_l1 kept ") + mode).c_str(), tmcuda::addBlockSums(0.0, part.data() + 2 * t + 1, blocks, 2 * T),
+                 lr.numLists["l1Kept"][t], double(t));
+          }
+        }
+      }
+      // breadcrumbs: top sets at quantiles (with ties cut by index), the empty set and the whole tensor
+      for (int consensus : {0, 1}) {
+        // ordinary values in the first variant, then ties, then the hard cases
+        Chunk c = variant == 0 ? makeChunk(rng, T) : consensus ? tiedChunk(rng, T, 4096 * 2 + 8 * (rng() % 300)) : hardChunk(rng, T);
+        tm::OpArgs a = c.args();
+        std::vector<uint32_t> dropBits, keepBits;
+        std::vector<double> dropCuts, keepCuts, w, sc;
+        for (size_t t = 0; t < T; t++) {
+          const int kind = int((t + rng()) % 4);
+          const uint32_t hiB = quantileBits(c, t, 0.05), loB = quantileBits(c, t, 0.4);
+          dropBits.push_back(kind == 0 ? 0x7f800000u : hiB);
+          dropCuts.push_back(kind == 0 ? 0.0 : double(c.offset + rng() % c.n));
+          keepBits.push_back(kind == 3 ? 0u : loB);
+          keepCuts.push_back(kind == 3 ? double(c.offset + c.n) : double(c.offset + rng() % c.n));
+          w.push_back(0.5 + 0.3 * double(t));
+          sc.push_back(1.0 + 0.37 * double(t % 3));  // rescale factors are arbitrary ratios
+        }
+        a.numLists["dropBits"] = asDoubles(dropBits);
+        a.numLists["dropCuts"] = dropCuts;
+        a.numLists["keepBits"] = asDoubles(keepBits);
+        a.numLists["keepCuts"] = keepCuts;
+        a.numLists["weights"] = w;
+        a.numLists["scales"] = sc;
+        const int normalize = int(rng() % 2);
+        a.nums["consensus"] = consensus;
+        a.nums["normalize"] = normalize;
+        a.nums["lambda"] = 0.6;
+        a.nums["divisor"] = 2.5;
+        cpuOp("breadcrumbs_merge", a);
+        auto kept = [&](size_t t, float x, uint64_t index) {
+          return tmcuda::breadcrumbsKept(x, index, dropBits[t], dropCuts[t], keepBits[t], keepCuts[t]);
+        };
+        const char* what = consensus ? "breadcrumbs_merge consensus" : "breadcrumbs_merge";
+        for (size_t i = 0; i < c.n; i++) {
+          auto d = [&](int t) { return tmcuda::breadcrumbsTask(kept(t, c.tau(t, i), c.offset + i), w[t], sc[t], c.tau(t, i)); };
+          same(what, tmcuda::breadcrumbsMerged(c.base[i], 0.6, tmcuda::mixTasks(int(T), d, w.data(), consensus != 0, normalize != 0, 2.5)), c.out[i],
+               double(i));
+        }
+        tm::OpArgs la = a;
+        la.bufs.erase("out");
+        tm::OpResult lr = cpuOp("breadcrumbs_l1", la);
+        const uint64_t blocks = (c.n + tmcuda::kSumBlock - 1) / tmcuda::kSumBlock;
+        for (size_t t = 0; t < T; t++) {
+          std::vector<double> pa, pk;
+          for (uint64_t b = 0; b < blocks; b++) {
+            const size_t start = b * tmcuda::kSumBlock, len = std::min<size_t>(tmcuda::kSumBlock, c.n - start);
+            double x, k;
+            tmcuda::l1Block(len, [&](uint64_t q) { return c.tau(t, start + q); },
+                            [&](uint64_t q, float v) { return kept(t, v, c.offset + start + q) ? v : 0.0f; }, x, k);
+            pa.push_back(x);
+            pk.push_back(k);
+          }
+          same("breadcrumbs_l1", tmcuda::addBlockSums(0.0, pa.data(), blocks, 1), lr.numLists["l1"][t], double(t));
+          same("breadcrumbs_l1 kept", tmcuda::addBlockSums(0.0, pk.data(), blocks, 1), lr.numLists["l1Kept"][t], double(t));
+        }
+      }
+    }
+  }
+}
+
+// magnitude_tie_cut: per-block counts, the block and rank of the need-th tie, the walk inside it.
+static void tieCuts(std::mt19937_64& rng) {
+  for (size_t T : {1, 3, 8}) {
+    for (int rep = 0; rep < 6; rep++) {
+      Chunk c = rep % 3 == 2 ? hardChunk(rng, T) : tiedChunk(rng, T, 4096 * (1 + rep) + 8 * (rng() % 500));
+      std::vector<uint32_t> thr;
+      std::vector<double> need;
+      for (size_t t = 0; t < T; t++) {
+        thr.push_back(quantileBits(c, t, 0.1 + 0.2 * double(t % 3)));
+        size_t total = 0;
+        for (size_t i = 0; i < c.n; i++) total += tmcuda::absBits(c.tau(t, i)) == thr[t];
+        const size_t pick = (rep + t) % 6;  // first, last, past the end, none, 0, one in the middle
+        need.push_back(pick == 0 ? 1.0 : pick == 1 ? double(total) : pick == 2 ? double(total + 1) : pick == 3 ? 0.0 : pick == 4 ? 2.5
+                                                                                                       : double(1 + rng() % std::max<size_t>(total, 1)));
+      }
+      tm::OpArgs a = c.args();
+      a.bufs.erase("out");
+      a.numLists["thresholds"] = asDoubles(thr);
+      a.numLists["need"] = need;
+      tm::OpResult r = cpuOp("magnitude_tie_cut", a);
+      const uint64_t blocks = (c.n + tmcuda::kSumBlock - 1) / tmcuda::kSumBlock;
+      std::vector<uint32_t> counts(blocks * T);
+      for (uint64_t b = 0; b < blocks; b++)
+        for (size_t t = 0; t < T; t++)
+          for (size_t i = b * tmcuda::kSumBlock; i < std::min<size_t>(c.n, (b + 1) * tmcuda::kSumBlock); i++)
+            counts[b * T + t] += tmcuda::absBits(c.tau(t, i)) == thr[t];
+      for (size_t t = 0; t < T; t++) {
+        double count = -1, rank = 0, at = 0;
+        const int64_t b = tmcuda::tieCutBlock(counts.data() + t, blocks, T, need[t], count, rank);
+        if (b >= 0) {
+          const uint64_t start = uint64_t(b) * tmcuda::kSumBlock, len = std::min<uint64_t>(tmcuda::kSumBlock, c.n - start);
+          const int64_t q = tmcuda::nthTie(len, [&](uint64_t p) { return c.tau(t, start + p); }, thr[t], rank);
+          if (q >= 0) at = double(start + uint64_t(q) + 1);
+        }
+        same("magnitude_tie_cut count", count, r.numLists["count"][t], double(t));
+        same("magnitude_tie_cut at", at, r.numLists["at"][t], need[t]);
+      }
+    }
+  }
+}
+
+// magnitude_small (the k-th largest |τt| and the elected signs with those thresholds) and ties_sample.
+static void smallAndSample(std::mt19937_64& rng) {
+  for (size_t T : {1, 2, 5, 8}) {
+    for (int rep = 0; rep < 4; rep++) {
+      Chunk c = rep == 0 ? tiedChunk(rng, T, 5000 + rng() % 3000) : rep == 1 ? hardChunk(rng, T) : makeChunk(rng, T);
+      c.offset = 0;
+      tm::OpArgs a = c.args();
+      a.bufs.erase("out");
+      const size_t k = rep == 3 ? c.n : 1 + size_t(rng() % c.n);
+      a.nums["k"] = double(k);
+      tm::OpResult r = cpuOp("magnitude_small", a);
+      std::vector<uint32_t> thr(T);
+      for (size_t t = 0; t < T; t++) {
+        std::vector<uint32_t> b(c.n);
+        for (size_t i = 0; i < c.n; i++) b[i] = tmcuda::absBits(c.tau(t, i));
+        std::sort(b.begin(), b.end(), std::greater<uint32_t>());  // the device's segmented sort, descending
+        thr[t] = b[k - 1];
+        same("magnitude_small threshold", double(thr[t]), r.numLists["thresholds"][t], double(k));
+      }
+      int64_t s = 0;
+      for (size_t i = 0; i < c.n; i++) s += tmcuda::thresholdSign(int(T), [&](int t) { return c.tau(t, i); }, thr.data());
+      same("magnitude_small signSum", double(s), r.nums["signSum"], double(k));
+      // ties_sample into a region at `at` of m entries
+      const size_t m = c.n + 100, at = 37;
+      std::vector<uint32_t> bits(T * m, 0), want(T * m, 0);
+      tm::OpArgs sa = c.args();
+      sa.bufs.erase("out");
+      sa.bufs["bits"] = tm::Bytes{reinterpret_cast<uint8_t*>(bits.data()), bits.size() * 4};
+      sa.nums["m"] = double(m);
+      sa.nums["at"] = double(at);
+      cpuOp("ties_sample", sa);
+      for (size_t t = 0; t < T; t++)
+        for (size_t i = 0; i < c.n; i++) want[t * m + at + i] = tmcuda::absBits(c.tau(t, i));
+      size_t diff = 0;
+      for (size_t j = 0; j < bits.size(); j++) diff += bits[j] != want[j];
+      same("ties_sample", diff, size_t(0), double(T));
+    }
+  }
+}
+
+// ties_window: the kernel's per-entry logic (windowEntry, tableSlot, signOf)
+// run sequentially here; lists and multi entries compared as multisets.
+static void window(std::mt19937_64& rng) {
+  constexpr size_t W = tmcuda::kWindowTable;
+  for (size_t T : {1, 2, 4, 8}) {
+    for (int tied = 0; tied < 2; tied++) {
+      Chunk c = tied ? tiedChunk(rng, T, 4096 * 3 + 8 * (rng() % 300)) : hardChunk(rng, T);
+      std::vector<uint32_t> lo(T), hi(T), table(T * W, 0xffffffffu);
+      for (size_t t = 0; t < T; t++) {
+        hi[t] = quantileBits(c, t, tied ? 0.2 : 0.28);
+        lo[t] = quantileBits(c, t, tied ? 0.7 : 0.32);
+        if (tied && t % 2 == 0) {  // the window's values tabled (one left out, so it goes to the list)
+          std::vector<uint32_t> vals;
+          for (size_t i = 0; i < c.n; i++) {
+            const uint32_t u = tmcuda::absBits(c.tau(t, i));
+            if (u >= lo[t] && u < hi[t]) vals.push_back(u);
+          }
+          std::sort(vals.begin(), vals.end());
+          vals.erase(std::unique(vals.begin(), vals.end()), vals.end());
+          // from the last slot down, so every slot is searched
+          for (size_t j = 1; j < vals.size() && j <= W; j++) table[t * W + W - j] = vals[j];
+        }
+      }
+      const size_t C = c.n, cap = c.n;
+      std::vector<uint32_t> cand(T * C, 0);
+      std::vector<int8_t> candDiff(T * C, 0);
+      std::vector<uint64_t> used(T, 0), tableCounts(T * W, 0);
+      std::vector<int64_t> tableDiffs(T * W, 0);
+      tm::OpArgs a = c.args();
+      a.bufs.erase("out");
+      a.numLists["lo"] = asDoubles(lo);
+      a.numLists["hi"] = asDoubles(hi);
+      std::vector<double> tab;
+      for (uint32_t v : table) tab.push_back(v == 0xffffffffu ? -1.0 : double(v));
+      a.numLists["table"] = tab;
+      a.nums["capacity"] = double(C);
+      a.bufs["cand"] = tm::Bytes{reinterpret_cast<uint8_t*>(cand.data()), cand.size() * 4};
+      a.bufs["candDiff"] = tm::Bytes{reinterpret_cast<uint8_t*>(candDiff.data()), candDiff.size()};
+      a.bufs["used"] = tm::Bytes{reinterpret_cast<uint8_t*>(used.data()), used.size() * 8};
+      a.bufs["tableCounts"] = tm::Bytes{reinterpret_cast<uint8_t*>(tableCounts.data()), tableCounts.size() * 8};
+      a.bufs["tableDiffs"] = tm::Bytes{reinterpret_cast<uint8_t*>(tableDiffs.data()), tableDiffs.size() * 8};
+      a.nums["multiCap"] = double(cap);
+      tm::OpResult r = cpuOp("ties_window", a);
+      // the kernel's logic, entry by entry
+      std::vector<uint64_t> above(T, 0), atHi(T, 0), tc(T * W, 0);
+      std::vector<int64_t> td(T * W, 0);
+      std::vector<std::vector<std::pair<uint32_t, int>>> lists(T);
+      std::vector<std::vector<float>> multi;
+      int64_t signBase = 0;
+      auto record = [&](size_t t, uint32_t x, int d) {
+        const int j = tmcuda::tableSlot(table.data() + t * W, x);
+        if (j >= 0) {
+          tc[t * W + size_t(j)]++;
+          td[t * W + size_t(j)] += d;
+        } else {
+          lists[t].push_back({x, d});
+        }
+      };
+      for (size_t i = 0; i < c.n; i++) {
+        auto tau = [&](int t) { return c.tau(size_t(t), i); };
+        const tmcuda::WindowEntry e = tmcuda::windowEntry(int(T), tau, lo.data(), hi.data());
+        for (size_t t = 0; t < T; t++) {
+          const uint32_t u = tmcuda::absBits(tau(int(t)));
+          above[t] += u >= hi[t];
+          atHi[t] += u == hi[t];
+        }
+        if (e.nin == 0) {
+          signBase += tmcuda::signOf(e.sum);
+        } else if (e.nin == 1) {
+          const int sDrop = tmcuda::signOf(e.sum), sKeep = tmcuda::signOf(e.keep);
+          signBase += sDrop;
+          record(size_t(e.last), tmcuda::absBits(tau(e.last)), sKeep - sDrop);
+        } else {
+          std::vector<float> row;
+          for (size_t t = 0; t < T; t++) {
+            const uint32_t x = tmcuda::absBits(tau(int(t)));
+            if (x >= lo[t] && x < hi[t]) record(t, x, 0);
+            row.push_back(tau(int(t)));
+          }
+          multi.push_back(row);
+        }
+      }
+      same("ties_window signBase", double(signBase), r.nums["signBase"], double(T));
+      same("ties_window full", 0.0, r.nums["full"], double(T));
+      same("ties_window overflow", 0.0, r.nums["overflow"], double(T));
+      for (size_t t = 0; t < T; t++) {
+        same("ties_window above", double(above[t]), r.numLists["above"][t], double(t));
+        same("ties_window atHi", double(atHi[t]), r.numLists["atHi"][t], double(t));
+        same("ties_window used", uint64_t(lists[t].size()), used[t], double(t));
+        std::vector<std::pair<uint32_t, int>> got;
+        for (size_t j = 0; j < std::min<size_t>(used[t], C); j++) got.push_back({cand[t * C + j], candDiff[t * C + j]});
+        std::sort(got.begin(), got.end());
+        std::sort(lists[t].begin(), lists[t].end());
+        same("ties_window candidates", got == lists[t], true, double(t));
+      }
+      for (size_t j = 0; j < T * W; j++) {
+        same("ties_window tableCounts", tc[j], tableCounts[j], double(j));
+        same("ties_window tableDiffs", td[j], tableDiffs[j], double(j));
+      }
+      std::vector<std::vector<float>> got;
+      const float* mf = reinterpret_cast<const float*>(r.bufs["multi"].data());
+      for (size_t e = 0; e < r.bufs["multi"].size() / (4 * T); e++) got.emplace_back(mf + e * T, mf + (e + 1) * T);
+      auto rowLess = [](const std::vector<float>& x, const std::vector<float>& y) {
+        return std::lexicographical_compare(x.begin(), x.end(), y.begin(), y.end(), [](float p, float q) { return tmcuda::bitsOf(p) < tmcuda::bitsOf(q); });
+      };
+      std::sort(got.begin(), got.end(), rowLess);
+      std::sort(multi.begin(), multi.end(), rowLess);
+      bool rows = got.size() == multi.size();
+      for (size_t e = 0; rows && e < got.size(); e++)
+        for (size_t t = 0; rows && t < T; t++) rows = tmcuda::bitsOf(got[e][t]) == tmcuda::bitsOf(multi[e][t]);
+      same("ties_window multi", rows, true, double(multi.size()));
+    }
+  }
+}
+
 int runHost() {
   std::mt19937_64 rng(20261201);
   conversions(rng);
   randomNumbers(rng);
   combining(rng);
+  mergekitEntries(rng);
+  tieCuts(rng);
+  smallAndSample(rng);
+  window(rng);
   for (const auto& f : failedBy) std::fprintf(stderr, "host: %s: %zu failures\n", f.first.c_str(), f.second);
   std::printf("{\"checks\":%zu,\"failures\":%zu}\n", checks, failures);
   return failures ? 1 : 0;
