@@ -5,4 +5,4 @@
 export { addonLocation, installRecord, nativeInfo, runRawOp } from "./addon";
 export type { AddonLocation, BackendInfo, BackendLoad, NativeInfo, OpArg } from "./addon";
 export { runOp } from "./ops";
-export type { Bytes, ChunkArgs, DTypeName, MergeOpArgs, MergeOpName, OnDevice, OpArgsOf, OpName, OpResultOf, OpSignatures, TopSetArgs, TrimArgs } from "./ops";
+export type { Bytes, ChunkArgs, DTypeName, MergeOpArgs, MergeOpName, OnDevice, OpArgsOf, OpName, OpResultOf, OpSignatures, SolvePrecision, TopSetArgs, TrimArgs } from "./ops";

@@ -144,6 +144,8 @@ const tm_backend_iface kIface = [] {
   f.eigh = eigh;
   f.breadcrumbs_merge = breadcrumbsMerge;
   f.breadcrumbs_l1 = breadcrumbsL1;
+  f.solve_psd_rows_batched = solvePsdRowsBatched;
+  f.axpy = axpy;
   return f;
 }();
 
