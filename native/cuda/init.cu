@@ -83,6 +83,8 @@ tm_backend_iface makeTable() {
   t.eigh = eigh;
   t.breadcrumbs_merge = breadcrumbs;
   t.breadcrumbs_l1 = breadcrumbsL1;
+  t.solve_psd_rows_batched = solvePsdRowsBatched;
+  t.axpy = axpy;
   return t;
 }
 
@@ -92,7 +94,7 @@ const char* const kEntries[] = {"buffer_alloc", "copy_to_backend", "copy_to_host
                                 "convert", "check_finite", "linear_combine", "ties_merge", "ties_signs", "consensus",
                                 "tall_compress", "tall_mask", "tall_apply", "lot_norm", "magnitude_hist",
                                 "magnitude_pick", "gemm", "syrk_rows", "cholesky", "cholesky_solve_rows", "eigh",
-                                nullptr};
+                                "solve_psd_rows_batched", "axpy", nullptr};
 
 }  // namespace
 }  // namespace tmcuda
