@@ -15,7 +15,8 @@
 # - merge with every method of the registry: average, task_arithmetic, ties
 #   (global and tensor scope, mean and sum), dare_linear / dare_ties (seeds),
 #   consensus_ta / consensus_ties (both scopes), regmean and lot (statistics
-#   files, both solvers, rcond, ridge, the mean fallback for a missing Gram),
+#   files, both solvers, rcond, ridge, the mean fallback for a missing Gram,
+#   equal-shape weights solved in one batch),
 #   progressive regmean / lot (block and module granularity, with
 #   bench/bit_identity_collect.js as --stats-command), every mergekit:* method
 #   from mergekit YAML files (gradients, filter lists, topk_ties, out_dtype)

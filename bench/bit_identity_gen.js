@@ -52,14 +52,18 @@ write(path.join(dir, "base.safetensors"), keys.map((k) => { const vals = []; con
 for (let t = 0; t < T; t++)
   write(path.join(dir, `expert_${t}.safetensors`), keys.map((k) => [k.name, k, tensorBytes(k, (i) => baseVals[k.name][i] + gauss() * 0.003 * (1 + t) + (rnd() < 0.01 ? 0.02 : 0))]));
 
-// The layered model: blocks.N.* give progressive merges one group per block.
+// The layered model: blocks.N.* give progressive merges one group per block; the
+// weights of equal shape in a block (fc/proj, proj/out) share a batched solve.
 const layered = [
   { name: "embed.weight", shape: [200, 128], dtype: "F32" },
   { name: "blocks.0.norm.weight", shape: [128], dtype: "F32" },
   { name: "blocks.0.fc.weight", shape: [384, 128], dtype: "BF16" },
   { name: "blocks.0.fc.bias", shape: [384], dtype: "BF16" },
+  { name: "blocks.0.proj.weight", shape: [384, 128], dtype: "BF16" },
   { name: "blocks.1.norm.weight", shape: [384], dtype: "F32" },
   { name: "blocks.1.fc.weight", shape: [128, 384], dtype: "F16" },
+  { name: "blocks.1.proj.weight", shape: [128, 384], dtype: "F16" },
+  { name: "blocks.1.out.weight", shape: [128, 384], dtype: "F32" },
   { name: "head.weight", shape: [64, 128], dtype: "F32" },
 ];
 const L = path.join(dir, "layered");
@@ -109,5 +113,5 @@ const yaml = {
   dare_ties: "merge_method: dare_ties\nbase_model: base.safetensors\n" + models(false) + "parameters: {lambda: 0.9, rescale: false, density: [{filter: a.weight, value: 0.1}, {value: [0.2, 0.8]}]}\ndtype: float32\n",
 };
 // module granularity: forward order of the layered model's modules.
-fs.writeFileSync(path.join(L, "module_order.txt"), ["embed", "blocks.0.norm", "blocks.0.fc", "blocks.1.norm", "blocks.1.fc", "head"].join("\n") + "\n");
+fs.writeFileSync(path.join(L, "module_order.txt"), ["embed", "blocks.0.norm", "blocks.0.fc", "blocks.0.proj", "blocks.1.norm", "blocks.1.fc", "blocks.1.proj", "blocks.1.out", "head"].join("\n") + "\n");
 for (const [name, text] of Object.entries(yaml)) fs.writeFileSync(path.join(dir, `mk_${name}.yaml`), text);

@@ -14,8 +14,11 @@
 #     algebra within docs/cuda.md's tolerances (compare.txt);
 #  5. bench (GPU): cuBLAS DGEMM/SGEMM/TF32 rates, LOT per layer on
 #     bench/lot_bench.js's ViT-B/32 (8 experts) and Llama-7B (2 experts)
-#     shapes as TFLOP/s and fraction of DGEMM, streaming methods as GB/s
-#     against the host→device read floor (bench.json, bench.txt);
+#     shapes as TFLOP/s and fraction of DGEMM (and the ViT-B/32 total, target
+#     < 1 s), the batched solve entry on the same shapes in float64, float32
+#     and tf32 (TFLOP/s, and the low-precision results' difference to
+#     float64), streaming methods as GB/s against the host→device read floor
+#     (bench.json, bench.txt; the headline lines are copied into summary.txt);
 #  6. the jest test test/cuda_backend.test.ts, when node_modules is present.
 # --build-only stops after step 3 (runs without a GPU). Each step has a time
 # limit, and all of them together GPU_CHECK_SECONDS (default 470). summary.txt
@@ -28,7 +31,7 @@ out=""
 for a in "$@"; do
   case "$a" in
     --build-only) build_only=1 ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "gpu_check: unknown option $a (see --help)" >&2; exit 2 ;;
     *) [ -z "$out" ] || { echo "gpu_check: one output folder only" >&2; exit 2; }; out="$a" ;;
   esac
@@ -80,7 +83,8 @@ if ! grep -q '"available":1' "$out/info.json"; then
   exit 1
 fi
 step compare 120 compare.txt "$check" compare "$lib"
-step bench 150 bench.txt "$check" bench "$lib" "$out"
+step bench 150 bench.txt "$check" bench "$lib" "$out" &&
+  grep -E '^(cuBLAS|LOT ViT|batched solve)' "$out/bench.txt" | sed 's/^/  /' | tee -a "$summary"
 if [ -x node_modules/.bin/jest ] && [ -f build/Release/taskmerge.node ]; then
   step jest 90 jest.txt node_modules/.bin/jest test/cuda_backend.test.ts
 else

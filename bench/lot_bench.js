@@ -85,10 +85,10 @@ async function layer(out, inn, T, grams, seed) {
   const result = Buffer.alloc(out * inn * 4);
   const t0 = process.hrtime.bigint();
   const r = await runOp("gram_solve", {
-    out, in: inn, A, BT, solver, ridge: 1e-6, rcond: inn * 2 ** -23, base: bytes(base), baseDtype: "F32",
-    lambda: 1, result, resultDtype: "F32", linalg,
+    out, in: inn, A: [A], BT: [BT], solver, ridge: 1e-6, rcond: inn * 2 ** -23, base: [bytes(base)], baseDtypes: ["F32"],
+    lambda: 1, result: [result], resultDtypes: ["F32"], linalg,
   });
-  return { acc, solve: sec(t0), eigh: r.eigh === 1 };
+  return { acc, solve: sec(t0), eigh: r.eigh[0] === 1 };
 }
 
 async function model(name, shapes, blocks, T, perBlock) {

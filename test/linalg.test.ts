@@ -160,8 +160,9 @@ describe.each(linalgBackends())("linalg on $name", ({ run }) => {
         gram: encode(grams[t], "F64"), gramDtype: "F64", A, BT,
       });
     const result = Buffer.alloc(out * n * 2);
-    const r = await run("gram_solve", { out, in: n, A, BT, solver: "auto", ridge: 1e-6, base: encode(w0, "F32"), baseDtype: "F32", lambda: 1, result, resultDtype: "BF16" });
-    expect(r.eigh).toBe(0);
+    const r = await run("gram_solve", { out, in: n, A: [A], BT: [BT], solver: "auto", ridge: 1e-6, base: [encode(w0, "F32")], baseDtypes: ["F32"], lambda: 1, result: [result], resultDtypes: ["BF16"] });
+    expect(r.solved).toBe(1);
+    expect(r.eigh).toEqual([0]);
     const tstar = lotLinearTask(grams, ws.map((w) => w.map((v, i) => v - w0[i])), out, n, { kind: "ridge", eps: 1e-6 });
     const ref = quantize(w0.map((v, i) => v + tstar[i]), "BF16");
     expect(result.equals(encode(ref, "BF16"))).toBe(true); // rounded to nearest even, like the reference

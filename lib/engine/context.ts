@@ -17,6 +17,12 @@ export interface ParamSpec {
   min?: number;
   max?: number;
   description: string;
+  /**
+   * Left out of the output's manifest (taskmerge.json, model card) while at its
+   * default: a parameter added after outputs were first written, so that those
+   * outputs stay the same byte for byte.
+   */
+  omitAtDefault?: boolean;
 }
 
 export type Params = Record<string, number | string | boolean>;

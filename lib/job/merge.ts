@@ -87,7 +87,7 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
     const manifest = {
       taskmerge: VERSION,
       method: method.name,
-      params: progressive ? progressiveParams(params) : withoutProgressive(params),
+      params: recordedParams(method, progressive ? progressiveParams(params) : withoutProgressive(params)),
       base: o.base,
       experts: o.experts.map((e, i) => {
         const parameters = method.expertParameters?.(experts[i], params);
@@ -150,6 +150,12 @@ async function mergeInKeyOrder(ctx: MergeContext, method: MergeMethod, out: Outp
     ctx.progress.tensorDone(key);
   }
   return bytesWritten;
+}
+
+/** The parameters the manifest records: those marked omitAtDefault only when not at their default. */
+function recordedParams(method: MergeMethod, params: Params): Params {
+  const omit = new Set(method.params.filter((p) => p.omitAtDefault && params[p.name] === p.default).map((p) => p.name));
+  return Object.fromEntries(Object.entries(params).filter(([k]) => !omit.has(k)));
 }
 
 /** A usual merge's parameters, without the progressive ones it leaves at their defaults. */

@@ -8,7 +8,8 @@
 import { mergeElementwise } from "../engine/stream";
 import { defineMethod, MergeContext } from "../engine/context";
 import { classifyStats, paramStats } from "../stats/keys";
-import { solveLinear } from "./closed_form";
+import { checkSolvePrecision, LinearSolveOptions, SOLVE_PRECISION_PARAM, solveLinear } from "./closed_form";
+import type { SolvePrecision } from "../native";
 import { checkCounts, readScale } from "../stats/read";
 import { PROGRESSIVE_PARAMS } from "../progressive/params";
 
@@ -24,6 +25,17 @@ function lotDetails(ctx: MergeContext): LotDetails {
   return (ctx.details.lot ??= { linear: 0, norm: 0, mean: 0, eighFallback: [] }) as LotDetails;
 }
 
+/** LOT's solve of linear weight `key` (raw Grams), or undefined when it has none. */
+function linearLayer(ctx: MergeContext, key: string): LinearSolveOptions | undefined {
+  const ps = paramStats(key, ctx.base.get(key).shape, ctx.experts);
+  if (ps.kind !== "linear") return undefined;
+  return {
+    out: ps.out, in: ps.in, grams: ps.grams, transforms: async () => ps.grams.map(() => ({ scale: 1, alpha: 1 })),
+    solver: ctx.params.solver as string, ridge: ctx.params.ridge as number, rcond: ctx.params.rcond as number,
+    lambda: ctx.params.lambda as number, precision: ctx.params.solve_precision as SolvePrecision,
+  };
+}
+
 export const lot = defineMethod({
   name: "lot",
   description: "LOT Merging: closed-form feature-drift minimiser per linear layer from input Gram statistics",
@@ -33,9 +45,11 @@ export const lot = defineMethod({
     { name: "ridge", type: "number", default: 1e-6, min: 0, description: "Cholesky ridge ε, relative to mean(diag ΣG)" },
     { name: "solver", type: "string", default: "auto", choices: ["auto", "cholesky", "eigh"], description: "linear solver" },
     { name: "rcond", type: "number", default: 0, min: 0, description: "eigen pseudo-inverse cut-off: eigenvalues ≤ rcond·max λ are dropped (0: in·ε of the least precise Gram dtype)" },
+    SOLVE_PRECISION_PARAM,
     ...PROGRESSIVE_PARAMS,
   ],
   async prepare(ctx) {
+    checkSolvePrecision("lot", ctx);
     // Check every statistics tensor's shape and dtype, the coverage and the counts before any weight is read.
     const classified = classifyStats("lot", ctx.floatKeys.map((key) => ({ key, shape: ctx.base.get(key).shape })), ctx.experts, { group: ctx.collectedStats });
     await checkCounts(ctx.experts);
@@ -47,10 +61,7 @@ export const lot = defineMethod({
     const ps = paramStats(key, ctx.base.get(key).shape, ctx.experts);
     const d = lotDetails(ctx);
     if (ps.kind === "linear") {
-      const r = await solveLinear(ctx, key, sink, {
-        out: ps.out, in: ps.in, grams: ps.grams, transforms: ps.grams.map(() => ({ scale: 1, alpha: 1 })),
-        solver: ctx.params.solver as string, ridge: ctx.params.ridge as number, rcond: ctx.params.rcond as number, lambda,
-      });
+      const r = await solveLinear(ctx, key, sink, (k) => linearLayer(ctx, k));
       d.linear++;
       if (r.eigh && ctx.params.solver !== "eigh") d.eighFallback.push(key);
       return;

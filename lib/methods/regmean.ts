@@ -10,7 +10,8 @@ import { defineMethod, MergeContext } from "../engine/context";
 import { PROGRESSIVE_PARAMS } from "../progressive/params";
 import { TaskmergeError } from "../errors";
 import { classifyStats, paramStats, statsSource } from "../stats/keys";
-import { solveLinear } from "./closed_form";
+import { checkSolvePrecision, LinearSolveOptions, SOLVE_PRECISION_PARAM, solveLinear } from "./closed_form";
+import type { SolvePrecision } from "../native";
 import { checkCounts, readCount } from "../stats/read";
 
 interface RegMeanDetails {
@@ -23,6 +24,18 @@ function details(ctx: MergeContext): RegMeanDetails {
   return (ctx.details.regmean ??= { linear: 0, mean: 0, eighFallback: [] }) as RegMeanDetails;
 }
 
+/** RegMean's solve of linear weight `key` (shrunk mean Grams), or undefined when it has none. */
+function linearLayer(ctx: MergeContext, key: string): LinearSolveOptions | undefined {
+  const ps = paramStats(key, ctx.base.get(key).shape, ctx.experts);
+  if (ps.kind !== "linear") return undefined;
+  const alpha = ctx.params.alpha as number;
+  return {
+    out: ps.out, in: ps.in, grams: ps.grams,
+    transforms: async () => (await Promise.all(ps.counts.map((c) => readCount(c!)))).map((n) => ({ scale: 1 / n, alpha })),
+    solver: "auto", ridge: 0, rcond: ctx.params.rcond as number, lambda: 1, precision: ctx.params.solve_precision as SolvePrecision,
+  };
+}
+
 export const regmean = defineMethod({
   name: "regmean",
   description: "RegMean: closed-form regression merge of linear layers from mean input Grams",
@@ -30,9 +43,11 @@ export const regmean = defineMethod({
   params: [
     { name: "alpha", type: "number", default: 0.95, min: 0, max: 1, description: "shrinkage α of the off-diagonal Gram" },
     { name: "rcond", type: "number", default: 0, min: 0, description: "eigen pseudo-inverse cut-off: eigenvalues ≤ rcond·max λ are dropped (0: in·ε of the least precise Gram dtype)" },
+    SOLVE_PRECISION_PARAM,
     ...PROGRESSIVE_PARAMS,
   ],
   async prepare(ctx) {
+    checkSolvePrecision("regmean", ctx);
     const classified = classifyStats("regmean", ctx.floatKeys.map((key) => ({ key, shape: ctx.base.get(key).shape })), ctx.experts, { group: ctx.collectedStats });
     const fallback: string[] = [];
     for (const [key, ps] of classified) {
@@ -50,12 +65,7 @@ export const regmean = defineMethod({
     const ps = paramStats(key, ctx.base.get(key).shape, ctx.experts);
     const d = details(ctx);
     if (ps.kind === "linear") {
-      const alpha = ctx.params.alpha as number;
-      const counts = await Promise.all(ps.counts.map((c) => readCount(c!)));
-      const r = await solveLinear(ctx, key, sink, {
-        out: ps.out, in: ps.in, grams: ps.grams, transforms: counts.map((n) => ({ scale: 1 / n, alpha })),
-        solver: "auto", ridge: 0, rcond: ctx.params.rcond as number, lambda: 1,
-      });
+      const r = await solveLinear(ctx, key, sink, (k) => linearLayer(ctx, k));
       d.linear++;
       if (r.eigh) d.eighFallback.push(key);
       return;

@@ -6,4 +6,4 @@ export { addonLocation, installRecord, nativeInfo, runRawOp } from "./addon";
 export type { AddonLocation, BackendInfo, BackendLoad, NativeInfo, OpArg, StateHandle } from "./addon";
 export { allocState, freeState, readState } from "./state";
 export { runOp } from "./ops";
-export type { Bytes, ChunkArgs, DTypeName, MergeOpArgs, MergeOpName, OnDevice, OpArgsOf, OpName, OpResultOf, OpSignatures, TopSetArgs, TrimArgs } from "./ops";
+export type { Bytes, ChunkArgs, DTypeName, MergeOpArgs, MergeOpName, OnDevice, OpArgsOf, OpName, OpResultOf, OpSignatures, SolvePrecision, TopSetArgs, TrimArgs } from "./ops";

@@ -17,6 +17,9 @@ export interface OnDevice {
   device?: string;
 }
 
+/** The precision of the closed-form solves (backend.h tm_precision); the CPU backend does float64 only. */
+export type SolvePrecision = "float64" | "float32" | "tf32";
+
 /** Forces the built-in linear algebra for this call ("builtin"), for tests and benchmarks. */
 export interface LinalgChoice {
   linalg?: string;
@@ -162,18 +165,19 @@ export interface OpSignatures {
   gram_accumulate: { args: LinalgChoice & { rows: Bytes; rowsDtype: DTypeName; width: number; gram: Bytes; sum: Bytes }; result: Empty };
   norm_accumulate: { args: OnDevice & { rows: Bytes; rowsDtype: DTypeName; width: number; sqsum: Bytes; sum: Bytes }; result: Empty };
   gram_products_accumulate: {
-    args: LinalgChoice & {
+    args: LinalgChoice & OnDevice & {
       out: number; in: number; base: Bytes; baseDtype: DTypeName; expert: Bytes; expertDtype: DTypeName; gram: Bytes; gramDtype: DTypeName;
       A: Bytes; BT: Bytes; scale?: number; alpha?: number;
     };
     result: Empty;
   };
+  /** A batch of equal-shape layers in one solve_psd_rows_batched call (A, BT destroyed); `solved` layers were done (see gram_solve.cpp). */
   gram_solve: {
-    args: LinalgChoice & {
-      out: number; in: number; A: Bytes; BT: Bytes; solver?: string; ridge?: number; rcond?: number;
-      base: Bytes; baseDtype: DTypeName; lambda?: number; result: Bytes; resultDtype: DTypeName;
+    args: LinalgChoice & OnDevice & {
+      out: number; in: number; A: Bytes[]; BT: Bytes[]; solver?: string; ridge?: number; rcond?: number; precision?: SolvePrecision;
+      base: Bytes[]; baseDtypes: DTypeName[]; lambda?: number; result: Bytes[]; resultDtypes: DTypeName[];
     };
-    result: { eigh: number; rank: number };
+    result: { solved: number; eigh: number[]; rank: number[] };
   };
   drift_linear: { args: LinalgChoice & Omit<Linear, "n"> & { out: number; in: number; gram: Bytes; gramDtype: DTypeName }; result: { drift: number; baseDrift: number } };
   drift_norm: { args: LinalgChoice & Linear & { scale: Bytes; scaleDtype: DTypeName }; result: { drift: number; baseDrift: number } };

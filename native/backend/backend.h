@@ -402,6 +402,30 @@ typedef struct tm_host_services {
   size_t (*thread_count)(void);
 } tm_host_services;
 
+/* ---- batched closed-form solves (LOT / RegMean; added in ABI 1) -------- */
+
+/* The precision of a batched solve, per call: float64 (what the CPU backend
+ * does), float32 (factor and solves in float32, converted on the device), or
+ * float32 with the GEMMs on TF32 tensor cores. docs/cuda.md gives the error
+ * bounds; a backend without one returns TM_UNSUPPORTED. */
+typedef enum tm_precision { TM_PRECISION_F64 = 0, TM_PRECISION_F32 = 1, TM_PRECISION_TF32 = 2 } tm_precision;
+
+/* How each system of solve_psd_rows_batched is solved, as linalg::solvePsdRows
+ * (native/linalg/solve.h): solver 0 auto (Cholesky of A + ridge·mean(diag A)·I,
+ * else the eigh pseudo-inverse), 1 cholesky (a failure is an error), 2 eigh
+ * (eigenvalues ≤ rcond·max|λ| dropped; rcond ≤ 0: n·ε). */
+typedef struct tm_solve_opts {
+  int solver;
+  double ridge;
+  double rcond;
+  tm_precision precision;
+} tm_solve_opts;
+
+typedef struct tm_solve_info {
+  int used_eigh; /* the eigen-decomposition pseudo-inverse was used */
+  size_t rank;   /* eigenvalues kept (eigh), or n (Cholesky) */
+} tm_solve_info;
+
 /* ---- the backend ------------------------------------------------------- */
 
 typedef struct tm_backend tm_backend;
@@ -547,6 +571,19 @@ typedef struct tm_backend_iface {
   tm_status (*mergekit_lowp_l1)(tm_backend* be, const tm_chunk* c, tm_dtype compute, const tm_trim* trim, double* l1, double* l1_kept, tm_error* err);
   tm_status (*mergekit_lowp_gta)(tm_backend* be, const tm_chunk* c, const tm_trim* trim, const tm_lowp_gta_args* a, tm_error* err);
   tm_status (*mergekit_lowp_linear)(tm_backend* be, const tm_chunk* c, const tm_lowp_linear_args* a, tm_error* err);
+
+  /* -- batched closed-form solves and A += G (issue 14; added in ABI 1) ------- */
+  /* For i < count: solves X A_i = B_i for the nrhs rows of B_i ([nrhs, n], row-major,
+   * overwritten by X) with A_i symmetric positive semi-definite ([n, n], destroyed),
+   * as tm_solve_opts says. A and B are HOST arrays of HOST matrices: the backend
+   * stages them itself (the CUDA backend uploads system i+1 while system i is
+   * factored). Systems are solved in order; the entry stops at the first that
+   * fails and returns its status. *done (host) = the systems solved (count on
+   * success); B_i and info[i] (host, count entries) hold the results of those. */
+  tm_status (*solve_psd_rows_batched)(tm_backend* be, size_t count, size_t n, double* const* A, size_t nrhs, double* const* B,
+                                      const tm_solve_opts* opts, tm_solve_info* info, size_t* done, tm_error* err);
+  /* y[0..n) += alpha·x in float64 (backend addresses): the accumulation A += G̃t. */
+  tm_status (*axpy)(tm_backend* be, size_t n, double alpha, const double* x, double* y, tm_error* err);
 } tm_backend_iface;
 
 /* A backend: its table and its own state. */

@@ -53,5 +53,13 @@ void Dense::eigh(size_t n, double* A, size_t lda, double* w) {
   d_.check(fn(&d_.backend(), n, a, lda, wd, d_.work(TM_K_EIGH, 1, n), d_.err()), "eigh");
 }
 
+void Dense::axpy(size_t n, double alpha, const double* x, double* y) {
+  if (n == 0) return;
+  auto fn = d_.entry(d_.iface().axpy, "axpy");
+  const double* xd = static_cast<const double*>(d_.in(x, n * 8));
+  double* yd = static_cast<double*>(d_.inout(y, n * 8));
+  d_.check(fn(&d_.backend(), n, alpha, xd, yd, d_.err()), "axpy");
+}
+
 }  // namespace boundary
 }  // namespace taskmerge

@@ -64,4 +64,9 @@ tm_status cholesky(tm_backend* be, size_t n, double* A, size_t lda, tm_work work
 tm_status choleskySolveRows(tm_backend* be, size_t n, const double* L, size_t lda, size_t nrhs, double* B, size_t ldb, tm_error* err);
 tm_status eigh(tm_backend* be, size_t n, double* A, size_t lda, double* w, tm_work work, tm_error* err);
 
+// solve_batched.cu
+tm_status solvePsdRowsBatched(tm_backend* be, size_t count, size_t n, double* const* A, size_t nrhs, double* const* B,
+                              const tm_solve_opts* opts, tm_solve_info* info, size_t* done, tm_error* err);
+tm_status axpy(tm_backend* be, size_t n, double alpha, const double* x, double* y, tm_error* err);
+
 }  // namespace tmcuda

@@ -63,6 +63,8 @@ tm_backend_iface makeTable() {
   t.eigh = eigh;
   t.breadcrumbs_merge = breadcrumbsMerge;
   t.breadcrumbs_l1 = breadcrumbsL1;
+  t.solve_psd_rows_batched = solvePsdRowsBatched;
+  t.axpy = axpy;
   return t;
 }
 
@@ -73,7 +75,7 @@ const char* const kEntries[] = {"buffer_alloc", "copy_to_backend", "copy_to_host
                                 "tall_compress", "tall_mask", "tall_apply", "lot_norm", "magnitude_hist",
                                 "magnitude_pick", "gemm", "syrk_rows", "cholesky", "cholesky_solve_rows", "eigh",
                                 "mergekit_gta", "trim_l1", "magnitude_tie_cut", "magnitude_small", "ties_sample", "ties_window",
-                                "breadcrumbs_merge", "breadcrumbs_l1", nullptr};
+                                "breadcrumbs_merge", "breadcrumbs_l1", "solve_psd_rows_batched", "axpy", nullptr};
 
 }  // namespace
 }  // namespace tmcuda

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../core/op.h"
+#include "../core/parallel.h"
 #include "builtin.h"
 
 #ifdef TM_HAVE_BLAS
@@ -112,6 +113,26 @@ void eigh(size_t n, double* A, size_t lda, double* w) {
 #endif
   builtin::eigh(n, A, lda, w);
 }
+
+void axpy(size_t n, double alpha, const double* x, double* y) {
+  parallelFor(n, size_t(1) << 16, [&](size_t a, size_t b) {
+    for (size_t i = a; i < b; i++) y[i] += alpha * x[i];
+  });
+}
+
+void HostDense::gemm(bool tA, bool tB, size_t m, size_t n, size_t k, double alpha, const double* A, size_t lda,
+                     const double* B, size_t ldb, double beta, double* C, size_t ldc) {
+  linalg::gemm(tA, tB, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+void HostDense::syrkRows(size_t n, size_t k, double alpha, const double* X, size_t ldx, double beta, double* C, size_t ldc) {
+  linalg::syrkRows(n, k, alpha, X, ldx, beta, C, ldc);
+}
+bool HostDense::cholesky(size_t n, double* A, size_t lda) { return linalg::cholesky(n, A, lda); }
+void HostDense::choleskySolveRows(size_t n, const double* L, size_t lda, size_t nrhs, double* B, size_t ldb) {
+  linalg::choleskySolveRows(n, L, lda, nrhs, B, ldb);
+}
+void HostDense::eigh(size_t n, double* A, size_t lda, double* w) { linalg::eigh(n, A, lda, w); }
+void HostDense::axpy(size_t n, double alpha, const double* x, double* y) { linalg::axpy(n, alpha, x, y); }
 
 }  // namespace linalg
 }  // namespace taskmerge

@@ -64,7 +64,24 @@ class DenseOps {
   virtual bool cholesky(size_t n, double* A, size_t lda) = 0;
   virtual void choleskySolveRows(size_t n, const double* L, size_t lda, size_t nrhs, double* B, size_t ldb) = 0;
   virtual void eigh(size_t n, double* A, size_t lda, double* w) = 0;
+  // y[0..n) += alpha·x (the accumulation A += G̃).
+  virtual void axpy(size_t n, double alpha, const double* x, double* y) = 0;
 };
+
+// DenseOps on host memory: the functions above (the CPU backend's entries use it).
+class HostDense : public DenseOps {
+ public:
+  void gemm(bool transA, bool transB, size_t m, size_t n, size_t k, double alpha, const double* A, size_t lda,
+            const double* B, size_t ldb, double beta, double* C, size_t ldc) override;
+  void syrkRows(size_t n, size_t k, double alpha, const double* X, size_t ldx, double beta, double* C, size_t ldc) override;
+  bool cholesky(size_t n, double* A, size_t lda) override;
+  void choleskySolveRows(size_t n, const double* L, size_t lda, size_t nrhs, double* B, size_t ldb) override;
+  void eigh(size_t n, double* A, size_t lda, double* w) override;
+  void axpy(size_t n, double alpha, const double* x, double* y) override;
+};
+
+// y[0..n) += alpha·x on the host thread pool, in float64 (alpha·x rounded, then the sum).
+void axpy(size_t n, double alpha, const double* x, double* y);
 
 }  // namespace linalg
 }  // namespace taskmerge

@@ -152,6 +152,9 @@ const tm_backend_iface kIface = [] {
   f.mergekit_lowp_l1 = mergekitLowpL1;
   f.mergekit_lowp_gta = mergekitLowpGta;
   f.mergekit_lowp_linear = mergekitLowpLinear;
+  // Batched closed-form solves, A += G.
+  f.solve_psd_rows_batched = solvePsdRowsBatched;
+  f.axpy = axpy;
   return f;
 }();
 

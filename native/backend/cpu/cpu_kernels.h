@@ -41,6 +41,9 @@ tm_status cholesky(tm_backend*, size_t n, double* A, size_t lda, tm_work work, t
 tm_status choleskySolveRows(tm_backend*, size_t n, const double* L, size_t lda, size_t nrhs, double* B, size_t ldb, tm_error* err);
 tm_status eigh(tm_backend*, size_t n, double* A, size_t lda, double* w, tm_work work, tm_error* err);
 const char* linalgName(tm_backend*);
+tm_status solvePsdRowsBatched(tm_backend*, size_t count, size_t n, double* const* A, size_t nrhs, double* const* B,
+                              const tm_solve_opts* opts, tm_solve_info* info, size_t* done, tm_error* err);
+tm_status axpy(tm_backend*, size_t n, double alpha, const double* x, double* y, tm_error* err);
 
 // Norm statistics, norm drift and mergekit's low-precision ops (stats_kernels.cpp, mergekit_lowp_kernels.cpp).
 tm_status normAccumulate(tm_backend*, const void* rows, tm_dtype rowsDtype, size_t count, size_t width, double* sqsum, double* sum, tm_error* err);

@@ -13,9 +13,7 @@ struct Loaded {
   tm_backend* be = nullptr;
   tm_device_info device{};
   tm_cuda_entries_fn entries = nullptr;
-  tm_cuda_solve_psd_rows_batched_fn solveBatched = nullptr;
   tm_cuda_gemm_rate_fn gemmRate = nullptr;
-  tm_cuda_axpy_fn axpy = nullptr;
 };
 
 // Loads lib or prints why not to stderr and returns false.

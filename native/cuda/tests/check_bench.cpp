@@ -6,7 +6,9 @@
 //    float64, A += Gt, Bᵀ += Tt Gt (GEMM), Cholesky, solve, result back.
 //    Achieved TFLOP/s (the GEMM and factorisation flops over the wall time)
 //    against the DGEMM rate; also the time with the statistics already on the
-//    device (the solve alone) and the batched host-memory solver;
+//    device (the solve alone);
+//  - the batched host-memory solver (solve_psd_rows_batched) per shape in
+//    float64, float32 and tf32, with the low-precision error against float64;
 //  - streaming methods on 8 bf16 experts (64 Mi entries a chunk): GB/s of
 //    input bytes on device-resident data and end to end from host memory,
 //    against the read floor (host → device copy of the same bytes).
@@ -118,7 +120,7 @@ std::pair<double, double> lotLayer(Ctx& c, const Layer& L, size_t T, const std::
     c.ok(c.f->convert(c.be, c.data(g32), TM_F32, c.data(g), TM_F64, in * in, &err), err, "convert");
     c.put(t32, tau[k].data(), out * in * 4);
     c.ok(c.f->convert(c.be, c.data(t32), TM_F32, c.data(t), TM_F64, out * in, &err), err, "convert");
-    c.ok(c.l.axpy(c.be, in * in, 1.0, static_cast<double*>(c.data(g)), static_cast<double*>(c.data(A)), &err), err, "axpy");
+    c.ok(c.f->axpy(c.be, in * in, 1.0, static_cast<double*>(c.data(g)), static_cast<double*>(c.data(A)), &err), err, "axpy");
     // Bᵀ[out,in] += T[out,in] · G[in,in]ᵀ
     c.ok(c.f->gemm(c.be, 0, 1, out, in, in, 1.0, static_cast<double*>(c.data(t)), in, static_cast<double*>(c.data(g)), in, 1.0,
                    static_cast<double*>(c.data(BT)), in, &err),
@@ -173,6 +175,63 @@ std::string lot(Ctx& c, double dgemm) {
   }
   std::printf("LOT ViT-B/32, 8 experts, 12 blocks: %.3f s for the linear layers (target < 1 s)\n", vitTotal);
   js << "],\"lotVitSeconds\":" << vitTotal;
+  return js.str();
+}
+
+// The batched solve entry (solve_psd_rows_batched) on each LOT shape, from host memory as
+// the gram_solve op calls it: SOLVE_BATCH.layers (4, lib/methods/closed_form.ts) systems
+// per call, or the layer's count per model when smaller; float64, float32, tf32. Seconds
+// per system, TFLOP/s of the solve flops (in³/3 + 2·out·in²) against DGEMM, and the
+// low-precision results' relative difference to float64 (docs/cuda.md's bound).
+std::string batched(Ctx& c, double dgemm) {
+  const Layer layers[] = {{"vit.qkv", 2304, 768, 12}, {"vit.out", 768, 768, 12}, {"vit.fc1", 3072, 768, 12}, {"vit.fc2", 768, 3072, 12},
+                          {"llama.qkvo", 4096, 4096, 4}, {"llama.gate_up", 11008, 4096, 2}, {"llama.down", 4096, 11008, 1}};
+  std::ostringstream js;
+  js << "[";
+  bool first = true;
+  for (const Layer& L : layers) {
+    const size_t count = L.count < 4 ? L.count : 4, in = L.in, out = L.out;
+    // A = Σ of two Grams, B = a task vector times it: the systems a LOT merge solves.
+    std::vector<float> g = gram(in, 1);
+    std::vector<double> A0(in * in), B0(out * in);
+    for (size_t i = 0; i < in * in; i++) A0[i] = 2.0 * double(g[i]);
+    std::vector<float> t = values(out * in, 100, 0.01f);
+    for (size_t i = 0; i < out * in; i++) B0[i] = double(t[i]) * double(in);
+    std::vector<double> f64;
+    const char* names[3] = {"float64", "float32", "tf32"};
+    double secs[3] = {}, diff[3] = {};
+    for (int p = 0; p < 3; p++) {
+      std::vector<std::vector<double>> As(count, A0), Bs(count, B0);
+      std::vector<double*> pa, pb;
+      for (size_t i = 0; i < count; i++) {
+        pa.push_back(As[i].data());
+        pb.push_back(Bs[i].data());
+      }
+      std::vector<tm_solve_info> info(count);
+      size_t done = 0;
+      tm_error err{};
+      const tm_solve_opts o{1, 1e-6, 0.0, tm_precision(p)};
+      const auto t0 = Clock::now();
+      c.ok(c.f->solve_psd_rows_batched(c.be, count, in, pa.data(), out, pb.data(), &o, info.data(), &done, &err), err, "solve_psd_rows_batched");
+      secs[p] = since(t0) / double(count);
+      if (p == 0) f64 = Bs[0];
+      double num = 0, den = 0;
+      for (size_t i = 0; i < f64.size(); i++) {
+        num += (Bs[0][i] - f64[i]) * (Bs[0][i] - f64[i]);
+        den += f64[i] * f64[i];
+      }
+      diff[p] = std::sqrt(num / (den > 0 ? den : 1));
+    }
+    const double flops = double(in) * double(in) * double(in) / 3 + 2.0 * double(out) * double(in) * double(in);
+    std::printf("batched solve %-14s %5zux%-5zu x%zu: float64 %.4f s (%.2f TFLOP/s = %.0f%% of DGEMM), float32 %.4f s (rel. diff %.1e), tf32 %.4f s (%.1e)\n",
+                L.name, out, in, count, secs[0], flops / secs[0] / 1e12, 100 * flops / secs[0] / 1e12 / dgemm, secs[1], diff[1], secs[2], diff[2]);
+    js << (first ? "" : ",") << "{\"layer\":\"" << L.name << "\",\"systems\":" << count << ",\"out\":" << out << ",\"in\":" << in;
+    for (int p = 0; p < 3; p++)
+      js << ",\"" << names[p] << "\":{\"seconds\":" << secs[p] << ",\"tflops\":" << flops / secs[p] / 1e12 << ",\"relDiffToFloat64\":" << diff[p] << "}";
+    js << "}";
+    first = false;
+  }
+  js << "]";
   return js.str();
 }
 
@@ -253,7 +312,8 @@ int runBench(Loaded& l, const std::string& outDir) {
   }
   std::ostringstream js;
   js << "{\"device\":\"" << l.device.description << "\",\"gemmTflops\":{\"dgemm\":" << rate[0] << ",\"sgemm\":" << rate[1]
-     << ",\"tf32\":" << rate[2] << "},\"lot\":" << lot(c, rate[0]) << ",\"streaming\":" << streaming(c) << "}\n";
+     << ",\"tf32\":" << rate[2] << "},\"lot\":" << lot(c, rate[0]) << ",\"batchedSolve\":" << batched(c, rate[0])
+     << ",\"streaming\":" << streaming(c) << "}\n";
   std::ofstream(outDir + "/bench.json") << js.str();
   return 0;
 }

@@ -762,8 +762,10 @@ void linearAlgebra(Loaded& l, std::mt19937_64& rng) {
         double* pa = a2.data();
         double* pb = b2.data();
         tm_solve_info info{};
-        ok = call(l.solveBatched(be, 1, n, &pa, nrhs, &pb, 2, 0.0, 0.0, &info, &err), err, "solve batched (eigh)");
-        ok = ok && info.used_eigh && double(info.rank) == vr.nums["rank"];
+        size_t done = 0;
+        const tm_solve_opts eighOpts{2, 0.0, 0.0, TM_PRECISION_F64};
+        ok = call(f->solve_psd_rows_batched(be, 1, n, &pa, nrhs, &pb, &eighOpts, &info, &done, &err), err, "solve batched (eigh)");
+        ok = ok && done == 1 && info.used_eigh && double(info.rank) == vr.nums["rank"];
         got = b2;
       }
       const double ev = ok ? relDiff(got, want) : 1;
@@ -803,10 +805,67 @@ void linearAlgebra(Loaded& l, std::mt19937_64& rng) {
         tm::OpResult vr = cpuOp("linalg_solve", va);
         want.push_back(resultVec(vr, "X"));
       }
-      ok = call(l.solveBatched(be, 5, n, pa.data(), nrhs, pb.data(), 0, 1e-6, 0.0, info.data(), &err), err, "solve batched");
+      const tm_solve_opts autoOpts{0, 1e-6, 0.0, TM_PRECISION_F64};
+      size_t done = 0;
+      ok = call(f->solve_psd_rows_batched(be, 5, n, pa.data(), nrhs, pb.data(), &autoOpts, info.data(), &done, &err), err, "solve batched");
       double worst = 0;
       for (size_t i = 0; ok && i < 5; i++) worst = std::max(worst, relDiff(Bs[i], want[i]));
-      report(ok && worst < 1e-9, "batched auto solves n=" + std::to_string(n) + " worst relative difference " + std::to_string(worst));
+      report(ok && done == 5 && worst < 1e-9, "batched auto solves n=" + std::to_string(n) + " worst relative difference " + std::to_string(worst));
+      // float32 and tf32: within docs/cuda.md's first-order bound n·κ·2⁻²⁴ of the float64 result
+      // (κ from the CPU's eigenvalues); the eigh path within κ·(n·2⁻²⁴)·√n, tf32 adding 2·2⁻¹⁰ per product.
+      tm::OpArgs ea;
+      ea.nums["n"] = double(n);
+      ea.bufs["A"] = view(sb);
+      tm::OpResult er = cpuOp("linalg_eigh", ea);
+      const std::vector<double> w = resultVec(er, "w");
+      const double kappa = w.back() / w.front(), u = std::ldexp(1.0, -24);
+      for (tm_precision p : {TM_PRECISION_F32, TM_PRECISION_TF32})
+        for (int solver : {1, 2}) {
+          std::vector<std::vector<double>> A2(As), B2(5, R);
+          std::vector<double*> qa, qb;
+          for (size_t i = 0; i < 5; i++) {
+            qa.push_back(A2[i].data());
+            qb.push_back(B2[i].data());
+          }
+          const tm_solve_opts po{solver, solver == 1 ? 1e-6 : 0.0, 0.0, p};
+          ok = call(f->solve_psd_rows_batched(be, 5, n, qa.data(), nrhs, qb.data(), &po, info.data(), &done, &err), err, "solve batched low precision");
+          double wst = 0;
+          for (size_t i = 0; ok && i < 5; i++) wst = std::max(wst, relDiff(B2[i], want[i]));
+          const double bound = solver == 1 ? double(n) * kappa * u
+                                           : kappa * ((p == TM_PRECISION_TF32 ? 2 * std::ldexp(1.0, -10) : 0) + double(n) * u) * std::sqrt(double(n));
+          report(ok && done == 5 && wst < bound, std::string(p == TM_PRECISION_F32 ? "float32" : "tf32") + (solver == 1 ? " cholesky" : " eigh") +
+                                                   " batched solves n=" + std::to_string(n) + " worst relative difference " + std::to_string(wst) +
+                                                   " (bound " + std::to_string(bound) + ", kappa " + std::to_string(kappa) + ")");
+        }
+      // A failure stops the batch: system 2 not positive definite (solver cholesky) leaves 0 and 1 solved.
+      {
+        std::vector<std::vector<double>> A3(As), B3(5, R);
+        for (size_t j = 0; j < n; j++) A3[2][j * n + j] = -1.0;
+        std::vector<double*> qa, qb;
+        for (size_t i = 0; i < 5; i++) {
+          qa.push_back(A3[i].data());
+          qb.push_back(B3[i].data());
+        }
+        const tm_solve_opts co{1, 1e-6, 0.0, TM_PRECISION_F64};
+        tm_error e2{};
+        const tm_status st = f->solve_psd_rows_batched(be, 5, n, qa.data(), nrhs, qb.data(), &co, info.data(), &done, &e2);
+        const double d0 = std::max(relDiff(B3[0], want[0]), relDiff(B3[1], want[1]));
+        report(st == TM_NOT_PD && done == 2 && d0 < 1e-9, "batched solve stops at a failing system: status " + std::to_string(st) +
+                                                            ", done " + std::to_string(done) + ", earlier ones within " + std::to_string(d0));
+      }
+    }
+    // axpy: y += α·x, bit-identical to the CPU (one rounding of α·x, one of the sum, no FMA)
+    {
+      std::vector<double> x(n * n), y(n * n);
+      for (auto& v : x) v = g(rng);
+      for (auto& v : y) v = g(rng);
+      std::vector<double> want(y);
+      for (size_t i = 0; i < want.size(); i++) want[i] += 0.37 * x[i];
+      Bytes xb2 = bytesOf(x), yb2 = bytesOf(y);
+      double* dx = static_cast<double*>(d.up(xb2));
+      double* dy = static_cast<double*>(d.up(yb2));
+      ok = call(f->axpy(be, n * n, 0.37, dx, dy, &err), err, "axpy");
+      report(ok && doublesOf(d.down(dy, yb2.size())) == want, "axpy n=" + std::to_string(n * n) + " bit-identical");
     }
   }
 }

@@ -60,10 +60,8 @@ bool load(const std::string& lib, Loaded& l) {
   }
   auto init = reinterpret_cast<tm_backend_init_fn>(dlsym(l.handle, "tm_backend_init"));
   l.entries = reinterpret_cast<tm_cuda_entries_fn>(dlsym(l.handle, "tm_cuda_entries"));
-  l.solveBatched = reinterpret_cast<tm_cuda_solve_psd_rows_batched_fn>(dlsym(l.handle, "tm_cuda_solve_psd_rows_batched"));
   l.gemmRate = reinterpret_cast<tm_cuda_gemm_rate_fn>(dlsym(l.handle, "tm_cuda_gemm_rate"));
-  l.axpy = reinterpret_cast<tm_cuda_axpy_fn>(dlsym(l.handle, "tm_cuda_axpy"));
-  if (!init || !l.entries || !l.solveBatched || !l.gemmRate || !l.axpy) {
+  if (!init || !l.entries || !l.gemmRate) {
     std::fprintf(stderr, "%s does not export tm_backend_init and the tm_cuda_* extras\n", lib.c_str());
     return false;
   }
@@ -172,6 +170,13 @@ static int runRefuse(Loaded& l) {
   call("ties_window", [&](tm_error* e) { return f->ties_window(be, &c, &wa, &wr, w, e); });
   call("breadcrumbs_merge", [&](tm_error* e) { return f->breadcrumbs_merge(be, &c, &ba, w, e); });
   call("breadcrumbs_l1", [&](tm_error* e) { return f->breadcrumbs_l1(be, &c, &sets, &d1, &d2, w, e); });
+  double* pa[1] = {A};
+  double* pb[1] = {B};
+  const tm_solve_opts so{0, 0.0, 0.0, TM_PRECISION_F64};
+  tm_solve_info si[1] = {};
+  size_t done = 0;
+  call("solve_psd_rows_batched", [&](tm_error* e) { return f->solve_psd_rows_batched(be, 1, 1, pa, 1, pb, &so, si, &done, e); });
+  call("axpy", [&](tm_error* e) { return f->axpy(be, 1, 1.0, A, B, e); });
   int bad = 0;
   std::printf("{\"available\":%d,\"calls\":[", l.device.available);
   for (size_t i = 0; i < calls.size(); i++) {
