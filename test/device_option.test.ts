@@ -15,8 +15,9 @@ import { runExtract } from "../lib/job/extract";
 import { nativeInfo } from "../lib/native";
 import { listTree, makeZoo, runCli, smallModel, tmpDir } from "./helpers/fixtures";
 
-/** Ops that read small host-side lists and take no device (backend.h: what stays on the host). */
-const HOST_ONLY = new Set(["ties_window_bounds", "ties_window_pick"]);
+/** Ops that take no device: the host-side window ops (backend.h: what stays on the host) and the
+ * state buffer ops after state_alloc, whose handle carries its device. */
+const HOST_ONLY = new Set(["ties_window_bounds", "ties_window_pick", "state_fill", "state_read", "state_free"]);
 const hasCuda = () => nativeInfo().backends.some((b) => b.name === "cuda" && b.available);
 
 /** Runs `fn` recording every native op and its `device`; the ops themselves run on the CPU. */

@@ -39,15 +39,12 @@ V* typed(const OpArgs& a, const std::string& key, size_t n);
 // state(a, key, bytes) wants exactly `bytes` bytes; a missing, freed or
 // other-sized handle is an ArgumentError naming the argument. Kernels take
 // its backend address through DeviceCall::state (which checks the device);
-// host-side ops read it with buffer().view / read, or use host<V>() where
-// they write it in place (host memory only: the CPU backend's states).
+// host-side ops read it with buffer().view / read.
 class State {
  public:
   State(std::shared_ptr<StateBuffer> b, std::string arg) : buf_(std::move(b)), arg_(std::move(arg)) {}
   StateBuffer& buffer() const { return *buf_; }
   const std::string& arg() const { return arg_; }
-  template <class V>
-  V* host() const;
 
  private:
   std::shared_ptr<StateBuffer> buf_;
@@ -109,13 +106,6 @@ V* typed(const OpArgs& a, const std::string& key, size_t n) {
   return reinterpret_cast<V*>(b.data);
 }
 
-template <class V>
-V* State::host() const {
-  if (!buf_->host())
-    throw ArgumentError(arg_, -1, "this op runs on the host and needs a state buffer in host memory (device 'cpu'), got one on device '" +
-                                      buf_->device() + "'");
-  return static_cast<V*>(buf_->host());
-}
 
 }  // namespace boundary
 }  // namespace taskmerge
