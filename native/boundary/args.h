@@ -106,6 +106,5 @@ V* typed(const OpArgs& a, const std::string& key, size_t n) {
   return reinterpret_cast<V*>(b.data);
 }
 
-
 }  // namespace boundary
 }  // namespace taskmerge
