@@ -11,20 +11,22 @@ const OPS = ["norm_accumulate", "drift_norm", "mergekit_lowp_hist", "mergekit_lo
 
 /** Each op once per device, with valid arguments: its message or "ok". */
 const SCRIPT = `
-const { runOp } = require("./dist/native");
+const { runOp, allocState } = require("./dist/native");
 const n = 8, f32 = (v) => new Float32Array(n).fill(v);
 const chunk = () => ({ n, base: f32(0.5), baseDtype: "F32", experts: [f32(0.75)], expertDtypes: ["F32"], compute: "BF16" });
 const out = () => ({ out: Buffer.alloc(4 * n), outDtype: "F32" });
 const args = {
   norm_accumulate: { rows: new Float32Array([1, 2, 3, 4]), rowsDtype: "F32", width: 2, sqsum: new Float64Array(2), sum: new Float64Array(2) },
   drift_norm: { n, merged: f32(1), mergedDtype: "F32", expert: f32(2), expertDtype: "F32", base: f32(0), baseDtype: "F32", scale: f32(1), scaleDtype: "F32" },
-  mergekit_lowp_hist: { ...chunk(), hist: new Float64Array(32768) },
+  // A CPU state: on "cuda" the NULL entry is refused before the state's device is checked.
+  mergekit_lowp_hist: { ...chunk(), hist: "state" },
   mergekit_lowp_tie_cut: { ...chunk(), thresholds: [0], need: [1] },
   mergekit_lowp_l1: { ...chunk() },
   mergekit_lowp_gta: { ...chunk(), ...out(), weights: [1], scales: [1], consensus: "none", normalize: 0, lambda: 1 },
   mergekit_lowp_linear: { ...chunk(), ...out(), weights: [1], baseWeight: 0, normalize: 0 },
 };
 (async () => {
+  args.mergekit_lowp_hist.hist = await allocState(32768 * 8, "cpu");
   const rep = {};
   for (const device of ["cpu", "cuda"])
     for (const [op, a] of Object.entries(args))
