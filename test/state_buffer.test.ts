@@ -128,7 +128,9 @@ describe("a state buffer's life", () => {
 /** The fake copying backend's counters, read in the child. */
 const COUNTERS = `
 const native = require("./dist/native");
-const counters = () => { const m = /to_backend=(\\d+) to_host=(\\d+)/.exec(native.nativeInfo().backends.find((b) => b.name === "cuda").description); return [Number(m[1]), Number(m[2])]; };
+const fakeInfo = () => native.nativeInfo().backends.find((b) => b.name === "cuda").description;
+const counters = () => { const m = /to_backend=(\\d+) to_host=(\\d+)/.exec(fakeInfo()); return [Number(m[1]), Number(m[2])]; };
+const live = () => Number(/live=(-?\\d+)/.exec(fakeInfo())[1]);
 const delta = async (fn) => { const a = counters(); await fn(); const b = counters(); return { toBackend: b[0] - a[0], toHost: b[1] - a[1] }; };
 const refusal = (p) => p.then(() => "ok", (e) => e.message);`;
 
@@ -160,6 +162,23 @@ const c = { n, base: f(0), baseDtype: "F32", experts: [f(1), f(2)], expertDtypes
     expect(out.pick).toBe("hist: a state buffer of device 'cuda' passed to an op on device 'cpu'");
     expect(out.lowp).toBe("hist: a state buffer of device 'cuda' passed to an op on device 'cpu'");
     expect(out.same).toBe("ok");
+  });
+
+  test("state_free frees the device buffer; a handle dropped unfreed is freed when collected", () => {
+    const script = `${COUNTERS}
+(async () => {
+  const start = live();
+  const kept = await native.allocState(1 << 20, "cuda");
+  const afterAlloc = live();
+  await native.freeState(kept);
+  const afterFree = live();
+  await native.allocState(1 << 20, "cuda"); // dropped without state_free
+  const dropped = live();
+  for (let i = 0; i < 20 && live() > afterFree; i++) { global.gc(); await new Promise((r) => setTimeout(r, 10)); }
+  console.log(JSON.stringify({ alloc: afterAlloc - start, free: afterFree - start, dropped: dropped - start, collected: live() - start }));
+})();`;
+    const { out } = probe(fake, script, { NODE_OPTIONS: "--expose-gc" });
+    expect(out).toEqual({ alloc: 1, free: 0, dropped: 1, collected: 0 });
   });
 
   test("per chunk only the chunk's data crosses: the state stays on the device (T = 8)", () => {
