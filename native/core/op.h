@@ -73,6 +73,7 @@ class OpArgs {
 
 struct OpResult {
   std::map<std::string, double> nums;
+  std::map<std::string, std::string> strs;
   std::map<std::string, std::vector<double>> numLists;
   std::map<std::string, std::vector<uint8_t>> bufs;
 };

@@ -83,6 +83,12 @@ tm_backend_iface makeTable() {
   t.eigh = eigh;
   t.breadcrumbs_merge = breadcrumbs;
   t.breadcrumbs_l1 = breadcrumbsL1;
+  // pinned host memory and overlapped copies (transfers)
+  t.host_register = hostRegister;
+  t.host_unregister = hostUnregister;
+  t.copy_to_backend_async = copyToBackendAsync;
+  t.copy_to_host_async = copyToHostAsync;
+  t.copy_wait = copyWait;
   return t;
 }
 
@@ -92,6 +98,8 @@ const char* const kEntries[] = {"buffer_alloc", "copy_to_backend", "copy_to_host
                                 "convert", "check_finite", "linear_combine", "ties_merge", "ties_signs", "consensus",
                                 "tall_compress", "tall_mask", "tall_apply", "lot_norm", "magnitude_hist",
                                 "magnitude_pick", "gemm", "syrk_rows", "cholesky", "cholesky_solve_rows", "eigh",
+                                // pinned host memory and overlapped copies (transfers)
+                                "host_register", "copy_to_backend_async", "copy_to_host_async", "copy_wait",
                                 nullptr};
 
 }  // namespace

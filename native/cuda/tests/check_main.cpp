@@ -149,6 +149,11 @@ static int runRefuse(Loaded& l) {
   call("cholesky", [&](tm_error* e) { return f->cholesky(be, 1, A, 1, w, e); });
   call("cholesky_solve_rows", [&](tm_error* e) { return f->cholesky_solve_rows(be, 1, A, 1, 1, B, 1, e); });
   call("eigh", [&](tm_error* e) { return f->eigh(be, 1, A, 1, B, w, e); });
+  // pinned host memory and overlapped copies (transfers)
+  call("host_register", [&](tm_error* e) { return f->host_register(be, base, sizeof base, e); });
+  call("copy_to_backend_async", [&](tm_error* e) { return f->copy_to_backend_async(be, buf, 0, base, 8, e); });
+  call("copy_to_host_async", [&](tm_error* e) { return f->copy_to_host_async(be, base, buf, 0, 8, e); });
+  call("copy_wait", [&](tm_error* e) { return f->copy_wait(be, e); });
   int bad = 0;
   std::printf("{\"available\":%d,\"calls\":[", l.device.available);
   for (size_t i = 0; i < calls.size(); i++) {
