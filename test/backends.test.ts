@@ -183,13 +183,22 @@ const { pinnedBuffer } = require("./dist/native");
 let b = pinnedBuffer(10000, "cuda");
 const made = { length: b.length, cpu: pinnedBuffer(100, "cpu") === undefined, ...counts() };
 b = undefined;
+// The chunk pool pins a device's buffers once and reuses them; CPU requests get ordinary ones.
+const { BufferPool } = require("./dist/engine/buffer_pool");
+const pool = new BufferPool();
+const first = pool.acquire(5000, "cuda");
+pool.release(first);
+const again = pool.acquire(4000, "cuda"), cpuBuf = pool.acquire(4000, "cpu");
+const pooled = { reused: again.buffer === first.buffer, cpuOwn: cpuBuf.buffer !== first.buffer, ...counts() };
 global.gc();
-setTimeout(() => { global.gc(); setTimeout(() => console.log(JSON.stringify({ made, after: counts() })), 50); }, 50);`;
+setTimeout(() => { global.gc(); setTimeout(() => console.log(JSON.stringify({ made, pooled, after: counts() })), 50); }, 50);`;
     const r = spawnSync(process.execPath, ["--expose-gc", "-e", script], { cwd: ROOT, env: { ...process.env, TASKMERGE_CUDA_LIBRARY: fake }, encoding: "utf8" });
     if (r.status !== 0) throw new Error(r.stderr);
-    const out = JSON.parse(r.stdout) as { made: Record<string, number | boolean>; after: Record<string, number> };
+    const out = JSON.parse(r.stdout) as { made: Record<string, number | boolean>; pooled: Record<string, number | boolean>; after: Record<string, number> };
     expect(out.made).toMatchObject({ length: 10000, cpu: true, registered: 1, unregistered: 0 });
-    expect(out.after).toMatchObject({ registered: 1, unregistered: 1 });
+    expect(out.pooled).toMatchObject({ reused: true, cpuOwn: true, registered: 2 });
+    // The collected one is unregistered; the pool's are still held.
+    expect(out.after).toMatchObject({ registered: 2, unregistered: 1 });
   });
 
   (cc ? test : test.skip)("a merge on the device lists the ops that fell back; the CLI notes them for --device cuda", async () => {

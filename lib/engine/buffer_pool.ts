@@ -20,12 +20,14 @@ export class BufferPool {
   private readonly owned = new WeakSet<ArrayBufferLike>();
   /** Pinned allocations: the device they are registered with. */
   private readonly pinned = new WeakMap<ArrayBufferLike, string>();
+  /** Devices whose backend could not pin a buffer: their requests take ordinary ones from then on. */
+  private readonly unpinnable = new Set<string>();
 
   constructor(private readonly maxFree = 32) {}
 
   /** A buffer of exactly `bytes` bytes (contents undefined), pinned for `device` when that is not the CPU and its backend can. */
   acquire(bytes: number, device?: string): Buffer {
-    const pin = device !== undefined && device !== "cpu" ? device : undefined;
+    const pin = device !== undefined && device !== "cpu" && !this.unpinnable.has(device) ? device : undefined;
     // Smallest free buffer that fits, wasting at most half of it (pinned for the device when asked).
     let best = -1;
     for (let i = 0; i < this.free.length; i++) {
@@ -35,6 +37,7 @@ export class BufferPool {
     }
     if (best < 0) {
       const p = pin !== undefined && bytes > 0 ? pinnedBuffer(bytes, pin) : undefined;
+      if (pin !== undefined && bytes > 0 && !p) this.unpinnable.add(pin);
       const b = p ?? Buffer.allocUnsafeSlow(bytes);
       this.owned.add(b.buffer);
       if (p) this.pinned.set(b.buffer, pin!);

@@ -34,7 +34,7 @@
  * changes. New entries are appended to the end of tm_backend_iface and to the
  * end of argument structs; iface->table_bytes tells the host how much of the
  * table a backend filled, so an older backend's missing tail reads as NULL
- * (the host then reports that op as unsupported on that backend).
+ * (the host then runs that op on the CPU backend: native/boundary/device_call.h).
  */
 #ifndef TASKMERGE_BACKEND_H
 #define TASKMERGE_BACKEND_H
@@ -471,7 +471,9 @@ typedef struct tm_backend_iface {
   void (*host_unregister)(tm_backend* be, void* host);
   /* As copy_to_backend / copy_to_host, queued beside the kernels and returning at once:
    * src must stay unchanged, and dst unread, until the next synchronize (which waits for
-   * them). copy_to_host_async copies what the entries called before it wrote. */
+   * them). Both start after the entries called before them (a reused buffer is no longer
+   * read; copy_to_host_async copies what they wrote), but later entries do not wait for
+   * them unless copy_wait says so. */
   tm_status (*copy_to_backend_async)(tm_backend* be, tm_buffer* dst, size_t offset, const void* src, size_t bytes, tm_error* err);
   tm_status (*copy_to_host_async)(tm_backend* be, void* dst, tm_buffer* src, size_t offset, size_t bytes, tm_error* err);
   /* Entries called after this start only once every copy_to_backend_async queued before it is

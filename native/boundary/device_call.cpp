@@ -63,8 +63,10 @@ DeviceCall::~DeviceCall() {
   for (tm_buffer* w : work_) giveWork(*be_, w);
 }
 
+bool DeviceCall::mayFallBack() const { return !ran_ && be_ != &backend::select("cpu"); }
+
 void DeviceCall::missing(const char* name) const {
-  if (!ran_ && be_ != &backend::select("cpu")) throw CpuFallback(name);
+  if (mayFallBack()) throw CpuFallback(name);
   throw Error(std::string(name) + ": not supported by the '" + be_->iface->name(be_) + "' backend");
 }
 
@@ -136,7 +138,7 @@ void DeviceCall::finish() {
 
 void DeviceCall::check(tm_status s, const char* entry) {
   // An entry that refuses has done nothing: the first one may still run on the CPU.
-  if (s == TM_UNSUPPORTED && !ran_) missing(entry);
+  if (s == TM_UNSUPPORTED && mayFallBack()) throw CpuFallback(entry);
   ran_ = true;
   if (s != TM_OK) backend::raise(s, err_, entry);
   finish();
@@ -237,7 +239,7 @@ void DeviceCall::blocks(const tm_chunk& host, tm_kernel kernel, const char* name
     if (i + 1 < count) upload(host, i + 1);
     const tm_chunk sub = subBlock(whole, i);
     const tm_status s = call(sub, w);
-    if (s == TM_UNSUPPORTED && i == 0) missing(name);  // nothing downloaded yet: host memory untouched
+    if (s == TM_UNSUPPORTED && i == 0 && mayFallBack()) throw CpuFallback(name);  // nothing downloaded yet: host memory untouched
     ran_ = true;
     if (s != TM_OK) backend::raise(s, err_, name);
     download(host, i);

@@ -84,6 +84,8 @@ class DeviceCall {
 
  private:
   [[noreturn]] void missing(const char* name) const;
+  // Not the CPU, and no entry has run yet: host memory is as the op received it.
+  bool mayFallBack() const;
   void* address(void* host, size_t bytes, bool copyIn, bool copyOut);
   // The overlapped path of blocks(): all four asynchronous copy entries present.
   bool asyncCopies() const;

@@ -140,6 +140,9 @@ tm_status copyToBackendAsync(tm_backend* be, tm_buffer* dst, size_t offset, cons
   TM_CHECK(checkRange(dst, offset, bytes, "copy_to_backend_async", err));
   Context& c = ctx(be);
   std::lock_guard<std::mutex> lock(c.mu);
+  // After the kernels queued so far: a pooled buffer may still be read by another op's kernel.
+  TM_CUDA_TRY(cudaEventRecord(c.computed, c.compute));
+  TM_CUDA_TRY(cudaStreamWaitEvent(c.copy, c.computed, 0));
   TM_CUDA_TRY(cudaMemcpyAsync(static_cast<uint8_t*>(dst->data) + offset, src, bytes, cudaMemcpyHostToDevice, c.copy));
   return TM_OK;
 }
