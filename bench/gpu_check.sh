@@ -19,7 +19,13 @@
 #     and tf32 (TFLOP/s, and the low-precision results' difference to
 #     float64), streaming methods as GB/s against the host→device read floor
 #     (bench.json, bench.txt; the headline lines are copied into summary.txt);
-#  6. the jest test test/cuda_backend.test.ts, when node_modules is present.
+#  6. stream (GPU, needs node_modules, dist/ and the main addon): the streamed
+#     merges task_arithmetic, ties (tensor scope), dare_linear, dare_ties and
+#     consensus_ta with --device cuda through the CLI (host pool, pinned chunk
+#     buffers, overlapped sub-blocks) on synthetic bf16 inputs (base + 4
+#     experts of ~1 GB), wall time against the same files read once cold:
+#     bench/stream_bench.js, into stream_bench.md; compress --device cuda too;
+#  7. the jest test test/cuda_backend.test.ts, when node_modules is present.
 # --build-only stops after step 3 (runs without a GPU). Each step has a time
 # limit, and all of them together GPU_CHECK_SECONDS (default 470). summary.txt
 # lists each step's outcome; the exit status is non-zero when one failed.
@@ -31,7 +37,7 @@ out=""
 for a in "$@"; do
   case "$a" in
     --build-only) build_only=1 ;;
-    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "gpu_check: unknown option $a (see --help)" >&2; exit 2 ;;
     *) [ -z "$out" ] || { echo "gpu_check: one output folder only" >&2; exit 2; }; out="$a" ;;
   esac
@@ -85,6 +91,17 @@ fi
 step compare 120 compare.txt "$check" compare "$lib"
 step bench 150 bench.txt "$check" bench "$lib" "$out" &&
   grep -E '^(cuBLAS|LOT ViT|batched solve)' "$out/bench.txt" | sed 's/^/  /' | tee -a "$summary"
+if [ -d node_modules/commander ] && [ -f build/Release/taskmerge.node ] && [ -f dist/cli/main.js ]; then
+  data="${GPU_CHECK_DATA:-$out/stream_data}"
+  stream_runs="merge task_arithmetic --device cuda;merge ties --density 0.2 --scope tensor --device cuda;merge dare_linear --device cuda;merge dare_ties --device cuda;merge consensus_ta --device cuda;compress --device cuda"
+  step stream 150 stream.txt bash -c '
+    set -e
+    trap "rm -rf \"$1\"" EXIT
+    node bench/synthetic.js --dir "$1" --experts 4 --gb 1 >&2
+    node bench/stream_bench.js --dir "$1" --experts 4 --repeats 1 --runs "$2" --report "$3/stream_bench.md"' stream "$data" "$stream_runs" "$out"
+else
+  echo "stream: not run (needs node_modules, dist/ and build/Release/taskmerge.node here)" | tee -a "$summary"
+fi
 if [ -x node_modules/.bin/jest ] && [ -f build/Release/taskmerge.node ]; then
   step jest 90 jest.txt node_modules/.bin/jest test/cuda_backend.test.ts
 else

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * Streaming methods benchmark: wall time of each streamed CLI run (average,
+ * Streaming methods benchmark: wall time and input GB/s of each streamed CLI run (average,
  * task_arithmetic, TIES, DARE, consensus merges and `taskmerge compress`) on a
  * base + N experts, next to the read-once floor of bench/common.js (every
  * input read once, cold), measured alternately in the same run with the
@@ -73,9 +73,9 @@ async function main() {
     `Inputs: base + ${experts} experts, ${gb(inputBytes)} GB in all (${dir}); ${repeats} runs each, medians; page cache dropped for the inputs before every measurement.`,
     `Machine: ${os.cpus()[0]?.model ?? "unknown CPU"}, ${os.cpus().length} cores, ${gb(os.totalmem())} GB RAM; Node ${process.version}; addon: ${addon.threads} threads.`,
     "",
-    "| run | wall (s) | read inputs once (s) | wall / read-once | peak RSS (GB) | runs (s) | note |",
-    "|---|---|---|---|---|---|---|",
-    ...rows.map((x) => `| ${x.run} | ${x.wall.toFixed(2)} | ${x.floor.toFixed(2)} | ${(x.wall / x.floor).toFixed(2)} | ${gb(x.rss)} | ${x.all.map((s) => s.toFixed(2)).join(", ")} | ${x.extra} |`),
+    "| run | wall (s) | read inputs once (s) | wall / read-once | input GB/s | read-once GB/s | peak RSS (GB) | runs (s) | note |",
+    "|---|---|---|---|---|---|---|---|---|",
+    ...rows.map((x) => `| ${x.run} | ${x.wall.toFixed(2)} | ${x.floor.toFixed(2)} | ${(x.wall / x.floor).toFixed(2)} | ${gb(inputBytes / x.wall)} | ${gb(inputBytes / x.floor)} | ${gb(x.rss)} | ${x.all.map((s) => s.toFixed(2)).join(", ")} | ${x.extra} |`),
   ];
   fs.mkdirSync(path.dirname(report), { recursive: true });
   fs.writeFileSync(report, lines.join("\n") + "\n");

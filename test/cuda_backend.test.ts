@@ -159,7 +159,8 @@ suite(`CUDA backend${why}`, () => {
   });
 
   (viaAddon && hasDevice ? test : test.skip)(`on a GPU, through the addon: ops with device 'cuda' give the CPU's bytes${addonWhy}`, async () => {
-    const n = 1 << 20;
+    // Above one sub-block of DeviceCall::blocks (2^20): three, the last partial, at a nonzero offset.
+    const n = 2 * (1 << 20) + 4099;
     // bf16 test data: θ0 in [-0.01, 0.01), experts θ0 plus as much again (bf16 = the top half of a float32).
     let seed = 12345;
     const f32 = new Float32Array(1);
@@ -183,12 +184,30 @@ suite(`CUDA backend${why}`, () => {
       ["ties_merge", { trim: "dare", density: 0.5, seed: 3, key: "k", majority: 1, merge: "mean", lambda: 1 }],
       ["consensus", { kind: "sum", tallLambda: 0.4, lambda: 0.3, k: 2 }],
     ];
+    // The device's inputs and output also in pinned memory (the streaming engine's chunk buffers on cuda).
+    const pinnedCopy = (b: Buffer) => {
+      const p = native.pinnedBuffer(b.length, "cuda");
+      if (!p) throw new Error("pinnedBuffer refused on a device");
+      b.copy(p);
+      return p;
+    };
+    const pinned = { ...common, base: pinnedCopy(base), experts: experts.map(pinnedCopy) };
     for (const [op, extra] of cases) {
-      const outs = [Buffer.alloc(n * 2), Buffer.alloc(n * 2)];
+      const outs = [Buffer.alloc(n * 2), Buffer.alloc(n * 2), pinnedCopy(Buffer.alloc(n * 2))];
       await runAny(op, { ...common, ...extra, out: outs[0], device: "cpu" });
       await runAny(op, { ...common, ...extra, out: outs[1], device: "cuda" });
-      expect([op, outs[1].equals(outs[0])]).toEqual([op, true]);
+      await runAny(op, { ...pinned, ...extra, out: outs[2], device: "cuda" });
+      expect([op, outs[1].equals(outs[0]), outs[2].equals(outs[0])]).toEqual([op, true, true]);
     }
+    // A non-finite input in the last sub-block: the CPU's error, element and all.
+    const bad = Buffer.from(experts[1]);
+    bad.writeUInt16LE(0x7fc0, 2 * (n - 3)); // bf16 NaN
+    const errorOf = (device: string) =>
+      runAny("task_arithmetic", { ...common, experts: [experts[0], bad, experts[2]], coeffs: [1, 1, 1], out: Buffer.alloc(n * 2), device }).then(
+        () => "no error",
+        (e: Error & { element?: number; index?: number }) => `${e.message} @${e.index} ${e.element}`,
+      );
+    expect(await errorOf("cuda")).toBe(await errorOf("cpu"));
   });
 });
 

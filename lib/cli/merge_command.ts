@@ -131,6 +131,9 @@ export function registerMerge(program: Command): void {
         view.stop(),
       );
       printReclaimed(report.reclaimed);
+      // Asked for the GPU by name: say which ops it could not run.
+      if (opts.device === "cuda" && report.deviceFallbacks?.length)
+        process.stderr.write(`note: ran on the CPU (the cuda backend lacks them): ${report.deviceFallbacks.join(", ")}\n`);
       // maxRSS is in kilobytes.
       const peakMemoryBytes = process.resourceUsage().maxRSS * 1024;
       if (flags.json) {

@@ -33,10 +33,10 @@ export interface Chunk {
 /** Reads n elements of key of one checkpoint. */
 export type ReadFn = (ck: Checkpoint, key: string, offset: number, n: number) => Promise<Buffer>;
 
-/** Reads n elements of key into a pooled buffer (returned to the pool if the read fails). */
-async function readPooled(ck: Checkpoint, key: string, offset: number, n: number): Promise<Buffer> {
+/** Reads n elements of key into a pooled buffer (pinned for `device`; returned to the pool if the read fails). */
+async function readPooled(ck: Checkpoint, key: string, offset: number, n: number, device?: string): Promise<Buffer> {
   const t = ck.get(key);
-  const into = chunkPool.acquire(t.numel ? (t.nbytes / t.numel) * n : 0);
+  const into = chunkPool.acquire(t.numel ? (t.nbytes / t.numel) * n : 0, device);
   try {
     return await ck.read(key, offset, n, into);
   } catch (e) {
@@ -46,7 +46,10 @@ async function readPooled(ck: Checkpoint, key: string, offset: number, n: number
 }
 
 /** The same n elements of key from the base and every expert; into pooled buffers unless `read` says otherwise. */
-export async function readChunk(ctx: StreamContext, key: string, offset: number, n: number, read: ReadFn = readPooled): Promise<Chunk> {
+export async function readChunk(
+  ctx: StreamContext, key: string, offset: number, n: number,
+  read: ReadFn = (ck, k, o, count) => readPooled(ck, k, o, count, ctx.device),
+): Promise<Chunk> {
   const reads = [ctx.base, ...ctx.experts.map((e) => e.checkpoint)].map((ck) => read(ck, key, offset, n));
   const [base, ...experts] = await Promise.all(reads);
   return { key, offset, n, base, experts };
@@ -140,7 +143,7 @@ export async function mergeElementwise<K extends MergeOpName>(
 ): Promise<void> {
   await withWriteBehind((writes) =>
     chunks(async (c) => {
-      const out = chunkPool.acquire(outBytes(ctx, key, c.n));
+      const out = chunkPool.acquire(outBytes(ctx, key, c.n), ctx.device);
       try {
         await runOp(op, { ...args, ...chunkArgs(ctx, c, out, ctx.outDtype(c.key)) } as OpArgsOf<K>);
       } catch (e) {

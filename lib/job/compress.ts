@@ -20,7 +20,7 @@ import { roundUp8 } from "../tall/reconstruct";
 import { createMaskWriter, LambdaSearch, masksFromTau, phaseBytes, searchLambdas, tauPass } from "../tall/compress";
 import { BUNDLE_FORMAT, BUNDLE_JSON, BUNDLE_VERSION, BundleManifest, MASKS_FILE, maskBytes, maskKey, TAU_FILE } from "../tall/bundle";
 import { fingerprint } from "../fingerprint";
-import { runJob } from "./run";
+import { runJob, DeviceReport } from "./run";
 import type { ResolvedDevice } from "../device";
 
 export { DEFAULT_GRID, DEFAULT_TALL_LAMBDA } from "../tall/compress";
@@ -43,7 +43,7 @@ export interface CompressEngineOptions {
   signal?: AbortSignal;
 }
 
-export interface CompressReport {
+export interface CompressReport extends DeviceReport {
   out: string;
   tasks: { name: string; lambda: number; scores?: { lambda: number; score: number }[] }[];
   tau: BundleManifest["tau"];
@@ -127,6 +127,7 @@ export async function runCompress(o: CompressEngineOptions): Promise<CompressRep
       tau: manifest.tau, tensors: floatKeys.length, bytesExperts, bytesBundle, ratio: bytesExperts / bytesBundle,
       bytesRead: progress.bytesRead, seconds: (Date.now() - t0) / 1000, details, reclaimed: job.slot.reclaimed,
       device: o.device ?? "cpu",
+      ...job.deviceReport(),
     };
   });
 }

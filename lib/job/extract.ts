@@ -12,7 +12,7 @@ import { TaskmergeError, throwIfAborted } from "../errors";
 import { VERSION } from "../version";
 import { BUNDLE_JSON, checkBase, maskKey, openBundle } from "../tall/bundle";
 import { reconstruct } from "../tall/reconstruct";
-import { runJob, CheckpointJobOptions } from "./run";
+import { runJob, CheckpointJobOptions, DeviceReport } from "./run";
 import { extractCard } from "../model_card";
 import { outputConfigFiles, readBaseInfo } from "../base_info";
 import type { ResolvedDevice } from "../device";
@@ -22,7 +22,7 @@ export interface ExtractEngineOptions extends CheckpointJobOptions {
   task: string;
 }
 
-export interface ExtractReport {
+export interface ExtractReport extends DeviceReport {
   task: string;
   lambda: number;
   out: string;
@@ -72,6 +72,7 @@ export async function runExtract(o: ExtractEngineOptions): Promise<ExtractReport
     return {
       task: task.name, lambda: task.lambda, out: path.resolve(o.out), tensors: plan.length, bytesRead: progress.bytesRead, bytesWritten,
       seconds: (Date.now() - t0) / 1000, reclaimed: job.slot.reclaimed, device: o.device ?? "cpu",
+      ...job.deviceReport(),
     };
   });
 }

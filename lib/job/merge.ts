@@ -11,7 +11,7 @@ import { AbortError, TaskmergeError, UsageError, throwIfAborted } from "../error
 import { getMethod, resolveParams } from "../methods";
 import type { MergeContext, MergeMethod, Params } from "../engine/context";
 import { namedPaths, openInputs, ResolvedExpert } from "../engine/inputs";
-import { runJob, CheckpointJobOptions } from "./run";
+import { runJob, CheckpointJobOptions, DeviceReport } from "./run";
 import { attribute, chunkInputs } from "../engine/provenance";
 import { finiteSink } from "../engine/finite_output";
 import { defaultChunkElems } from "../engine/stream";
@@ -36,7 +36,7 @@ export interface EngineOptions extends CheckpointJobOptions {
   collectStats?: CollectStats;
 }
 
-export interface MergeReport {
+export interface MergeReport extends DeviceReport {
   method: string;
   params: Params;
   out: string;
@@ -122,6 +122,7 @@ export async function runMerge(o: EngineOptions): Promise<MergeReport> {
       method: method.name, params, out: path.resolve(o.out), tensors: keys.length, bytesRead: progress.bytesRead,
       bytesWritten, seconds: (Date.now() - t0) / 1000, warnings: inputs.warnings, details: ctx.details, reclaimed: job.slot.reclaimed,
       device: o.device ?? "cpu",
+      ...job.deviceReport(),
     };
   });
 }

@@ -13,6 +13,7 @@ import { throwIfAborted } from "../errors";
 import type { FloatDType } from "../safetensors/dtypes";
 import type { Progress } from "../engine/progress";
 import type { ResolvedDevice } from "../device";
+import { DeviceUse, trackDeviceUse } from "../native";
 
 interface Closable {
   close(): Promise<void>;
@@ -44,9 +45,17 @@ export interface JobSpec {
   signal?: AbortSignal;
 }
 
+/** What a job's report says about its device: the ops that ran on the CPU because the device lacks them. */
+export interface DeviceReport {
+  /** Op names, when any fell back (native/boundary/device_call.h, CpuFallback). */
+  deviceFallbacks?: string[];
+}
+
 export class Job {
   private readonly opened: Closable[] = [];
   private readonly outputs: Abortable[] = [];
+  /** The devices the job's ops ran on and the ops that fell back to the CPU. */
+  readonly devices = new DeviceUse();
 
   constructor(
     private readonly spec: JobSpec,
@@ -76,6 +85,11 @@ export class Job {
     if (this.spec.out) await checkInputClash(this.spec.out.path, [...this.spec.named, ...files]);
   }
 
+  /** The report's device part: empty unless an op fell back to the CPU. */
+  deviceReport(): DeviceReport {
+    return this.devices.fallbacks.size ? { deviceFallbacks: [...this.devices.fallbacks.keys()] } : {};
+  }
+
   /** Closes, then aborts, in that order; errors here never hide the job's own. */
   async end(): Promise<void> {
     for (const x of this.opened.splice(0).reverse()) await x.close().catch(() => undefined);
@@ -93,9 +107,10 @@ export async function runJob<R>(spec: JobSpec, run: (job: Job) => Promise<R>): P
   }
   const job = new Job(spec, slot);
   try {
-    return await run(job);
+    return await trackDeviceUse(job.devices, () => run(job));
   } finally {
     await job.end();
+    await job.devices.release();
     await slot?.release();
   }
 }

@@ -23,7 +23,7 @@ export interface StateHandle {
 }
 
 export type OpArg = number | boolean | string | Uint8Array | ArrayBufferView | number[] | string[] | ArrayBufferView[] | StateHandle;
-export type OpResult = Record<string, number | number[] | Buffer | StateHandle>;
+export type OpResult = Record<string, number | number[] | Buffer | string | StateHandle>;
 
 /** A backend ops can run on (the `device` argument), as the addon's registry reports it. */
 export interface BackendInfo {
@@ -67,6 +67,7 @@ export interface AddonLocation {
 interface Addon {
   run(op: string, args: Record<string, OpArg | undefined>): Promise<OpResult>;
   info(): NativeInfo;
+  pinnedBuffer(bytes: number, device: string): Buffer | undefined;
 }
 
 const root = path.join(__dirname, "..", "..");
@@ -117,6 +118,16 @@ export async function runRawOp(op: string, args: Record<string, OpArg | undefine
   envValue("TASKMERGE_THREADS");
   envValue("TASKMERGE_LINALG");
   return load().addon.run(op, args);
+}
+
+/**
+ * A buffer of `bytes` in host memory page-locked for `device`'s copies (its
+ * backend's host_register), or undefined where that backend has no such entry
+ * or refuses. The addon owns the memory: unregistered and freed only when the
+ * Buffer is garbage-collected, so it never moves or goes while registered.
+ */
+export function pinnedBuffer(bytes: number, device: string): Buffer | undefined {
+  return load().addon.pinnedBuffer(bytes, device);
 }
 
 export function nativeInfo(): NativeInfo {

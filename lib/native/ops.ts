@@ -6,6 +6,7 @@
  * a wrong one with an error naming it (`arg`, `index`).
  */
 import { OpArg, runRawOp, StateHandle } from "./addon";
+import { noteDeviceOp } from "./device_use";
 
 /** Raw bytes: a Buffer or any typed array, used in place (float64 accumulators must be 8-byte aligned). */
 export type Bytes = Uint8Array | ArrayBufferView;
@@ -162,6 +163,8 @@ export interface OpSignatures {
   check_finite: { args: OnDevice & { data: Bytes; dtype: DTypeName }; result: { bad: number } };
   gram_check: { args: { gram: Bytes; gramDtype: DTypeName; n: number; tol: number }; result: Empty };
   convert: { args: OnDevice & { src: Bytes; dst: Bytes; fromDtype: DTypeName; toDtype: DTypeName }; result: Empty };
+  /** Frees the staging buffers the ops keep for `device` between calls (a job's end: native/device_use.ts). */
+  device_release: { args: { device: string }; result: { freed: number } };
   gram_accumulate: { args: LinalgChoice & { rows: Bytes; rowsDtype: DTypeName; width: number; gram: Bytes; sum: Bytes }; result: Empty };
   norm_accumulate: { args: OnDevice & { rows: Bytes; rowsDtype: DTypeName; width: number; sqsum: Bytes; sum: Bytes }; result: Empty };
   gram_products_accumulate: {
@@ -205,7 +208,15 @@ export type MergeOpName =
 /** A merge op's own arguments, without the chunk ones the stream adds. */
 export type MergeOpArgs<K extends MergeOpName> = Omit<OpArgsOf<K>, keyof ChunkArgs> & OnDevice;
 
-/** Runs native op `op` on a worker thread. */
-export function runOp<K extends OpName>(op: K, args: OpArgsOf<K>): Promise<OpResultOf<K>> {
-  return runRawOp(op, args as unknown as Record<string, OpArg | undefined>) as Promise<unknown> as Promise<OpResultOf<K>>;
+/**
+ * Runs native op `op` on a worker thread. An op on a device other than the CPU
+ * is noted in the job's DeviceUse, with the entry it lacked when it ran on the
+ * CPU instead (the addon's `deviceFallback`, not passed on).
+ */
+export async function runOp<K extends OpName>(op: K, args: OpArgsOf<K>): Promise<OpResultOf<K>> {
+  const r = await runRawOp(op, args as unknown as Record<string, OpArg | undefined>);
+  const device = (args as OnDevice).device;
+  if (device && device !== "cpu") noteDeviceOp(op, device, r.deviceFallback as string | undefined);
+  delete r.deviceFallback;
+  return r as unknown as OpResultOf<K>;
 }

@@ -52,7 +52,7 @@
  * changes. New entries are appended to the end of tm_backend_iface and to the
  * end of argument structs; iface->table_bytes tells the host how much of the
  * table a backend filled, so an older backend's missing tail reads as NULL
- * (the host then reports that op as unsupported on that backend).
+ * (the host then runs that op on the CPU backend: native/boundary/device_call.h).
  */
 #ifndef TASKMERGE_BACKEND_H
 #define TASKMERGE_BACKEND_H
@@ -474,7 +474,7 @@ typedef struct tm_backend_iface {
   tm_status (*copy_to_host)(tm_backend* be, void* dst, tm_buffer* src, size_t offset, size_t bytes, tm_error* err);
   /* Sets bytes of buf from offset to `value` (zeroes histograms, counters). */
   tm_status (*buffer_fill)(tm_backend* be, tm_buffer* buf, size_t offset, size_t bytes, uint8_t value, tm_error* err);
-  /* Waits until every entry called so far has finished. */
+  /* Waits until every entry called so far has finished (asynchronous copies included). */
   tm_status (*synchronize)(tm_backend* be, tm_error* err);
 
   /* Bytes of tm_work a kernel needs for T experts and n elements (0: none). */
@@ -584,6 +584,27 @@ typedef struct tm_backend_iface {
                                       const tm_solve_opts* opts, tm_solve_info* info, size_t* done, tm_error* err);
   /* y[0..n) += alpha·x in float64 (backend addresses): the accumulation A += G̃t. */
   tm_status (*axpy)(tm_backend* be, size_t n, double alpha, const double* x, double* y, tm_error* err);
+
+  /* -- pinned host memory and overlapped copies (transfers: issue 14 item 2) --------
+   * For a backend without host views; one with them (the CPU) leaves all five NULL.
+   * The host pins its long-lived chunk buffers once (host_register) and streams a
+   * block kernel in sub-blocks: copy_to_backend_async(i+1) ∥ kernel(i) ∥
+   * copy_to_host_async(i−1), ordered by copy_wait (native/boundary/device_call.h). */
+  /* Page-locks host memory [host, host + bytes) for this backend's copies (cudaHostRegister),
+   * so that copies from and to it are DMA and run asynchronously. The memory stays
+   * allocated until host_unregister(host) returns. */
+  tm_status (*host_register)(tm_backend* be, void* host, size_t bytes, tm_error* err);
+  void (*host_unregister)(tm_backend* be, void* host);
+  /* As copy_to_backend / copy_to_host, queued beside the kernels and returning at once:
+   * src must stay unchanged, and dst unread, until the next synchronize (which waits for
+   * them). Both start after the entries called before them (a reused buffer is no longer
+   * read; copy_to_host_async copies what they wrote), but later entries do not wait for
+   * them unless copy_wait says so. */
+  tm_status (*copy_to_backend_async)(tm_backend* be, tm_buffer* dst, size_t offset, const void* src, size_t bytes, tm_error* err);
+  tm_status (*copy_to_host_async)(tm_backend* be, void* dst, tm_buffer* src, size_t offset, size_t bytes, tm_error* err);
+  /* Entries called after this start only once every copy_to_backend_async queued before it is
+   * done (downloads are not waited for: kernel i+1 runs while block i is downloaded). */
+  tm_status (*copy_wait)(tm_backend* be, tm_error* err);
 } tm_backend_iface;
 
 /* A backend: its table and its own state. */

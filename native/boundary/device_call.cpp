@@ -6,6 +6,7 @@
 #include "../backend/registry.h"
 #include "../backend/status.h"
 #include "../core/dtype.h"
+#include "staging_pool.h"
 
 namespace taskmerge {
 namespace boundary {
@@ -56,12 +57,29 @@ void giveWork(tm_backend& be, tm_buffer* b) {
 DeviceCall::DeviceCall(const OpArgs& a) : be_(&backend::select(a.str("device", "cpu"))) {}
 
 DeviceCall::~DeviceCall() {
-  for (auto& s : staged_) be_->iface->buffer_free(be_, s.buf);
+  for (auto& s : staged_)
+    if (s.pooled) giveStaging(*be_, s.buf);
+    else be_->iface->buffer_free(be_, s.buf);
   for (tm_buffer* w : work_) giveWork(*be_, w);
 }
 
-void DeviceCall::unsupported(const char* name) const {
+bool DeviceCall::mayFallBack() const { return !ran_ && be_ != &backend::select("cpu"); }
+
+void DeviceCall::missing(const char* name) const {
+  if (mayFallBack()) throw CpuFallback(name);
   throw Error(std::string(name) + ": not supported by the '" + be_->iface->name(be_) + "' backend");
+}
+
+void runOp(OpFn fn, const OpArgs& a, OpResult& r) {
+  try {
+    fn(a, r);
+  } catch (const CpuFallback& f) {
+    OpArgs cpu = a;
+    cpu.strs["device"] = "cpu";
+    r = OpResult();
+    fn(cpu, r);
+    r.strs["deviceFallback"] = f.entry;
+  }
 }
 
 void* DeviceCall::address(void* host, size_t bytes, bool copyIn, bool copyOut) {
@@ -71,18 +89,19 @@ void* DeviceCall::address(void* host, size_t bytes, bool copyIn, bool copyOut) {
     tm_error e{};
     tm_status s = be_->iface->buffer_host_view(be_, host, bytes, &b, &e);
     if (s == TM_OK) {
-      staged_.push_back({b, host, bytes, false});
+      staged_.push_back({b, host, bytes, false, false});
       return be_->iface->buffer_data(be_, b);
     }
     if (s != TM_UNSUPPORTED) backend::raise(s, e, "buffer_host_view");
     hostViews_ = false;
   }
   hostViews_ = false;
-  // backend::check, not check(): check() also copies the outputs staged so far back (finish),
-  // which before the kernel runs would return them unwritten and never after.
-  backend::check(entry(be_->iface->buffer_alloc, "buffer_alloc")(be_, bytes, &b, &err_), err_, "buffer_alloc");
-  staged_.push_back({b, host, bytes, copyOut});
-  if (copyIn) backend::check(entry(be_->iface->copy_to_backend, "copy_to_backend")(be_, b, 0, host, bytes, &err_), err_, "copy_to_backend");
+  entry(be_->iface->buffer_alloc, "buffer_alloc");
+  if (copyIn) entry(be_->iface->copy_to_backend, "copy_to_backend");
+  if (copyOut) entry(be_->iface->copy_to_host, "copy_to_host");
+  b = takeStaging(*be_, bytes);
+  staged_.push_back({b, host, bytes, copyOut, true});
+  if (copyIn) backend::check(be_->iface->copy_to_backend(be_, b, 0, host, bytes, &err_), err_, "copy_to_backend");
   return be_->iface->buffer_data(be_, b);
 }
 
@@ -113,11 +132,14 @@ void DeviceCall::finish() {
   for (auto& s : staged_)
     if (s.copyOut) {
       s.copyOut = false;
-      check(entry(be_->iface->copy_to_host, "copy_to_host")(be_, s.host, s.buf, 0, s.bytes, &err_), "copy_to_host");
+      backend::check(be_->iface->copy_to_host(be_, s.host, s.buf, 0, s.bytes, &err_), err_, "copy_to_host");
     }
 }
 
 void DeviceCall::check(tm_status s, const char* entry) {
+  // An entry that refuses has done nothing: the first one may still run on the CPU.
+  if (s == TM_UNSUPPORTED && mayFallBack()) throw CpuFallback(entry);
+  ran_ = true;
   if (s != TM_OK) backend::raise(s, err_, entry);
   finish();
 }
@@ -129,6 +151,109 @@ void* DeviceCall::state(const State& s) const {
     throw ArgumentError(s.arg(), -1, "a state buffer of device '" + s.buffer().device() + "' passed to an op on device '" +
                                          be_->iface->name(be_) + "'");
   return s.buffer().address();
+}
+
+// ---- overlapped sub-blocks ---------------------------------------------------------
+
+bool DeviceCall::asyncCopies() const {
+  const tm_backend_iface& f = *be_->iface;
+  return f.copy_to_backend_async && f.copy_to_host_async && f.copy_wait && f.synchronize && f.buffer_alloc;
+}
+
+tm_chunk DeviceCall::stage(const tm_chunk& h) {
+  hostViews_ = false;
+  auto size = [](tm_dtype t) { return dtypeSize(DType(int(t))); };
+  auto put = [&](const void* host, size_t bytes, bool copyOut) -> void* {
+    if (!host) return nullptr;
+    tm_buffer* b = takeStaging(*be_, bytes);
+    staged_.push_back({b, const_cast<void*>(host), bytes, copyOut, true});
+    return be_->iface->buffer_data(be_, b);
+  };
+  tm_chunk c = h;
+  c.base = put(h.base, h.n * size(h.base_dtype), false);
+  expertAddrs_.emplace_back(h.T);
+  for (size_t t = 0; t < h.T; t++) expertAddrs_.back()[t] = put(h.experts[t], h.n * size(h.expert_dtypes[t]), false);
+  c.experts = expertAddrs_.back().data();
+  c.out = put(h.out, h.n * size(h.out_dtype), true);
+  return c;
+}
+
+// Sub-block i of a staged chunk: its pointers advanced, its offset the tensor index of its first element.
+tm_chunk DeviceCall::subBlock(const tm_chunk& whole, size_t i) {
+  auto size = [](tm_dtype t) { return dtypeSize(DType(int(t))); };
+  const size_t at = i * kSubBlock;
+  auto shift = [&](const void* p, tm_dtype t) -> const void* { return p ? static_cast<const uint8_t*>(p) + at * size(t) : nullptr; };
+  tm_chunk c = whole;
+  c.n = std::min(kSubBlock, whole.n - at);
+  c.offset = whole.offset + at;
+  c.base = shift(whole.base, whole.base_dtype);
+  expertAddrs_.emplace_back(whole.T);
+  for (size_t t = 0; t < whole.T; t++) expertAddrs_.back()[t] = shift(whole.experts[t], whole.expert_dtypes[t]);
+  c.experts = expertAddrs_.back().data();
+  c.out = const_cast<void*>(shift(whole.out, whole.out_dtype));
+  return c;
+}
+
+// Queues the copies of sub-block i's inputs (staged_ holds base, experts, out in that order).
+void DeviceCall::upload(const tm_chunk& h, size_t i) {
+  const size_t at = i * kSubBlock, n = std::min(kSubBlock, h.n - at);
+  size_t k = 0;
+  auto up = [&](const void* host, tm_dtype t) {
+    if (!host) return;
+    const size_t es = dtypeSize(DType(int(t)));
+    const Staged& s = staged_[k++];
+    backend::check(be_->iface->copy_to_backend_async(be_, s.buf, at * es, static_cast<const uint8_t*>(host) + at * es, n * es, &err_), err_,
+                   "copy_to_backend_async");
+  };
+  up(h.base, h.base_dtype);
+  for (size_t t = 0; t < h.T; t++) up(h.experts[t], h.expert_dtypes[t]);
+}
+
+void DeviceCall::download(const tm_chunk& h, size_t i) {
+  if (!h.out) return;
+  const size_t at = i * kSubBlock, n = std::min(kSubBlock, h.n - at), es = dtypeSize(DType(int(h.out_dtype)));
+  const Staged& s = staged_.back();
+  backend::check(be_->iface->copy_to_host_async(be_, static_cast<uint8_t*>(h.out) + at * es, s.buf, at * es, n * es, &err_), err_,
+                 "copy_to_host_async");
+}
+
+void DeviceCall::waitForCopies() { backend::check(be_->iface->copy_wait(be_, &err_), err_, "copy_wait"); }
+
+void DeviceCall::synchronize() {
+  tm_error e{};
+  backend::check(be_->iface->synchronize(be_, &e), e, "synchronize");
+}
+
+void DeviceCall::blocks(const tm_chunk& host, tm_kernel kernel, const char* name,
+                        const std::function<tm_status(const tm_chunk&, tm_work)>& call) {
+  if (!asyncCopies() || host.n <= kSubBlock) {
+    tm_chunk c = chunk(host);
+    check(call(c, work(kernel, host.T, host.n)), name);
+    return;
+  }
+  const tm_chunk whole = stage(host);
+  const tm_work w = work(kernel, host.T, kSubBlock);
+  const size_t count = (host.n + kSubBlock - 1) / kSubBlock;
+  // Host memory must not be read or freed while a copy is in flight: wait for them whatever happens.
+  struct Drain {
+    DeviceCall& d;
+    ~Drain() {
+      tm_error e{};
+      d.be_->iface->synchronize(d.be_, &e);
+    }
+  } drain{*this};
+  upload(host, 0);
+  for (size_t i = 0; i < count; i++) {
+    waitForCopies();  // block i's inputs are on the device before its kernel runs
+    if (i + 1 < count) upload(host, i + 1);
+    const tm_chunk sub = subBlock(whole, i);
+    const tm_status s = call(sub, w);
+    if (s == TM_UNSUPPORTED && i == 0 && mayFallBack()) throw CpuFallback(name);  // nothing downloaded yet: host memory untouched
+    ran_ = true;
+    if (s != TM_OK) backend::raise(s, err_, name);
+    download(host, i);
+  }
+  synchronize();
 }
 
 }  // namespace boundary

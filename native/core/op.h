@@ -79,6 +79,7 @@ class OpArgs {
 
 struct OpResult {
   std::map<std::string, double> nums;
+  std::map<std::string, std::string> strs;
   std::map<std::string, std::vector<double>> numLists;
   std::map<std::string, std::vector<uint8_t>> bufs;
   std::map<std::string, std::shared_ptr<boundary::StateHandle>> states;  // new handles (state_alloc)

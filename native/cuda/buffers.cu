@@ -114,6 +114,56 @@ tm_status synchronize(tm_backend* be, tm_error* err) {
   Context& c = ctx(be);
   std::lock_guard<std::mutex> lock(c.mu);
   TM_CUDA_TRY(cudaStreamSynchronize(c.compute));
+  TM_CUDA_TRY(cudaStreamSynchronize(c.copy));
+  TM_CUDA_TRY(cudaStreamSynchronize(c.download));
+  return TM_OK;
+}
+
+// ---- pinned host memory and overlapped copies (DeviceCall::blocks) -----------------
+
+// Portable: the registration holds for every context, so any host thread may copy.
+tm_status hostRegister(tm_backend* be, void* host, size_t bytes, tm_error* err) {
+  TM_CHECK(requireDevice(be, err));
+  TM_CUDA_TRY(cudaHostRegister(host, bytes, cudaHostRegisterPortable));
+  return TM_OK;
+}
+
+void hostUnregister(tm_backend* be, void* host) {
+  if (!ctx(be).info.available) return;
+  if (cudaHostUnregister(host) != cudaSuccess) cudaGetLastError();
+}
+
+// From pinned memory these are DMA and overlap the kernels on `compute`; from
+// pageable memory the driver stages them and they return once src is read.
+tm_status copyToBackendAsync(tm_backend* be, tm_buffer* dst, size_t offset, const void* src, size_t bytes, tm_error* err) {
+  TM_CHECK(requireDevice(be, err));
+  TM_CHECK(checkRange(dst, offset, bytes, "copy_to_backend_async", err));
+  Context& c = ctx(be);
+  std::lock_guard<std::mutex> lock(c.mu);
+  // After the kernels queued so far: a pooled buffer may still be read by another op's kernel.
+  TM_CUDA_TRY(cudaEventRecord(c.computed, c.compute));
+  TM_CUDA_TRY(cudaStreamWaitEvent(c.copy, c.computed, 0));
+  TM_CUDA_TRY(cudaMemcpyAsync(static_cast<uint8_t*>(dst->data) + offset, src, bytes, cudaMemcpyHostToDevice, c.copy));
+  return TM_OK;
+}
+
+tm_status copyToHostAsync(tm_backend* be, void* dst, tm_buffer* src, size_t offset, size_t bytes, tm_error* err) {
+  TM_CHECK(requireDevice(be, err));
+  TM_CHECK(checkRange(src, offset, bytes, "copy_to_host_async", err));
+  Context& c = ctx(be);
+  std::lock_guard<std::mutex> lock(c.mu);
+  TM_CUDA_TRY(cudaEventRecord(c.computed, c.compute));
+  TM_CUDA_TRY(cudaStreamWaitEvent(c.download, c.computed, 0));
+  TM_CUDA_TRY(cudaMemcpyAsync(dst, static_cast<const uint8_t*>(src->data) + offset, bytes, cudaMemcpyDeviceToHost, c.download));
+  return TM_OK;
+}
+
+tm_status copyWait(tm_backend* be, tm_error* err) {
+  TM_CHECK(requireDevice(be, err));
+  Context& c = ctx(be);
+  std::lock_guard<std::mutex> lock(c.mu);
+  TM_CUDA_TRY(cudaEventRecord(c.uploaded, c.copy));
+  TM_CUDA_TRY(cudaStreamWaitEvent(c.compute, c.uploaded, 0));
   return TM_OK;
 }
 

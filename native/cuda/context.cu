@@ -126,7 +126,10 @@ Context* createContext() {
     return c;
   }
   bool ok = cudaStreamCreateWithFlags(&c->compute, cudaStreamNonBlocking) == cudaSuccess &&
-            cudaStreamCreateWithFlags(&c->copy, cudaStreamNonBlocking) == cudaSuccess;
+            cudaStreamCreateWithFlags(&c->copy, cudaStreamNonBlocking) == cudaSuccess &&
+            cudaStreamCreateWithFlags(&c->download, cudaStreamNonBlocking) == cudaSuccess &&
+            cudaEventCreateWithFlags(&c->uploaded, cudaEventDisableTiming) == cudaSuccess &&
+            cudaEventCreateWithFlags(&c->computed, cudaEventDisableTiming) == cudaSuccess;
   // Keep freed device memory in the stream-ordered pool: chunks of one job reuse it.
   cudaMemPool_t pool;
   if (ok && cudaDeviceGetDefaultMemPool(&pool, c->device) == cudaSuccess) {
@@ -162,6 +165,9 @@ void destroyContext(Context* c) {
       if (c->pinned[s]) cudaFreeHost(c->pinned[s]);
       if (c->slotDone[s]) cudaEventDestroy(c->slotDone[s]);
     }
+    if (c->uploaded) cudaEventDestroy(c->uploaded);
+    if (c->computed) cudaEventDestroy(c->computed);
+    if (c->download) cudaStreamDestroy(c->download);
     if (c->copy) cudaStreamDestroy(c->copy);
     if (c->compute) cudaStreamDestroy(c->compute);
   }

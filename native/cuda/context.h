@@ -30,6 +30,11 @@ struct Context {
   // the batched solves upload the next matrix while one is factored.
   cudaStream_t compute = nullptr;
   cudaStream_t copy = nullptr;
+  // The overlapped copies of DeviceCall::blocks (buffers.cu): uploads on
+  // `copy`, downloads on `download`, each ordered against compute by an event.
+  cudaStream_t download = nullptr;
+  cudaEvent_t uploaded = nullptr;  // copy_wait: compute waits for the uploads queued so far
+  cudaEvent_t computed = nullptr;  // copy_to_host_async: the download waits for the kernels queued so far
   cublasHandle_t blas = nullptr;
   cusolverDnHandle_t solver = nullptr;
   // Copies go host → pinned slot → device (and back); a slot is reused once

@@ -21,6 +21,11 @@ tm_status copyToHost(tm_backend* be, void* dst, tm_buffer* src, size_t offset, s
 tm_status bufferFill(tm_backend* be, tm_buffer* buf, size_t offset, size_t bytes, uint8_t value, tm_error* err);
 tm_status synchronize(tm_backend* be, tm_error* err);
 size_t workBytes(tm_backend* be, tm_kernel kernel, size_t T, size_t n);
+tm_status hostRegister(tm_backend* be, void* host, size_t bytes, tm_error* err);
+void hostUnregister(tm_backend* be, void* host);
+tm_status copyToBackendAsync(tm_backend* be, tm_buffer* dst, size_t offset, const void* src, size_t bytes, tm_error* err);
+tm_status copyToHostAsync(tm_backend* be, void* dst, tm_buffer* src, size_t offset, size_t bytes, tm_error* err);
+tm_status copyWait(tm_backend* be, tm_error* err);
 
 // kernels_merge.cu
 tm_status convert(tm_backend* be, const void* src, tm_dtype from, void* dst, tm_dtype to, size_t n, tm_error* err);

@@ -65,6 +65,12 @@ tm_backend_iface makeTable() {
   t.breadcrumbs_l1 = breadcrumbsL1;
   t.solve_psd_rows_batched = solvePsdRowsBatched;
   t.axpy = axpy;
+  // pinned host memory and overlapped copies (transfers)
+  t.host_register = hostRegister;
+  t.host_unregister = hostUnregister;
+  t.copy_to_backend_async = copyToBackendAsync;
+  t.copy_to_host_async = copyToHostAsync;
+  t.copy_wait = copyWait;
   return t;
 }
 
@@ -75,7 +81,10 @@ const char* const kEntries[] = {"buffer_alloc", "copy_to_backend", "copy_to_host
                                 "tall_compress", "tall_mask", "tall_apply", "lot_norm", "magnitude_hist",
                                 "magnitude_pick", "gemm", "syrk_rows", "cholesky", "cholesky_solve_rows", "eigh",
                                 "mergekit_gta", "trim_l1", "magnitude_tie_cut", "magnitude_small", "ties_sample", "ties_window",
-                                "breadcrumbs_merge", "breadcrumbs_l1", "solve_psd_rows_batched", "axpy", nullptr};
+                                "breadcrumbs_merge", "breadcrumbs_l1", "solve_psd_rows_batched", "axpy",
+                                // pinned host memory and overlapped copies (transfers)
+                                "host_register", "copy_to_backend_async", "copy_to_host_async", "copy_wait",
+                                nullptr};
 
 }  // namespace
 }  // namespace tmcuda

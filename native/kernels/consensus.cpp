@@ -16,9 +16,9 @@ static void consensusOp(const OpArgs& a, OpResult&) {
   boundary::Trim trim(a, c.T());
   const tm_consensus_args args{kind == "ties", boundary::majority(a), a.num("tallLambda"), a.num("lambda"), a.num("k")};
   boundary::DeviceCall d(a);
-  tm_chunk dc = d.chunk(c.get());
   auto fn = d.entry(d.iface().consensus, "consensus");
-  d.check(fn(&d.backend(), &dc, trim.get(), &args, d.work(TM_K_CONSENSUS, c.T(), c.n()), d.err()), "consensus");
+  d.blocks(c.get(), TM_K_CONSENSUS, "consensus",
+           [&](const tm_chunk& dc, tm_work w) { return fn(&d.backend(), &dc, trim.get(), &args, w, d.err()); });
 }
 
 TM_REGISTER_OP("consensus", consensusOp);

@@ -19,10 +19,10 @@ static void linearCombineOp(const OpArgs& a, bool dare) {
   if (dare) trim.emplace(a, c.T());
   const auto& coeffs = boundary::perExpert(a, "coeffs", c.T());
   boundary::DeviceCall d(a);
-  tm_chunk dc = d.chunk(c.get());
   auto fn = d.entry(d.iface().linear_combine, "linear_combine");
-  d.check(fn(&d.backend(), &dc, trim ? trim->get() : &none, coeffs.data(), d.work(TM_K_LINEAR_COMBINE, c.T(), c.n()), d.err()),
-          "linear_combine");
+  const tm_trim* tr = trim ? trim->get() : &none;
+  d.blocks(c.get(), TM_K_LINEAR_COMBINE, "linear_combine",
+           [&](const tm_chunk& dc, tm_work w) { return fn(&d.backend(), &dc, tr, coeffs.data(), w, d.err()); });
 }
 
 static void taskArithmeticOp(const OpArgs& a, OpResult&) { linearCombineOp(a, false); }

@@ -28,9 +28,9 @@ static void tiesMergeOp(const OpArgs& a, OpResult&) {
   if (m != "mean" && m != "sum") throw ArgumentError("merge", -1, "must be 'mean' or 'sum'");
   const tm_ties_merge_args args{boundary::majority(a), m == "mean", a.num("lambda")};
   boundary::DeviceCall d(a);
-  tm_chunk dc = d.chunk(c.get());
   auto fn = d.entry(d.iface().ties_merge, "ties_merge");
-  d.check(fn(&d.backend(), &dc, trim.get(), &args, d.work(TM_K_TIES_MERGE, c.T(), c.n()), d.err()), "ties_merge");
+  d.blocks(c.get(), TM_K_TIES_MERGE, "ties_merge",
+           [&](const tm_chunk& dc, tm_work w) { return fn(&d.backend(), &dc, trim.get(), &args, w, d.err()); });
 }
 
 TM_REGISTER_OP("ties_signs", tiesSignsOp);

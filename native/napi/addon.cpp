@@ -8,10 +8,12 @@
 #include <optional>
 
 #include "../backend/registry.h"
+#include "../boundary/device_call.h"
 #include "../boundary/state_buffer.h"
 #include "../core/op.h"
 #include "../core/parallel.h"
 #include "../linalg/linalg.h"
+#include "pinned.h"
 
 namespace {
 
@@ -100,7 +102,7 @@ class OpWorker : public Napi::AsyncWorker {
 
   void Execute() override {
     try {
-      fn_(args_, result_);
+      taskmerge::boundary::runOp(fn_, args_, result_);
     } catch (const taskmerge::InputError& e) {
       input_ = e;
       SetError(e.what());
@@ -116,6 +118,7 @@ class OpWorker : public Napi::AsyncWorker {
     Napi::Env env = Env();
     Napi::Object out = Napi::Object::New(env);
     for (auto& kv : result_.nums) out.Set(kv.first, Napi::Number::New(env, kv.second));
+    for (auto& kv : result_.strs) out.Set(kv.first, Napi::String::New(env, kv.second));
     for (auto& kv : result_.numLists) {
       Napi::Array arr = Napi::Array::New(env, kv.second.size());
       for (size_t i = 0; i < kv.second.size(); i++) arr.Set(uint32_t(i), kv.second[i]);
@@ -226,6 +229,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("run", Napi::Function::New(env, Run));
   exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("pinnedBuffer", Napi::Function::New(env, taskmerge::napi::PinnedBuffer));
   return exports;
 }
 

@@ -11,12 +11,16 @@ import { ROOT, tmpDir } from "./fixtures";
 
 export const cc = ["cc", "gcc", "clang"].find((c) => spawnSync(c, ["--version"]).status === 0);
 
-/** Builds the fake in FAKE_MODE `mode` (0 no device, 1 a device, 2 another ABI, 3 a copying device). */
-export function buildFake(mode: number): string {
+/**
+ * Builds fake_backend.c in FAKE_MODE `mode` (0 no device, 1 a device, 2 another ABI, 3 a copying
+ * device), or with "streaming" fake_streaming_backend.c (counted buffers, async copies, pinning).
+ */
+export function buildFake(mode: number | "streaming"): string {
   const dir = tmpDir("tm-fake-backend-");
   const out = path.join(dir, `fake_${mode}.so`);
-  const r = spawnSync(cc!, ["-shared", "-fPIC", "-std=c99", `-DFAKE_MODE=${mode}`, "-I", path.join(ROOT, "native", "backend"),
-    path.join(ROOT, "test", "fixtures", "backends", "fake_backend.c"), "-o", out, "-ldl"], { encoding: "utf8" });
+  const source = mode === "streaming" ? "fake_streaming_backend.c" : "fake_backend.c";
+  const r = spawnSync(cc!, ["-shared", "-fPIC", "-std=c99", `-DFAKE_MODE=${mode === "streaming" ? 0 : mode}`, "-I", path.join(ROOT, "native", "backend"),
+    path.join(ROOT, "test", "fixtures", "backends", source), "-o", out, "-ldl"], { encoding: "utf8" });
   if (r.status !== 0) throw new Error(r.stderr);
   return out;
 }

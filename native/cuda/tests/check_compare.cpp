@@ -870,6 +870,58 @@ void linearAlgebra(Loaded& l, std::mt19937_64& rng) {
   }
 }
 
+// The overlapped copies of DeviceCall::blocks: page-locked host memory, three
+// asynchronous uploads at offsets, copy_wait, a kernel reading them (convert
+// F32→F64), an asynchronous download into page-locked memory, synchronize;
+// the bytes must be the CPU conversion's.
+void transfers(Loaded& l, std::mt19937_64& rng) {
+  const tm_backend_iface* f = l.be->iface;
+  tm_backend* be = l.be;
+  const size_t n = (size_t(3) << 20) + 123, page = 4096;
+  auto pinned = [&](size_t bytes) {
+    const size_t cap = (bytes + page - 1) / page * page;
+    void* p = std::aligned_alloc(page, cap);
+    tm_error err{};
+    const bool ok = p && f->host_register(be, p, cap, &err) == TM_OK;
+    if (!ok) std::fprintf(stderr, "host_register failed: %s\n", err.message);
+    return ok ? static_cast<uint8_t*>(p) : nullptr;
+  };
+  const Bytes src = randomTensor(rng, n, TM_F32, nullptr);
+  Bytes want(n * 8);
+  tm::OpArgs a;
+  a.strs["fromDtype"] = "F32";
+  a.strs["toDtype"] = "F64";
+  Bytes srcCopy = src;
+  a.bufs["src"] = view(srcCopy);
+  a.bufs["dst"] = view(want);
+  cpuOp("convert", a);
+  uint8_t* hs = pinned(src.size());
+  uint8_t* hd = pinned(want.size());
+  bool ok = hs && hd;
+  tm_buffer *ds = nullptr, *dd = nullptr;
+  tm_error err{};
+  if (ok) {
+    std::memcpy(hs, src.data(), src.size());
+    std::memset(hd, 0xab, want.size());
+    ok = f->buffer_alloc(be, src.size(), &ds, &err) == TM_OK && f->buffer_alloc(be, want.size(), &dd, &err) == TM_OK;
+    const size_t third = src.size() / 3 / 4 * 4;
+    for (size_t at = 0; ok && at < src.size(); at += third)
+      ok = f->copy_to_backend_async(be, ds, at, hs + at, std::min(third, src.size() - at), &err) == TM_OK;
+    ok = ok && f->copy_wait(be, &err) == TM_OK &&
+         f->convert(be, f->buffer_data(be, ds), TM_F32, f->buffer_data(be, dd), TM_F64, n, &err) == TM_OK &&
+         f->copy_to_host_async(be, hd, dd, 0, want.size(), &err) == TM_OK && f->synchronize(be, &err) == TM_OK;
+    if (!ok) std::fprintf(stderr, "transfers: %s\n", err.message);
+  }
+  report(ok && std::memcmp(hd, want.data(), want.size()) == 0, "copy_to_backend_async, copy_wait, copy_to_host_async from pinned memory");
+  if (ds) f->buffer_free(be, ds);
+  if (dd) f->buffer_free(be, dd);
+  for (uint8_t* p : {hs, hd})
+    if (p) {
+      f->host_unregister(be, p);
+      std::free(p);
+    }
+}
+
 }  // namespace
 
 int runCompare(Loaded& l) {
@@ -877,6 +929,7 @@ int runCompare(Loaded& l) {
   std::mt19937_64 rng(7);
   elementwise(l, rng);
   mergekitAndWindow(l, rng);
+  transfers(l, rng);
   linearAlgebra(l, rng);
   std::printf("%zu checks, %zu failed\n", checks, failures);
   return failures ? 1 : 0;

@@ -177,6 +177,11 @@ static int runRefuse(Loaded& l) {
   size_t done = 0;
   call("solve_psd_rows_batched", [&](tm_error* e) { return f->solve_psd_rows_batched(be, 1, 1, pa, 1, pb, &so, si, &done, e); });
   call("axpy", [&](tm_error* e) { return f->axpy(be, 1, 1.0, A, B, e); });
+  // pinned host memory and overlapped copies (transfers)
+  call("host_register", [&](tm_error* e) { return f->host_register(be, base, sizeof base, e); });
+  call("copy_to_backend_async", [&](tm_error* e) { return f->copy_to_backend_async(be, buf, 0, base, 8, e); });
+  call("copy_to_host_async", [&](tm_error* e) { return f->copy_to_host_async(be, base, buf, 0, 8, e); });
+  call("copy_wait", [&](tm_error* e) { return f->copy_wait(be, e); });
   int bad = 0;
   std::printf("{\"available\":%d,\"calls\":[", l.device.available);
   for (size_t i = 0; i < calls.size(); i++) {
