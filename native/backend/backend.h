@@ -499,7 +499,8 @@ typedef struct tm_backend_iface {
   tm_status (*tall_mask)(tm_backend* be, const tm_chunk* c, const void* tau, tm_dtype tau_dtype, const double* lambdas, uint8_t* const* masks, tm_work work, tm_error* err);
   tm_status (*tall_apply)(tm_backend* be, const tm_tall_apply_args* a, tm_work work, tm_error* err);
   tm_status (*mergekit_gta)(tm_backend* be, const tm_chunk* c, const tm_trim* trim, const tm_gta_args* a, tm_work work, tm_error* err);
-  /* l1[t] += Σ|τt|, l1_kept[t] += Σ|τ̂t| in double (host, T). */
+  /* l1[t] += Σ|τt|, l1_kept[t] += Σ|τ̂t| in double (host, T): each block of 4096 entries from the
+   * chunk's start summed in index order from 0, the block sums added in block order. */
   tm_status (*trim_l1)(tm_backend* be, const tm_chunk* c, const tm_trim* trim, double* l1, double* l1_kept, tm_work work, tm_error* err);
   /* count[t] = entries with bits(|τt|) == thresholds[t]; at[t] = chunk index + 1 of the
    * need[t]-th of them, 0 when fewer (all host, T). */
@@ -540,7 +541,8 @@ typedef struct tm_backend_iface {
   /* -- added in ABI 1 after the first table (a backend built before reads them as NULL) -- */
   /* Breadcrumbs: see tm_breadcrumbs_args. */
   tm_status (*breadcrumbs_merge)(tm_backend* be, const tm_chunk* c, const tm_breadcrumbs_args* a, tm_work work, tm_error* err);
-  /* l1[t] += Σ|τt|, l1_kept[t] += Σ|τt| over the kept entries, in double (host, T): the L1 rescale. */
+  /* l1[t] += Σ|τt|, l1_kept[t] += Σ|τt| over the kept entries, in double (host, T): the L1 rescale,
+   * summed in trim_l1's order. */
   tm_status (*breadcrumbs_l1)(tm_backend* be, const tm_chunk* c, const tm_top_sets* sets, double* l1, double* l1_kept, tm_work work, tm_error* err);
 
   /* -- added in ABI 1: norm statistics, norm drift and mergekit's low-precision ops, once host-only (NULL in a backend built before) -- */

@@ -1,7 +1,7 @@
 // The per-element maths of the CUDA kernels, as __host__ __device__ functions
 // so that the same source compiles into the kernels and into the host check
 // program (tests/check_host.cpp), which compares it bit for bit with the CPU
-// code it mirrors (native/core/dtype.cpp, counter_rng.h, trim.h, trim.cpp,
+// code it mirrors (native/core/dtype.cpp, trim.h, trim.cpp,
 // linear_combine.cpp, tall_mask.h). Each function names what it mirrors; the
 // operations and their order are the CPU's, in float32 / float64 with round to
 // nearest even and (as the build uses -fmad=false) no fused multiply-add.
@@ -9,6 +9,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+
+#include "core/counter_rng_core.h"
 
 #if defined(__CUDACC__)
 #define TM_HD __host__ __device__ __forceinline__
@@ -131,24 +133,15 @@ TM_HD void storeF64(void* p, int t, uint64_t i, double v) {
 // NaN or ±Inf (the CPU's exponent-bits test).
 TM_HD bool nonFinite(float x) { return (bitsOf(x) & 0x7f800000u) == 0x7f800000u; }
 
-// ---- counter-based random numbers (counter_rng.h) ----------------------------
+// ---- counter-based random numbers ----------------------------------------------
+// The CPU's own code (native/core/counter_rng_core.h, __host__ __device__ under nvcc).
 
-constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;
-TM_HD uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-TM_HD uint64_t splitmix64(uint64_t x) { return mix64(x + kGolden); }
-TM_HD uint64_t rngStream(uint64_t seed, uint64_t keyHash, uint64_t task) {
-  return splitmix64(splitmix64(splitmix64(seed) ^ keyHash) ^ task);
-}
-TM_HD uint64_t rngBits53(uint64_t stream, uint64_t i) { return splitmix64(stream + i * kGolden) >> 11; }
-// uniformBelowBound: u < p ⟺ bits53 < ceil(p·2⁵³)
-TM_HD uint64_t uniformBelowBound(double p) {
-  double x = std::ceil(p * 0x1p53);
-  return x <= 0 ? 0 : uint64_t(x);
-}
+using taskmerge::kGolden;
+using taskmerge::mix64;
+using taskmerge::rngBits53;
+using taskmerge::rngStream;
+using taskmerge::splitmix64;
+using taskmerge::uniformBelowBound;
 
 // ---- trims (trim.h, Trim::apply) -----------------------------------------------
 
