@@ -23,7 +23,7 @@ export const KNOBS = {
   TASKMERGE_LINALG: { kind: "choice", choices: ["builtin", "openblas"], what: "linear algebra backend" },
   /** Read by the CUDA backend (native/cuda/context.cu) when it starts. */
   TASKMERGE_CUDA_DEVICE: { kind: "int", min: 0, max: 1023, what: "CUDA device index" },
-  TASKMERGE_CUDA_PRECISION: { kind: "choice", choices: ["f64", "f32", "tf32"], what: "CUDA dense linear algebra precision" },
+  TASKMERGE_CUDA_PRECISION: { kind: "choice", choices: ["f64", "f32", "tf32"], what: "CUDA default precision of gemm, syrk and Cholesky (the solves take solve_precision)" },
 } as const satisfies Record<string, Knob>;
 
 export type KnobName = keyof typeof KNOBS;

@@ -1,6 +1,6 @@
 /**
  * The batched closed-form solves (backend.h solve_psd_rows_batched, the
- * gram_solve op, lib/methods/closed_form.ts): on the CPU backend a batch is
+ * gram_solve op, lib/methods/closed_form.ts) and the axpy entry: on the CPU backend a batch is
  * linalg::solvePsdRows per system, byte for byte (linalg_solve runs that code
  * alone); a failing system stops the batch with the earlier ones done; the
  * LOT/RegMean merge gives the same bytes batched as one layer at a time, and
@@ -33,6 +33,14 @@ function randoms(n: number, seed: number, scale = 1): Float64Array {
 }
 
 const bytes = (a: Float64Array) => Buffer.from(a.buffer.slice(a.byteOffset, a.byteOffset + a.byteLength));
+
+test("axpy (the table entry, through linalg_axpy): y + α·x in float64, as JavaScript computes it", async () => {
+  const n = 100003, alpha = -0.37;
+  const x = randoms(n, 31, 1e3), y = randoms(n, 32);
+  const r = await runOp("linalg_axpy", { n, alpha, x, y });
+  expect(r.Y.equals(bytes(y.map((v, i) => v + alpha * x[i])))).toBe(true);
+  expect(y[0]).toBe(randoms(1, 32)[0]); // the op's y is a copy: the input is left as it was
+});
 
 describe("gram_solve on the CPU backend", () => {
   const out = 7, n = 9;

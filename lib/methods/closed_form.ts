@@ -92,11 +92,10 @@ export async function solveLinear(ctx: MergeContext, key: string, sink: TensorSi
   const o = layerOf(key)!;
   const first = await accumulate(ctx, key, o);
   const batch = [first];
-  let bytes = layerBytes(first);
+  let bytes = layerBytes(ctx, key, o);
   for (const next of batchCandidates(ctx, key, o, layerOf, ahead)) {
     if (batch.length >= SOLVE_BATCH.layers) break;
-    const size = (next.o.out * next.o.in + next.o.in * next.o.in) * 8 +
-      next.o.out * next.o.in * (DTYPE_SIZE[ctx.base.get(next.key).dtype] + DTYPE_SIZE[ctx.outDtype(next.key)]);
+    const size = layerBytes(ctx, next.key, next.o);
     if (bytes + size > SOLVE_BATCH.bytes) break;
     // A layer ahead that fails to accumulate is left to its own turn, where it fails as it would unbatched.
     const layer = await accumulate(ctx, next.key, next.o).catch(() => undefined);
@@ -121,9 +120,9 @@ export async function solveLinear(ctx: MergeContext, key: string, sink: TensorSi
   return { eigh: r.eigh[0] === 1, rank: r.rank[0] };
 }
 
-/** Bytes a layer holds while it waits in a batch. */
-function layerBytes(l: Layer): number {
-  return l.A.length + l.BT.length + l.base.length + l.result.length;
+/** Bytes a layer holds while it waits in a batch: A, Bᵀ, its base weight and its result. */
+function layerBytes(ctx: MergeContext, key: string, o: LinearSolveOptions): number {
+  return (o.in * o.in + o.out * o.in) * 8 + o.out * o.in * (DTYPE_SIZE[ctx.base.get(key).dtype] + DTYPE_SIZE[ctx.outDtype(key)]);
 }
 
 /** The keys after `key` (within the lookahead) whose solve can share its batch, in output order. */

@@ -191,6 +191,7 @@ export interface OpSignatures {
   linalg_syrk: { args: LinalgChoice & { n: number; k: number; alpha?: number; beta?: number; X: Bytes; C?: Bytes }; result: { C: Buffer; seconds: number } };
   linalg_cholesky: { args: LinalgChoice & { n: number; A: Bytes }; result: { L: Buffer; ok: number; seconds: number } };
   linalg_eigh: { args: LinalgChoice & { n: number; A: Bytes }; result: { w: Buffer; V: Buffer; seconds: number } };
+  linalg_axpy: { args: OnDevice & { n: number; alpha?: number; x: Bytes; y: Bytes }; result: { Y: Buffer; seconds: number } };
   linalg_solve: {
     args: LinalgChoice & { n: number; nrhs: number; A: Bytes; B: Bytes; solver?: string; ridge?: number; rcond?: number };
     result: { X: Buffer; eigh: number; rank: number; seconds: number };

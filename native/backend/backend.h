@@ -584,7 +584,8 @@ typedef struct tm_backend_iface {
    * success); B_i and info[i] (host, count entries) hold the results of those. */
   tm_status (*solve_psd_rows_batched)(tm_backend* be, size_t count, size_t n, double* const* A, size_t nrhs, double* const* B,
                                       const tm_solve_opts* opts, tm_solve_info* info, size_t* done, tm_error* err);
-  /* y[0..n) += alpha·x in float64 (backend addresses): the accumulation A += G̃t. */
+  /* y[0..n) += alpha·x in float64 (backend addresses): the accumulation A += G̃t of
+   * device-resident statistics (alpha·x rounded, then the sum: bit-identical everywhere). */
   tm_status (*axpy)(tm_backend* be, size_t n, double alpha, const double* x, double* y, tm_error* err);
 
   /* -- pinned host memory and overlapped copies (transfers: issue 14 item 2) --------

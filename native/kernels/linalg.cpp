@@ -1,5 +1,5 @@
 // Ops exposing the backend's linear algebra directly, for tests and benchmarks:
-//  "linalg_gemm", "linalg_syrk", "linalg_cholesky", "linalg_eigh", "linalg_solve".
+//  "linalg_gemm", "linalg_syrk", "linalg_cholesky", "linalg_eigh", "linalg_solve", "linalg_axpy".
 // Inputs are float64 buffers; results come back as new float64 buffers, and
 // "seconds" is the time spent in the linear algebra call itself.
 #include <chrono>
@@ -103,7 +103,20 @@ static void solveOp(const OpArgs& a, OpResult& r) {
   put(r, "X", B);
 }
 
+// Y = y + alpha·x through the backend's axpy entry.
+static void axpyOp(const OpArgs& a, OpResult& r) {
+  boundary::DeviceCall d(a);
+  boundary::Dense la(d);
+  const size_t n = boundary::count(a, "n");
+  const double* x = in64(a, "x", n);
+  std::vector<double> y = copy64(a, "y", n);
+  const double alpha = a.num("alpha", 1.0);
+  r.nums["seconds"] = timed([&] { la.axpy(n, alpha, x, y.data()); });
+  put(r, "Y", y);
+}
+
 TM_REGISTER_OP("linalg_gemm", gemmOp);
+TM_REGISTER_OP("linalg_axpy", axpyOp);
 TM_REGISTER_OP("linalg_syrk", syrkOp);
 TM_REGISTER_OP("linalg_cholesky", choleskyOp);
 TM_REGISTER_OP("linalg_eigh", eighOp);
