@@ -5,12 +5,13 @@
  * TASKMERGE_CUDA_LIBRARY) is listed when it loads, noted when it does not,
  * and `device` resolves from what the registry reports.
  */
+import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { nativeInfo } from "../lib/native";
 import { resolveDevice } from "../lib/device";
 import { UsageError } from "../lib/errors";
-import { makeZoo, runCli, tmpDir } from "./helpers/fixtures";
+import { makeZoo, ROOT, runCli, tmpDir } from "./helpers/fixtures";
 import { buildFake, cc, probe } from "./helpers/fake_backend";
 
 /** What the registry says and what each device resolves to, as \`rep\`. */
