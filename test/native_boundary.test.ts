@@ -5,21 +5,13 @@
  * element, the message built from them; an unknown device names itself.
  */
 import { runOp, runRawOp } from "../lib/native";
+import { rejection } from "./helpers/fixtures";
 
 const f32 = (vals: number[]) => Buffer.from(new Float32Array(vals).buffer);
 const chunk = (n: number) => ({
   n, base: f32(new Array(n).fill(0)), baseDtype: "F32",
   experts: [f32(new Array(n).fill(1)), f32(new Array(n).fill(2))], expertDtypes: ["F32", "F32"],
 });
-
-async function rejection(p: Promise<unknown>): Promise<Record<string, unknown> & { message: string }> {
-  try {
-    await p;
-  } catch (e) {
-    return e as Record<string, unknown> & { message: string };
-  }
-  throw new Error("expected a rejection");
-}
 
 describe("argument errors name the argument", () => {
   test("a wrong-size buffer in a list: arg and index", async () => {

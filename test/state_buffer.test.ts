@@ -10,19 +10,10 @@ import * as fs from "fs";
 import * as path from "path";
 import { allocState, freeState, readState, runOp, runRawOp } from "../lib/native";
 import { runMerge } from "../lib/job/merge";
-import { makeZoo, tmpDir, ROOT } from "./helpers/fixtures";
+import { makeZoo, rejection, tmpDir, ROOT } from "./helpers/fixtures";
 import { buildFake, cc, probe } from "./helpers/fake_backend";
 
 const f32 = (vals: ArrayLike<number>) => Buffer.from(new Float32Array(vals).buffer);
-
-async function rejection(p: Promise<unknown>): Promise<Record<string, unknown> & { message: string }> {
-  try {
-    await p;
-  } catch (e) {
-    return e as Record<string, unknown> & { message: string };
-  }
-  throw new Error("expected a rejection");
-}
 
 /** A chunk of T float32 experts over a base, n entries, deterministic values. */
 function chunk(T: number, n: number) {

@@ -258,3 +258,13 @@ export function maxRelErr(a: ArrayLike<number>, b: ArrayLike<number>, floor = 1e
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]) / (Math.abs(b[i]) + floor));
   return m;
 }
+
+/** The error `p` rejects with (its fields: message, kind, role, arg, ...); throws when it resolves. */
+export async function rejection(p: Promise<unknown>): Promise<Record<string, unknown> & { message: string }> {
+  try {
+    await p;
+  } catch (e) {
+    return e as Record<string, unknown> & { message: string };
+  }
+  throw new Error("expected a rejection");
+}

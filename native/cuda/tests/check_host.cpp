@@ -19,6 +19,7 @@
 #include "core/counter_rng.h"
 #include "core/dtype.h"
 #include "core/op.h"
+#include "boundary/state_buffer.h"
 #include "cuda/element.h"
 
 namespace tmcheck {
@@ -145,6 +146,18 @@ static tm::OpResult cpuOp(const char* name, const tm::OpArgs& a) {
   }
   fn(a, r);
   return r;
+}
+
+// A zeroed CPU state buffer (what the selection ops take for their state) as
+// argument `key` of `a`; on the CPU its memory is host memory, read in place.
+template <class V>
+static V* cpuState(tm::OpArgs& a, const char* key, size_t count) {
+  tm::OpArgs sa;
+  sa.strs["device"] = "cpu";
+  sa.nums["bytes"] = double(count * sizeof(V));
+  tm::OpResult r = cpuOp("state_alloc", sa);
+  a.states[key] = r.states["state"];
+  return static_cast<V*>(a.states[key]->get()->host());
 }
 
 // One float32 chunk of T experts around a base, its op arguments, and the
@@ -546,13 +559,14 @@ static void smallAndSample(std::mt19937_64& rng) {
       same("magnitude_small signSum", double(s), r.nums["signSum"], double(k));
       // ties_sample into a region at `at` of m entries
       const size_t m = c.n + 100, at = 37;
-      std::vector<uint32_t> bits(T * m, 0), want(T * m, 0);
+      std::vector<uint32_t> want(T * m, 0);
       tm::OpArgs sa = c.args();
       sa.bufs.erase("out");
-      sa.bufs["bits"] = tm::Bytes{reinterpret_cast<uint8_t*>(bits.data()), bits.size() * 4};
+      const uint32_t* sampled = cpuState<uint32_t>(sa, "bits", T * m);
       sa.nums["m"] = double(m);
       sa.nums["at"] = double(at);
       cpuOp("ties_sample", sa);
+      const std::vector<uint32_t> bits(sampled, sampled + T * m);
       for (size_t t = 0; t < T; t++)
         for (size_t i = 0; i < c.n; i++) want[t * m + at + i] = tmcuda::absBits(c.tau(t, i));
       size_t diff = 0;
@@ -586,10 +600,6 @@ static void window(std::mt19937_64& rng) {
         }
       }
       const size_t C = c.n, cap = c.n;
-      std::vector<uint32_t> cand(T * C, 0);
-      std::vector<int8_t> candDiff(T * C, 0);
-      std::vector<uint64_t> used(T, 0), tableCounts(T * W, 0);
-      std::vector<int64_t> tableDiffs(T * W, 0);
       tm::OpArgs a = c.args();
       a.bufs.erase("out");
       a.numLists["lo"] = asDoubles(lo);
@@ -598,11 +608,12 @@ static void window(std::mt19937_64& rng) {
       for (uint32_t v : table) tab.push_back(v == 0xffffffffu ? -1.0 : double(v));
       a.numLists["table"] = tab;
       a.nums["capacity"] = double(C);
-      a.bufs["cand"] = tm::Bytes{reinterpret_cast<uint8_t*>(cand.data()), cand.size() * 4};
-      a.bufs["candDiff"] = tm::Bytes{reinterpret_cast<uint8_t*>(candDiff.data()), candDiff.size()};
-      a.bufs["used"] = tm::Bytes{reinterpret_cast<uint8_t*>(used.data()), used.size() * 8};
-      a.bufs["tableCounts"] = tm::Bytes{reinterpret_cast<uint8_t*>(tableCounts.data()), tableCounts.size() * 8};
-      a.bufs["tableDiffs"] = tm::Bytes{reinterpret_cast<uint8_t*>(tableDiffs.data()), tableDiffs.size() * 8};
+      // The window's state, as the ops take it: CPU state buffers, read in place below.
+      const uint32_t* cand = cpuState<uint32_t>(a, "cand", T * C);
+      const int8_t* candDiff = cpuState<int8_t>(a, "candDiff", T * C);
+      const uint64_t* used = cpuState<uint64_t>(a, "used", T);
+      const uint64_t* tableCounts = cpuState<uint64_t>(a, "tableCounts", T * W);
+      const int64_t* tableDiffs = cpuState<int64_t>(a, "tableDiffs", T * W);
       a.nums["multiCap"] = double(cap);
       tm::OpResult r = cpuOp("ties_window", a);
       // the kernel's logic, entry by entry
