@@ -21,6 +21,7 @@
 // Op "magnitude_pick": hist (state), bins, ks (k per expert) → bin (per expert, the
 //   bin holding the k-th largest) and rank (its rank from the top inside the bin).
 #include <algorithm>
+#include <memory>
 #include <cstring>
 #include <optional>
 
@@ -51,11 +52,12 @@ static void magnitudeHistOp(const OpArgs& a, OpResult& r) {
     for (size_t t = 0; t < T; t++)
       if (prefix[t] < 0) throw ArgumentError("prefix", (long long)t, "the sign reduction needs a prefix for every expert");
   }
-  std::vector<float> multi(fused ? std::min(cap, c.n()) * T : 0);
+  // Uninitialised, as in ties_window: the kernel writes only the multi_count entries it returns.
+  std::unique_ptr<float[]> multi(new float[fused ? std::min(cap, c.n()) * T : 0]);
   boundary::DeviceCall d(a);
   tm_chunk dc = d.chunk(c.get());
   const tm_hist_args args{int(level), prefix.data(), d.state<double>(hist), fused ? d.state<double>(*signDiff) : nullptr,
-                          std::min(cap, c.n()), multi.data()};
+                          std::min(cap, c.n()), multi.get()};
   tm_hist_result res{};
   auto fn = d.entry(d.iface().magnitude_hist, "magnitude_hist");
   d.check(fn(&d.backend(), &dc, &args, &res, d.work(TM_K_MAGNITUDE_HIST, T, c.n()), d.err()), "magnitude_hist");
@@ -64,7 +66,7 @@ static void magnitudeHistOp(const OpArgs& a, OpResult& r) {
   r.nums["overflow"] = res.overflow ? 1 : 0;
   auto& out = r.bufs["multi"];
   out.resize(res.multi_count * T * sizeof(float));
-  if (!out.empty()) std::memcpy(out.data(), multi.data(), out.size());
+  if (!out.empty()) std::memcpy(out.data(), multi.get(), out.size());
 }
 
 static void magnitudePickOp(const OpArgs& a, OpResult& r) {

@@ -44,6 +44,7 @@
 //   read), capacity, table, above, atHi, k → thresholds (bits), ok (per task: 0
 //   when the k-th largest lies outside the window), diffSum.
 #include <algorithm>
+#include <memory>
 #include <atomic>
 #include <cmath>
 #include <functional>
@@ -162,12 +163,15 @@ static void tiesWindowOp(const OpArgs& a, OpResult& r) {
   const boundary::State tableCounts = boundary::state(a, "tableCounts", T * kTable * 8),
                         tableDiffs = boundary::state(a, "tableDiffs", T * kTable * 8);
   const size_t cap = std::min(size_t(std::max(0.0, a.num("multiCap"))), c.n());
-  std::vector<float> multi(cap * T);
+  // Room for `cap` entries, left uninitialised: the kernel writes only the
+  // multi_count it returns, and zeroing up to T × chunk floats per chunk (a
+  // fresh mmap each time) cost TIES global about 10% of its wall time.
+  std::unique_ptr<float[]> multi(new float[cap * T]);
   std::vector<uint64_t> above(T, 0), atHi(T, 0);
   boundary::DeviceCall d(a);
   tm_chunk dc = d.chunk(c.get());
   const tm_window_args args{lo.data(), hi.data(), table.data(), C, d.state<uint32_t>(cand), d.state<int8_t>(candDiff), d.state<uint64_t>(used),
-                            d.state<uint64_t>(tableCounts), d.state<int64_t>(tableDiffs), cap, multi.data()};
+                            d.state<uint64_t>(tableCounts), d.state<int64_t>(tableDiffs), cap, multi.get()};
   tm_window_result res{above.data(), atHi.data(), 0, 0, 0, 0};
   auto fn = d.entry(d.iface().ties_window, "ties_window");
   d.check(fn(&d.backend(), &dc, &args, &res, d.work(TM_K_TIES_WINDOW, T, c.n()), d.err()), "ties_window");
@@ -179,7 +183,7 @@ static void tiesWindowOp(const OpArgs& a, OpResult& r) {
   r.nums["full"] = res.full ? 1 : 0;
   auto& out = r.bufs["multi"];
   out.resize(res.multi_count * T * sizeof(float));
-  if (!out.empty()) std::memcpy(out.data(), multi.data(), out.size());
+  if (!out.empty()) std::memcpy(out.data(), multi.get(), out.size());
 }
 
 static void tiesWindowPickOp(const OpArgs& a, OpResult& r) {
